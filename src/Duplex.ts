@@ -1,0 +1,571 @@
+/**
+ * The model of a duplex byte connection, and the combinators that use one without deadlock.
+ *
+ * A {@link Duplex} has a `readable` stream of inbound bytes, a `write` side bounded in bytes, `end`
+ * (half-close), `abort` (hard close) and `stats`. Every combinator here follows one rule: **no fiber that
+ * reads ever waits on a fiber that writes to the same duplex, and vice versa** — reading and writing run
+ * as two concurrent fibers in one scope, and the first failure interrupts both.
+ *
+ * @since 0.1.0
+ */
+import * as Clock from "effect/Clock"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import { dual } from "effect/Function"
+import { type Pipeable, pipeArguments } from "effect/Pipeable"
+import * as Predicate from "effect/Predicate"
+import type * as Scope from "effect/Scope"
+import * as Sink from "effect/Sink"
+import * as Stream from "effect/Stream"
+import type * as stream from "node:stream"
+import { type Direction, DuplexError, InvalidOptions } from "./DuplexError.js"
+import { BytePipe } from "./internal/bytePipe.js"
+import * as nodeDuplex from "./internal/nodeDuplex.js"
+
+/**
+ * @category type ids
+ * @since 0.1.0
+ */
+export const TypeId = "~fullduplex/Duplex" as const
+
+/**
+ * @category type ids
+ * @since 0.1.0
+ */
+export type TypeId = typeof TypeId
+
+/**
+ * What one direction of a duplex has done so far.
+ *
+ * **Details**
+ *
+ * - `bytes`: outbound, the bytes accepted from `write`; inbound, the bytes delivered to `readable`.
+ * - `buffered` / `peakBuffered`: bytes held in user space for this direction now, and at most so far.
+ * - `blocked` / `blockedMillis`: whether a writer in this direction is held back by backpressure right
+ *   now, and for how long in total. Outbound, that is your writes waiting for room (the peer's zero
+ *   window); inbound, it is the peer held back because you do not read (your zero window).
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface DirectionStats {
+  readonly bytes: number
+  readonly buffered: number
+  readonly peakBuffered: number
+  readonly blocked: boolean
+  readonly blockedMillis: number
+}
+
+/**
+ * Both directions of a duplex, as seen from that duplex.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface Stats {
+  readonly outbound: DirectionStats
+  readonly inbound: DirectionStats
+}
+
+/**
+ * A duplex byte connection: bytes in, bytes out, half-close, abort, bounded buffers, stats.
+ *
+ * **Details**
+ *
+ * - `readable`: inbound bytes. Ends at the peer's half-close; fails with `DuplexError` on reset. Each
+ *   run of the stream continues where the previous one stopped; run it from one fiber at a time.
+ * - `write(chunk)`: completes when the chunk is accepted into a buffer bounded in bytes, so a writer is
+ *   held back instead of the process's memory growing. Concurrent writes are served in call order.
+ * - `writeAll(chunks)` / `sink`: the same for many chunks. `sink` does not `end`.
+ * - `end`: half-close once every accepted byte is flushed. Idempotent. A later write fails `Closed`.
+ * - `abort`: hard close (RST for a socket). Idempotent, never blocks; wakes every pending read and write
+ *   on both ends.
+ * - `stats`: a snapshot of both directions.
+ *
+ * **Interruption**
+ *
+ * An interrupted `write` may have had a prefix of its chunk accepted (counted in
+ * `stats.outbound.bytes`); the rest is dropped. An interrupted read took nothing.
+ *
+ * **Closing**
+ *
+ * After your own `abort` (or the owning scope's close) every operation fails `Closed`; after the peer's
+ * abort, reads and writes fail `Broken`; after the peer's `end`, `readable` ends and writes still work.
+ *
+ * **Gotchas**
+ *
+ * Do not write everything and then read: against a peer that answers as it reads, both buffers fill
+ * and both sides wait forever. Use {@link exchange}, {@link pipeThrough} or {@link splice}.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface Duplex extends Pipeable {
+  readonly [TypeId]: TypeId
+  /** A name for errors and diagnostics (`"pair.a"`, `"tcp 127.0.0.1:4000"`). */
+  readonly label: string
+  readonly readable: Stream.Stream<Uint8Array, DuplexError>
+  readonly write: (chunk: Uint8Array) => Effect.Effect<void, DuplexError>
+  readonly writeAll: (chunks: Iterable<Uint8Array>) => Effect.Effect<void, DuplexError>
+  readonly sink: Sink.Sink<void, Uint8Array, never, DuplexError>
+  readonly end: Effect.Effect<void, DuplexError>
+  readonly abort: Effect.Effect<void>
+  readonly stats: Effect.Effect<Stats>
+}
+
+/**
+ * Tells whether a value is a {@link Duplex}.
+ *
+ * @category guards
+ * @since 0.1.0
+ */
+export const isDuplex = (u: unknown): u is Duplex => Predicate.hasProperty(u, TypeId)
+
+class DuplexImpl implements Duplex {
+  readonly [TypeId]: TypeId = TypeId
+  readonly label: string
+  readonly readable: Stream.Stream<Uint8Array, DuplexError>
+  readonly write: (chunk: Uint8Array) => Effect.Effect<void, DuplexError>
+  readonly writeAll: (chunks: Iterable<Uint8Array>) => Effect.Effect<void, DuplexError>
+  readonly sink: Sink.Sink<void, Uint8Array, never, DuplexError>
+  readonly end: Effect.Effect<void, DuplexError>
+  readonly abort: Effect.Effect<void>
+  readonly stats: Effect.Effect<Stats>
+
+  constructor(parts: MakeOptions) {
+    this.label = parts.label
+    this.readable = parts.readable
+    this.write = parts.write
+    this.writeAll = parts.writeAll ?? ((chunks) => Effect.forEach(chunks, parts.write, { discard: true }))
+    this.sink = Sink.forEachArray(this.writeAll)
+    this.end = parts.end
+    this.abort = parts.abort
+    this.stats = parts.stats
+  }
+
+  pipe() {
+    return pipeArguments(this, arguments)
+  }
+}
+
+/**
+ * The parts of a {@link Duplex}, for {@link make}.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface MakeOptions {
+  readonly label: string
+  readonly readable: Stream.Stream<Uint8Array, DuplexError>
+  readonly write: (chunk: Uint8Array) => Effect.Effect<void, DuplexError>
+  /** Defaults to `write` for each chunk in order. */
+  readonly writeAll?: ((chunks: Iterable<Uint8Array>) => Effect.Effect<void, DuplexError>) | undefined
+  readonly end: Effect.Effect<void, DuplexError>
+  readonly abort: Effect.Effect<void>
+  readonly stats: Effect.Effect<Stats>
+}
+
+/**
+ * Builds a {@link Duplex} from its parts, for a transport of your own.
+ *
+ * **When to use**
+ *
+ * When you adapt a transport that fullduplex has no adapter for. Run the testkit's `conformance` suite
+ * against it: the parts must keep the contract described on {@link Duplex}.
+ *
+ * **Example** (A duplex that discards what it is sent and never answers)
+ *
+ * ```ts
+ * import { Effect, Stream } from "effect"
+ * import { Duplex } from "fullduplex"
+ *
+ * const zero = { bytes: 0, buffered: 0, peakBuffered: 0, blocked: false, blockedMillis: 0 }
+ * const blackHole = Duplex.make({
+ *   label: "black-hole",
+ *   readable: Stream.never,
+ *   write: () => Effect.void,
+ *   end: Effect.void,
+ *   abort: Effect.void,
+ *   stats: Effect.succeed({ outbound: zero, inbound: zero })
+ * })
+ * ```
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const make = (parts: MakeOptions): Duplex => new DuplexImpl(parts)
+
+/**
+ * Options of {@link pair}.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface PairOptions {
+  /**
+   * Bytes each direction can hold, modelling the sender's send buffer and the receiver's receive buffer
+   * together. `0` makes every write a lockstep hand-over to a reader. Default 65536 (64 KiB).
+   */
+  readonly capacity?: number | undefined
+  /** Prefix of the two labels (`"<label>.a"`, `"<label>.b"`). Default `"pair"`. */
+  readonly label?: string | undefined
+}
+
+/**
+ * Default capacity of each direction of a {@link pair}, in bytes: 64 KiB, Node's default
+ * `highWaterMark` for byte streams since Node 22.
+ *
+ * @category constants
+ * @since 0.1.0
+ */
+export const DEFAULT_CAPACITY_BYTES = 64 * 1024
+
+/**
+ * Two connected in-memory duplexes: what `a` writes, `b` reads, and the other way round. Each direction
+ * is a one-way pipe bounded by `capacity` bytes.
+ *
+ * **When to use**
+ *
+ * To test protocol code without sockets, or to model a connection with a given buffer size: a pair
+ * deadlocks exactly where a TCP connection with that much buffering would.
+ *
+ * **Details**
+ *
+ * A write that fits in the free room completes at once. A larger one fills the room and waits; when a
+ * reader comes it takes the buffered bytes and the rest of the waiting write in one batch, and the write
+ * completes. So `stats.*.buffered` never exceeds `capacity`, and no byte is copied. With `capacity: 0`
+ * every write waits for a reader (a rendezvous).
+ *
+ * **Closing**
+ *
+ * `end` on one side delivers EOF to the other after the bytes already accepted. `abort` on one side
+ * drops what it had buffered for the peer and makes the peer's pending and later reads and writes fail
+ * `Broken`; its own fail `Closed`. Closing the scope aborts both sides.
+ *
+ * **Example** (An echo peer on the other end)
+ *
+ * ```ts
+ * import { Effect, Sink, Stream } from "effect"
+ * import { Duplex } from "fullduplex"
+ *
+ * const program = Effect.scoped(
+ *   Effect.gen(function* () {
+ *     const [client, server] = yield* Duplex.pair({ capacity: 16 * 1024 })
+ *     yield* Effect.forkScoped(Stream.run(server.readable, server.sink).pipe(Effect.andThen(server.end)))
+ *     const input = Stream.make(new TextEncoder().encode("hello"))
+ *     return yield* Duplex.exchange(client, input, Sink.collect())
+ *   })
+ * )
+ * ```
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const pair = (options: PairOptions = {}): Effect.Effect<readonly [Duplex, Duplex], DuplexError, Scope.Scope> =>
+  Effect.gen(function* () {
+    const label = options.label ?? "pair"
+    const capacity = options.capacity ?? DEFAULT_CAPACITY_BYTES
+    if (!Number.isSafeInteger(capacity) || capacity < 0) {
+      return yield* new DuplexError({
+        reason: new InvalidOptions({
+          label,
+          option: "capacity",
+          value: capacity,
+          expected: "a whole number of bytes ≥ 0"
+        })
+      })
+    }
+    const clock = yield* Clock.Clock
+    const aLabel = `${label}.a`
+    const bLabel = `${label}.b`
+    const ab = new BytePipe(capacity, aLabel, bLabel, clock)
+    const ba = new BytePipe(capacity, bLabel, aLabel, clock)
+    const a = pairSide(aLabel, ab, ba)
+    const b = pairSide(bLabel, ba, ab)
+    yield* Effect.addFinalizer(() => Effect.andThen(a.abort, b.abort))
+    return [a, b] as const
+  })
+
+const pipeStats = (pipe: BytePipe, direction: Direction): DirectionStats => ({
+  bytes: direction === "outbound" ? pipe.bytesIn : pipe.bytesOut,
+  buffered: pipe.buffered,
+  peakBuffered: pipe.peakBuffered,
+  blocked: pipe.blocked,
+  blockedMillis: pipe.blockedMillis()
+})
+
+const pairSide = (label: string, outbound: BytePipe, inbound: BytePipe): Duplex =>
+  make({
+    label,
+    readable: Stream.fromPull(Effect.succeed(inbound.pull)),
+    write: outbound.write,
+    end: Effect.suspend(() => {
+      const error = outbound.end()
+      return error === undefined ? Exit.void : Exit.fail(error)
+    }),
+    abort: Effect.sync(() => {
+      outbound.abortWriter(true)
+      inbound.closeReader()
+    }),
+    stats: Effect.sync(() => ({ outbound: pipeStats(outbound, "outbound"), inbound: pipeStats(inbound, "inbound") }))
+  })
+
+/**
+ * Options of {@link fromNodeDuplex}.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface FromNodeDuplexOptions {
+  /**
+   * Bytes of inbound data held in user space before the stream is paused (plus the one chunk that
+   * crossed the mark), and the largest piece a write hands to the stream at once. Default 65536.
+   */
+  readonly highWaterMark?: number | undefined
+  /** Name for errors and diagnostics. Default `"node-duplex"`, or `"tcp <address>:<port>"` for a socket. */
+  readonly label?: string | undefined
+}
+
+/**
+ * Any Node `stream.Duplex` (a `net.Socket`, a `PassThrough`, a child's stdio pair) as a {@link Duplex}.
+ *
+ * **When to use**
+ *
+ * To bring an existing Node stream under fullduplex's rules. For TCP connections prefer the `Tcp` module,
+ * which owns the socket from connect to close.
+ *
+ * **Details**
+ *
+ * Inbound data flows from `'data'` events into a buffer of `highWaterMark` bytes; when it is full the
+ * stream is paused, so the kernel's flow control holds the peer back. Outbound, a write is handed to the
+ * stream in pieces of at most `highWaterMark` bytes and waits for `'drain'` whenever the stream asks it
+ * to, so user-space buffering stays below `writableHighWaterMark + highWaterMark`. `end` calls
+ * `stream.end()` and waits for `'finish'`. `abort` resets a `net.Socket` (RST) and destroys any other
+ * stream. The stream's `allowHalfOpen` is set to `true`, so the peer's half-close does not end our side.
+ * A no-op `'error'` listener stays on the stream: errors surface as `Broken` instead of crashing.
+ *
+ * **Closing**
+ *
+ * Closing the scope destroys the stream: plainly if it was `end`ed, by `abort` otherwise. Pending reads
+ * and writes then fail `Closed`.
+ *
+ * **Gotchas**
+ *
+ * The stream must carry bytes (no object mode, no `setEncoding`). Node keeps a buffer of its own
+ * (`readableHighWaterMark`) behind ours while paused.
+ *
+ * **Example** (A socket as a duplex)
+ *
+ * ```ts
+ * import { Effect } from "effect"
+ * import * as net from "node:net"
+ * import { Duplex } from "fullduplex"
+ *
+ * const connect = (port: number) =>
+ *   Effect.gen(function* () {
+ *     const socket = net.connect({ host: "127.0.0.1", port })
+ *     return yield* Duplex.fromNodeDuplex(socket, { highWaterMark: 256 * 1024 })
+ *   })
+ * ```
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const fromNodeDuplex = (
+  stream: stream.Duplex,
+  options: FromNodeDuplexOptions = {}
+): Effect.Effect<Duplex, DuplexError, Scope.Scope> =>
+  Effect.map(nodeDuplex.make(stream, options), (parts) => make(parts))
+
+/**
+ * Writes `input` (then half-closes) while reading `readable` into `sink`, concurrently; returns what the
+ * sink returns.
+ *
+ * **When to use**
+ *
+ * For a request/response over one connection: the request goes out while the response comes in, so a
+ * request larger than both buffers cannot deadlock against a peer that answers as it reads.
+ *
+ * **Details**
+ *
+ * The writer and the reader are two fibers in one scope. When `input` ends, the duplex is `end`ed. The
+ * exchange completes when both are done: the sink has completed (usually at the peer's EOF) and every
+ * byte of `input` was accepted and the duplex half-closed. The peer's EOF does not stop the writer: a
+ * half-closed peer may still be reading. If the sink completes before the writer, the inbound bytes that
+ * follow are read and discarded until the writer is done, so that a peer which answers as it reads is
+ * never held back by us. The first failure on either side interrupts the other.
+ *
+ * **Interruption**
+ *
+ * Interrupting the exchange interrupts both fibers; bytes already accepted by the duplex stay sent.
+ *
+ * **Gotchas**
+ *
+ * A peer that stops reading before it has taken all of `input` holds the writer back (or, for a process
+ * or socket that closed, fails it `Broken`); put a bound on it with a timeout or the testkit's
+ * `assertDeadlockFree`.
+ *
+ * **Example** (Upload and read back through an echo peer)
+ *
+ * ```ts
+ * import { Effect, Sink, Stream } from "effect"
+ * import { Duplex } from "fullduplex"
+ *
+ * const roundTrip = (conn: Duplex.Duplex, payload: Uint8Array) =>
+ *   Duplex.exchange(conn, Stream.make(payload), Sink.collect())
+ * // or, data-last:
+ * const roundTrip2 = (conn: Duplex.Duplex, payload: Uint8Array) =>
+ *   conn.pipe(Duplex.exchange(Stream.make(payload), Sink.collect()))
+ * ```
+ *
+ * @category combinators
+ * @since 0.1.0
+ */
+export const exchange: {
+  <E, R, A, L, E2, R2>(
+    input: Stream.Stream<Uint8Array, E, R>,
+    sink: Sink.Sink<A, Uint8Array, L, E2, R2>
+  ): (self: Duplex) => Effect.Effect<A, DuplexError | E | E2, R | R2>
+  <E, R, A, L, E2, R2>(
+    self: Duplex,
+    input: Stream.Stream<Uint8Array, E, R>,
+    sink: Sink.Sink<A, Uint8Array, L, E2, R2>
+  ): Effect.Effect<A, DuplexError | E | E2, R | R2>
+} = dual(
+  3,
+  <E, R, A, L, E2, R2>(
+    self: Duplex,
+    input: Stream.Stream<Uint8Array, E, R>,
+    sink: Sink.Sink<A, Uint8Array, L, E2, R2>
+  ): Effect.Effect<A, DuplexError | E | E2, R | R2> =>
+    Effect.gen(function* () {
+      const writer = yield* Effect.forkChild(writeThenEnd(self, input), { startImmediately: true })
+      // Deadlock freedom: the reader never waits on the writer. A writer failure still ends the read at
+      // once, through the race; a writer success leaves the reader alone.
+      const result = yield* Effect.raceFirst(
+        Stream.run(self.readable, sink),
+        Effect.andThen(Fiber.join(writer), Effect.never)
+      )
+      if (writer.pollUnsafe() === undefined) {
+        // The sink is done before the writer: keep the inbound side moving until the writer is done.
+        yield* Effect.raceFirst(Fiber.join(writer), Effect.andThen(Stream.runDrain(self.readable), Fiber.join(writer)))
+      } else {
+        yield* Fiber.join(writer)
+      }
+      return result
+    })
+)
+
+const writeThenEnd = <E, R>(self: Duplex, input: Stream.Stream<Uint8Array, E, R>) =>
+  Effect.andThen(Stream.run(input, self.sink), self.end)
+
+/**
+ * A duplex as a stream transformer: `input` is written (then the duplex is half-closed) while the
+ * duplex's inbound bytes are emitted.
+ *
+ * **When to use**
+ *
+ * To put a byte-transforming peer (a compressor process, an echo server, a protocol endpoint) in the
+ * middle of a stream pipeline.
+ *
+ * **Details**
+ *
+ * The writer runs in its own fiber while the output is pulled, so backpressure holds end to end: a slow
+ * consumer of the output slows the reads, the duplex's buffers fill, and the writer is held back. The
+ * output ends at the duplex's EOF (a writer still running is then interrupted); the first failure on
+ * either side fails the output.
+ *
+ * **Example** (Through an echo peer, both ways of calling it)
+ *
+ * ```ts
+ * import { Stream } from "effect"
+ * import { Duplex } from "fullduplex"
+ *
+ * const viaPeer = (conn: Duplex.Duplex, input: Stream.Stream<Uint8Array>) => Duplex.pipeThrough(input, conn)
+ * const viaPeer2 = (conn: Duplex.Duplex, input: Stream.Stream<Uint8Array>) =>
+ *   input.pipe(Duplex.pipeThrough(conn))
+ * ```
+ *
+ * @category combinators
+ * @since 0.1.0
+ */
+export const pipeThrough: {
+  (duplex: Duplex): <E, R>(input: Stream.Stream<Uint8Array, E, R>) => Stream.Stream<Uint8Array, DuplexError | E, R>
+  <E, R>(input: Stream.Stream<Uint8Array, E, R>, duplex: Duplex): Stream.Stream<Uint8Array, DuplexError | E, R>
+} = dual(
+  2,
+  <E, R>(input: Stream.Stream<Uint8Array, E, R>, duplex: Duplex): Stream.Stream<Uint8Array, DuplexError | E, R> =>
+    Stream.merge(duplex.readable, Stream.drain(Stream.fromEffect(writeThenEnd(duplex, input))), {
+      haltStrategy: "left"
+    })
+)
+
+/**
+ * Bytes copied by {@link splice}.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface SpliceResult {
+  /** Bytes read from `a` and written to `b`. */
+  readonly aToB: number
+  /** Bytes read from `b` and written to `a`. */
+  readonly bToA: number
+}
+
+/**
+ * Copies both ways between two duplexes, concurrently, until both directions are done.
+ *
+ * **When to use**
+ *
+ * For a proxy or a relay: each side's bytes reach the other, and a half-close on one side is passed on
+ * while the other direction keeps flowing.
+ *
+ * **Details**
+ *
+ * Two fibers: `a → b` and `b → a`. When one side's `readable` ends, the other side is `end`ed (half-close
+ * propagation) and the reverse copy goes on. The result counts the bytes each way. Backpressure holds
+ * per direction: a slow reader on `b` holds back reads from `a`, never the `b → a` direction.
+ *
+ * **Closing**
+ *
+ * A failure in either direction, or interruption of the splice, aborts both duplexes, so neither peer
+ * waits on a half-dead relay.
+ *
+ * **Example** (Relay between two connections)
+ *
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Duplex } from "fullduplex"
+ *
+ * const relay = (client: Duplex.Duplex, upstream: Duplex.Duplex) =>
+ *   Duplex.splice(client, upstream).pipe(
+ *     Effect.tap(({ aToB, bToA }) => Effect.log(`relayed ${aToB} bytes up, ${bToA} down`))
+ *   )
+ * ```
+ *
+ * @category combinators
+ * @since 0.1.0
+ */
+export const splice: {
+  (b: Duplex): (a: Duplex) => Effect.Effect<SpliceResult, DuplexError>
+  (a: Duplex, b: Duplex): Effect.Effect<SpliceResult, DuplexError>
+} = dual(2, (a: Duplex, b: Duplex): Effect.Effect<SpliceResult, DuplexError> =>
+  Effect.all([copy(a, b), copy(b, a)], { concurrency: 2 }).pipe(
+    Effect.map(([aToB, bToA]) => ({ aToB, bToA })),
+    Effect.onError(() => Effect.andThen(a.abort, b.abort))
+  )
+)
+
+const copy = (from: Duplex, to: Duplex): Effect.Effect<number, DuplexError> =>
+  Effect.suspend(() => {
+    let bytes = 0
+    return Stream.runForEachArray(from.readable, (chunks) => {
+      for (const chunk of chunks) bytes += chunk.length
+      return to.writeAll(chunks)
+    }).pipe(
+      Effect.andThen(to.end),
+      Effect.map(() => bytes)
+    )
+  })

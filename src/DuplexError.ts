@@ -1,0 +1,236 @@
+/**
+ * The one error type of fullduplex.
+ *
+ * Every failure of a duplex is a {@link DuplexError} whose `reason` says whose fault it is and carries the
+ * facts a person needs to act on it: which duplex, which direction, how many bytes had moved, which limit
+ * was crossed. Match a reason with `Effect.catchReason("DuplexError", "Broken", …)`.
+ *
+ * | reason | whose fault | typical cause |
+ * | --- | --- | --- |
+ * | {@link Closed} | yours | a write after `end`, any operation after your own `abort` |
+ * | {@link Broken} | the peer's or the OS's | the peer aborted (RST, killed process), a stream error |
+ * | {@link Timeout} | nobody's: a limit you set | an operation did not finish within its bound |
+ * | {@link StallDetected} | a deadlock or a stalled peer | no byte moved in any direction for too long |
+ * | {@link InvalidOptions} | yours | an option out of range when building a duplex |
+ *
+ * @since 0.1.0
+ */
+import * as Data from "effect/Data"
+import * as Predicate from "effect/Predicate"
+
+/**
+ * Which way bytes flow, seen from the duplex that reports it: `outbound` is what it writes, `inbound`
+ * what it reads.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export type Direction = "inbound" | "outbound"
+
+const formatBytes = (n: number): string =>
+  n < 1024 ? `${n} B` : n < 1024 * 1024 ? `${(n / 1024).toFixed(1)} KiB` : `${(n / 1024 / 1024).toFixed(1)} MiB`
+
+const moved = (direction: Direction, bytes: number): string =>
+  `${formatBytes(bytes)} ${direction === "outbound" ? "written" : "read"} before`
+
+/**
+ * You closed this side: a write after `end`, or any read or write after your own `abort` (or after the
+ * scope that owns the duplex closed).
+ *
+ * **Details**
+ *
+ * `after` says which of your own actions closed it. `bytes` counts what had moved in `direction` before
+ * the failing operation; nothing of the failing operation was accepted.
+ *
+ * @category reasons
+ * @since 0.1.0
+ */
+export class Closed extends Data.TaggedClass("Closed")<{
+  /** Label of the duplex that reports the error. */
+  readonly label: string
+  readonly direction: Direction
+  /** The operation that failed. */
+  readonly operation: "read" | "write" | "end"
+  /** What closed it: your `end` (half-close) or your `abort` / scope close. */
+  readonly after: "end" | "abort"
+  /** Bytes moved in `direction` before the failure. */
+  readonly bytes: number
+}> {
+  get message(): string {
+    const fix =
+      this.after === "end"
+        ? "the write side was half-closed with `end`; write everything before calling `end`"
+        : "this duplex was aborted (or its scope closed); open a new connection"
+    return `${this.operation} on ${this.label} after ${this.after} (${moved(this.direction, this.bytes)}): ${fix}`
+  }
+}
+
+/**
+ * The peer or the OS broke the connection: the peer aborted (RST, a killed process, `abort` on the
+ * other end of a pair), or the underlying stream failed.
+ *
+ * **Details**
+ *
+ * `cause` holds the underlying error when there is one (for a socket, an `Error` with a `code` such as
+ * `ECONNRESET` or `EPIPE`; `code` copies it). Bytes already read stay read; bytes still buffered when the
+ * connection broke are lost, which is what a reset means.
+ *
+ * @category reasons
+ * @since 0.1.0
+ */
+export class Broken extends Data.TaggedClass("Broken")<{
+  readonly label: string
+  readonly direction: Direction
+  readonly operation: "read" | "write" | "end"
+  /** Bytes moved in `direction` before the failure. */
+  readonly bytes: number
+  /** The OS error code, when the cause has one (`ECONNRESET`, `EPIPE`, …). */
+  readonly code?: string | undefined
+  readonly cause?: unknown
+}> {
+  get message(): string {
+    const why =
+      this.code !== undefined
+        ? `the connection broke (${this.code})`
+        : this.cause instanceof Error
+          ? `the connection broke (${this.cause.message})`
+          : "the peer aborted the connection"
+    return `${this.operation} on ${this.label} failed: ${why} after ${moved(this.direction, this.bytes)}; the peer is gone, so reconnect or report the partial transfer`
+  }
+}
+
+/**
+ * An operation did not complete within the bound you gave it.
+ *
+ * @category reasons
+ * @since 0.1.0
+ */
+export class Timeout extends Data.TaggedClass("Timeout")<{
+  readonly label: string
+  /** What timed out, in words (`"half-close"`, `"read to EOF"`, …). */
+  readonly operation: string
+  readonly timeoutMillis: number
+  readonly direction?: Direction | undefined
+  readonly bytes?: number | undefined
+}> {
+  get message(): string {
+    const progress =
+      this.direction !== undefined && this.bytes !== undefined
+        ? ` (${moved(this.direction, this.bytes)} it expired)`
+        : ""
+    return `${this.operation} on ${this.label} timed out after ${this.timeoutMillis} ms${progress}; raise the timeout or check that the peer is still reading and writing`
+  }
+}
+
+/**
+ * One direction of one duplex, as a stall diagnostic sees it.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface StalledDirection {
+  readonly label: string
+  readonly direction: Direction
+  readonly bytes: number
+  readonly buffered: number
+  readonly blocked: boolean
+}
+
+/**
+ * No byte moved in any watched direction for `stalledMillis`: a deadlock (both sides blocked writing,
+ * nobody reading) or a peer that stopped.
+ *
+ * **Details**
+ *
+ * `directions` is the snapshot taken when the stall was declared: for every watched direction, the bytes
+ * moved so far, the bytes buffered and whether a writer was held back by backpressure. The message
+ * spells out which directions were blocked, which is usually enough to see the cycle.
+ *
+ * @category reasons
+ * @since 0.1.0
+ */
+export class StallDetected extends Data.TaggedClass("StallDetected")<{
+  readonly label: string
+  readonly stalledMillis: number
+  readonly directions: ReadonlyArray<StalledDirection>
+}> {
+  get message(): string {
+    const lines = this.directions.map(
+      (d) =>
+        `  ${d.label} ${d.direction}: ${d.blocked ? "BLOCKED" : "idle"}, ${formatBytes(d.bytes)} moved, ${formatBytes(d.buffered)} buffered`
+    )
+    const blocked = this.directions.filter((d) => d.blocked).length
+    const hint =
+      blocked >= 2
+        ? "several writers are held back by full buffers while nobody reads: read and write concurrently (Duplex.exchange)"
+        : "check that every peer keeps reading"
+    return [`${this.label}: no byte moved for ${this.stalledMillis} ms; ${hint}`, ...lines].join("\n")
+  }
+}
+
+/**
+ * An option given to a constructor is out of range. Nothing was created.
+ *
+ * @category reasons
+ * @since 0.1.0
+ */
+export class InvalidOptions extends Data.TaggedClass("InvalidOptions")<{
+  readonly label: string
+  readonly option: string
+  readonly value: unknown
+  /** What the option accepts, in words. */
+  readonly expected: string
+}> {
+  get message(): string {
+    return `${this.label}: option ${this.option} is ${String(this.value)}; expected ${this.expected}`
+  }
+}
+
+/**
+ * Every reason a {@link DuplexError} can carry.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export type DuplexErrorReason = Closed | Broken | Timeout | StallDetected | InvalidOptions
+
+const TypeId = "~fullduplex/DuplexError" as const
+
+/**
+ * The error of every fullduplex operation: one tagged error whose `reason` says what happened.
+ *
+ * **When to use**
+ *
+ * Match on `reason._tag`, or use `Effect.catchReason("DuplexError", "Broken", f)` to handle one reason
+ * and keep the others.
+ *
+ * **Example** (Treating a reset as the end of input)
+ *
+ * ```ts
+ * import { Effect, Stream } from "effect"
+ * import { Duplex } from "fullduplex"
+ *
+ * const readAll = (d: Duplex.Duplex) =>
+ *   Stream.runCollect(d.readable).pipe(
+ *     Effect.catchReason("DuplexError", "Broken", () => Effect.succeed([] as Array<Uint8Array>))
+ *   )
+ * ```
+ *
+ * @category errors
+ * @since 0.1.0
+ */
+export class DuplexError extends Data.TaggedError("DuplexError")<{ readonly reason: DuplexErrorReason }> {
+  readonly [TypeId]: typeof TypeId = TypeId
+
+  override get message(): string {
+    return this.reason.message
+  }
+}
+
+/**
+ * Tells whether a value is a {@link DuplexError}.
+ *
+ * @category guards
+ * @since 0.1.0
+ */
+export const isDuplexError = (u: unknown): u is DuplexError => Predicate.hasProperty(u, TypeId)

@@ -1,0 +1,239 @@
+/**
+ * A Node `stream.Duplex` as the parts of a fullduplex `Duplex`.
+ *
+ * Inbound: `'data'` events go into a {@link BytePipe}; when it is full the stream is paused, and a read
+ * that empties the pipe resumes it. Outbound: writes go to the stream in pieces of at most
+ * `highWaterMark` bytes, serialised by a one-permit semaphore, waiting for `'drain'` when asked.
+ *
+ * @internal
+ */
+import * as Clock from "effect/Clock"
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import type * as Scope from "effect/Scope"
+import * as Semaphore from "effect/Semaphore"
+import * as Stream from "effect/Stream"
+import * as net from "node:net"
+import { finished } from "node:stream"
+import type * as NodeStream from "node:stream"
+import type { MakeOptions } from "../Duplex.js"
+import { Broken, Closed, DuplexError, InvalidOptions } from "../DuplexError.js"
+import { type BrokenCause, BytePipe } from "./bytePipe.js"
+
+const DEFAULT_HIGH_WATER_MARK_BYTES = 64 * 1024
+
+const ignore = () => {}
+
+const causeOf = (err: unknown): BrokenCause => ({
+  code: typeof err === "object" && err !== null && "code" in err && typeof err.code === "string" ? err.code : undefined,
+  cause: err
+})
+
+/** Sends RST on a TCP socket; other streams (and sockets without a TCP handle) are destroyed plainly. */
+const resetOrDestroy = (stream: NodeStream.Duplex): void => {
+  if (stream.destroyed) return
+  if (stream instanceof net.Socket) {
+    try {
+      stream.resetAndDestroy()
+      return
+    } catch {
+      // Not a TCP handle (a Unix domain socket): there is no RST to send.
+    }
+  }
+  stream.destroy()
+}
+
+const defaultLabel = (stream: NodeStream.Duplex): string =>
+  stream instanceof net.Socket && stream.remoteAddress !== undefined
+    ? `socket ${stream.remoteAddress}:${stream.remotePort}`
+    : "node-duplex"
+
+/** @internal */
+export const make = (
+  stream: NodeStream.Duplex,
+  options: { readonly highWaterMark?: number | undefined; readonly label?: string | undefined }
+): Effect.Effect<MakeOptions, DuplexError, Scope.Scope> =>
+  Effect.gen(function* () {
+    const label = options.label ?? defaultLabel(stream)
+    const highWaterMark = options.highWaterMark ?? DEFAULT_HIGH_WATER_MARK_BYTES
+    if (!Number.isSafeInteger(highWaterMark) || highWaterMark < 1) {
+      return yield* new DuplexError({
+        reason: new InvalidOptions({
+          label,
+          option: "highWaterMark",
+          value: highWaterMark,
+          expected: "a whole number of bytes ≥ 1"
+        })
+      })
+    }
+    const clock = yield* Clock.Clock
+    const now = () => clock.monotonicTimeNanosUnsafe()
+
+    // An 'error' event with no listener crashes the process; errors reach us through `finished` and the
+    // write callbacks instead. This listener stays for the stream's life: late errors are harmless.
+    stream.on("error", ignore)
+    stream.allowHalfOpen = true
+
+    // ---- inbound ------------------------------------------------------------------------------------
+    const inbound = new BytePipe(highWaterMark, `${label} (peer)`, label, clock)
+    const onData = (chunk: Uint8Array | string) => {
+      if (!inbound.offerUnsafe(typeof chunk === "string" ? Buffer.from(chunk) : chunk)) stream.pause()
+    }
+    inbound.onRoom = () => {
+      if (!stream.destroyed) stream.resume()
+    }
+    const stopWatchingRead = finished(stream, { writable: false }, (err) => {
+      if (err) inbound.abortWriter(false, causeOf(err))
+      else inbound.end()
+    })
+    stream.on("data", onData)
+
+    // ---- outbound -----------------------------------------------------------------------------------
+    const lock = Semaphore.makeUnsafe(1)
+    let closed = false // our abort or scope close
+    let endResult: Deferred.Deferred<void, DuplexError> | undefined
+    let bytesWritten = 0
+    let peakBuffered = 0
+    let blockedSince: bigint | undefined
+    let blockedNanos = 0n
+
+    const closedError = (operation: "write" | "end", after: "end" | "abort") =>
+      new DuplexError({ reason: new Closed({ label, direction: "outbound", operation, after, bytes: bytesWritten }) })
+    const brokenError = (operation: "write" | "end", err: unknown) => {
+      const c = causeOf(err)
+      return new DuplexError({
+        reason: new Broken({
+          label,
+          direction: "outbound",
+          operation,
+          bytes: bytesWritten,
+          code: c.code,
+          cause: c.cause
+        })
+      })
+    }
+    /** Why a write or end cannot go ahead now, if it cannot. */
+    const writeError = (operation: "write" | "end"): DuplexError | undefined => {
+      if (closed) return closedError(operation, "abort")
+      if (endResult !== undefined && operation === "write") return closedError(operation, "end")
+      if (stream.destroyed || stream.writableEnded) return brokenError(operation, stream.errored ?? "stream closed")
+      return undefined
+    }
+    /** The error of an operation cut short by `'close'` or `'error'`. */
+    const cutShort = (operation: "write" | "end", err: unknown): DuplexError =>
+      closed ? closedError(operation, "abort") : brokenError(operation, err)
+
+    const waitDrain: Effect.Effect<void, DuplexError> = Effect.callback<void, DuplexError>((resume) => {
+      if (!stream.writableNeedDrain) return resume(Exit.void)
+      blockedSince = now()
+      const off = () => {
+        stream.off("drain", onDrain).off("close", onClose).off("error", onError)
+        if (blockedSince !== undefined) blockedNanos += now() - blockedSince
+        blockedSince = undefined
+      }
+      const onDrain = () => {
+        off()
+        resume(Exit.void)
+      }
+      const onClose = () => {
+        off()
+        resume(Exit.fail(cutShort("write", stream.errored ?? "closed before drain")))
+      }
+      const onError = (err: Error) => {
+        off()
+        resume(Exit.fail(cutShort("write", err)))
+      }
+      stream.on("drain", onDrain).on("close", onClose).on("error", onError)
+      return Effect.sync(off)
+    })
+
+    const writePiece = (piece: Uint8Array): Effect.Effect<void, DuplexError> => {
+      const error = writeError("write")
+      if (error !== undefined) return Exit.fail(error)
+      const ok = stream.write(piece)
+      bytesWritten += piece.length
+      if (stream.writableLength > peakBuffered) peakBuffered = stream.writableLength
+      return ok ? Exit.void : waitDrain
+    }
+
+    const writeFrom = (chunk: Uint8Array, offset: number): Effect.Effect<void, DuplexError> => {
+      const end = offset + highWaterMark
+      if (end >= chunk.length) return writePiece(offset === 0 ? chunk : chunk.subarray(offset))
+      return Effect.flatMap(writePiece(chunk.subarray(offset, end)), () => writeFrom(chunk, end))
+    }
+
+    const write = (chunk: Uint8Array): Effect.Effect<void, DuplexError> =>
+      lock.withPermits(1)(
+        Effect.suspend(() => {
+          const error = writeError("write")
+          if (error !== undefined) return Exit.fail(error)
+          return chunk.length === 0 ? Exit.void : writeFrom(chunk, 0)
+        })
+      )
+
+    const end: Effect.Effect<void, DuplexError> = Effect.suspend(() => {
+      if (closed) return Exit.fail(closedError("end", "abort"))
+      if (endResult !== undefined) return Deferred.await(endResult)
+      return lock.withPermits(1)(
+        Effect.suspend(() => {
+          if (endResult !== undefined) return Deferred.await(endResult)
+          const error = writeError("end")
+          if (error !== undefined) return Exit.fail(error)
+          const result = Deferred.makeUnsafe<void, DuplexError>()
+          endResult = result
+          const cleanup = finished(stream, { readable: false }, (err) => {
+            cleanup()
+            Deferred.doneUnsafe(result, err ? Exit.fail(cutShort("end", err)) : Exit.void)
+          })
+          stream.end()
+          return Deferred.await(result)
+        })
+      )
+    })
+
+    const close = (graceful: boolean) => {
+      if (closed) return
+      closed = true
+      inbound.closeReader()
+      if (graceful) stream.destroy()
+      else resetOrDestroy(stream)
+    }
+
+    const abort: Effect.Effect<void> = Effect.sync(() => close(false))
+
+    yield* Effect.addFinalizer(() =>
+      Effect.sync(() => {
+        const endedCleanly = endResult !== undefined && stream.writableFinished
+        close(endedCleanly)
+        stream.off("data", onData)
+        stopWatchingRead()
+      })
+    )
+
+    const stats = Effect.sync(() => ({
+      outbound: {
+        bytes: bytesWritten,
+        buffered: stream.writableLength,
+        peakBuffered,
+        blocked: blockedSince !== undefined,
+        blockedMillis: Number(blockedNanos + (blockedSince === undefined ? 0n : now() - blockedSince)) / 1e6
+      },
+      inbound: {
+        bytes: inbound.bytesOut,
+        buffered: inbound.buffered,
+        peakBuffered: inbound.peakBuffered,
+        blocked: inbound.blocked,
+        blockedMillis: inbound.blockedMillis()
+      }
+    }))
+
+    return {
+      label,
+      readable: Stream.fromPull(Effect.succeed(inbound.pull)),
+      write,
+      end,
+      abort,
+      stats
+    } satisfies MakeOptions
+  })

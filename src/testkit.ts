@@ -1,0 +1,11 @@
+/**
+ * fullduplex's testkit: fast-check arbitraries for payloads, chunkings, capacities and consumer pacing;
+ * `assertDeadlockFree`, a progress watchdog for tests; and `conformance`, the suite every `Duplex`
+ * implementation runs. Needs `fast-check` 4 (an optional peer dependency).
+ *
+ * @since 0.1.0
+ */
+export * from "./testkit/arbitraries.js"
+export * from "./testkit/assertDeadlockFree.js"
+export * from "./testkit/conformance.js"
+export * from "./testkit/random.js"

@@ -1,0 +1,219 @@
+/**
+ * fast-check arbitraries for the things deadlocks depend on: payload sizes, chunk boundaries, buffer
+ * capacities and how fast a consumer reads.
+ *
+ * @since 0.1.0
+ */
+import * as Effect from "effect/Effect"
+import * as Stream from "effect/Stream"
+import fc from "fast-check"
+import { randomBytes } from "./random.js"
+
+const KiB = 1024
+const MiB = 1024 * KiB
+
+const label = <T extends object>(value: T, text: string): T =>
+  Object.defineProperty(value, fc.toStringMethod, { value: () => text, enumerable: false })
+
+/**
+ * Options of {@link payload}.
+ *
+ * @category arbitraries
+ * @since 0.1.0
+ */
+export interface PayloadOptions {
+  /** Smallest payload in bytes. Default 0. */
+  readonly minBytes?: number | undefined
+  /** Largest payload in bytes. Default 4 MiB. */
+  readonly maxBytes?: number | undefined
+}
+
+/**
+ * Payloads of pseudo-random bytes, sizes spread over small (≤ 1 KiB), medium (≤ 64 KiB) and large
+ * (≤ `maxBytes`) so that every size class is hit in a hundred runs.
+ *
+ * **Details**
+ *
+ * A payload is generated from a size and a seed, so a 4 MiB payload costs milliseconds, shrinks by size,
+ * and prints as `payload(<size> B, seed <seed>)` in a counterexample instead of four million numbers.
+ *
+ * **Example** (A property over payloads)
+ *
+ * ```ts
+ * import fc from "fast-check"
+ * import { payload } from "fullduplex/testkit"
+ *
+ * fc.assert(fc.property(payload({ maxBytes: 64 * 1024 }), (bytes) => bytes.length <= 64 * 1024))
+ * ```
+ *
+ * @category arbitraries
+ * @since 0.1.0
+ */
+export const payload = (options: PayloadOptions = {}): fc.Arbitrary<Uint8Array> => {
+  const min = options.minBytes ?? 0
+  const max = Math.max(min, options.maxBytes ?? 4 * MiB)
+  const size = fc.oneof(
+    fc.integer({ min, max: Math.max(min, Math.min(max, KiB)) }),
+    fc.integer({ min, max: Math.max(min, Math.min(max, 64 * KiB)) }),
+    fc.integer({ min, max })
+  )
+  return fc.tuple(size, fc.integer()).map(([n, seed]) => label(randomBytes(n, seed), `payload(${n} B, seed ${seed})`))
+}
+
+/**
+ * Options of {@link chunking}.
+ *
+ * @category arbitraries
+ * @since 0.1.0
+ */
+export interface ChunkingOptions {
+  /** Most pieces to cut the payload into. Default 64. */
+  readonly maxChunks?: number | undefined
+}
+
+/**
+ * Ways to cut `payload` into consecutive non-empty pieces (views into it, no copy): from one piece to
+ * `maxChunks`, at random boundaries.
+ *
+ * @category arbitraries
+ * @since 0.1.0
+ */
+export const chunking = (
+  payload: Uint8Array,
+  options: ChunkingOptions = {}
+): fc.Arbitrary<ReadonlyArray<Uint8Array>> => {
+  const maxChunks = Math.max(1, options.maxChunks ?? 64)
+  if (payload.length <= 1) return fc.constant(payload.length === 0 ? [] : [payload])
+  return fc
+    .uniqueArray(fc.integer({ min: 1, max: payload.length - 1 }), {
+      maxLength: Math.min(maxChunks - 1, payload.length - 1)
+    })
+    .map((cuts) => {
+      const bounds = [0, ...cuts.sort((x, y) => x - y), payload.length]
+      const chunks: Array<Uint8Array> = []
+      for (let i = 1; i < bounds.length; i++) chunks.push(payload.subarray(bounds[i - 1], bounds[i]))
+      return label(chunks, `chunks([${chunks.map((c) => c.length).join(", ")}])`)
+    })
+}
+
+/**
+ * A payload together with one way of cutting it: `{ payload, chunks }`.
+ *
+ * @category arbitraries
+ * @since 0.1.0
+ */
+export const chunkedPayload = (
+  options: PayloadOptions & ChunkingOptions = {}
+): fc.Arbitrary<{ readonly payload: Uint8Array; readonly chunks: ReadonlyArray<Uint8Array> }> =>
+  payload(options).chain((bytes) => chunking(bytes, options).map((chunks) => ({ payload: bytes, chunks })))
+
+/**
+ * Options of {@link capacity}.
+ *
+ * @category arbitraries
+ * @since 0.1.0
+ */
+export interface CapacityOptions {
+  /** Largest capacity in bytes. Default 1 MiB. */
+  readonly maxBytes?: number | undefined
+}
+
+/**
+ * Buffer capacities in bytes, from 0 (lockstep hand-over) through tiny (1–64 B) and typical
+ * (≤ 64 KiB) to `maxBytes`.
+ *
+ * @category arbitraries
+ * @since 0.1.0
+ */
+export const capacity = (options: CapacityOptions = {}): fc.Arbitrary<number> => {
+  const max = options.maxBytes ?? MiB
+  return fc.oneof(
+    fc.constant(0),
+    fc.integer({ min: 1, max: Math.min(max, 64) }),
+    fc.integer({ min: 1, max: Math.min(max, 64 * KiB) }),
+    fc.integer({ min: 0, max })
+  )
+}
+
+/**
+ * One step of a consumer's pace: yield to other fibers `yields` times, then sleep `sleepMillis`.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface PaceStep {
+  readonly yields: number
+  readonly sleepMillis: number
+}
+
+/**
+ * How a consumer paces itself: the steps are applied in turn, one per element consumed.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export type Pacing = ReadonlyArray<PaceStep>
+
+/**
+ * Options of {@link pacing}.
+ *
+ * @category arbitraries
+ * @since 0.1.0
+ */
+export interface PacingOptions {
+  /** Longest sleep of one step. Default 2 ms; 0 keeps consumers on yields only. */
+  readonly maxSleepMillis?: number | undefined
+}
+
+/**
+ * Consumer pacings: mostly eager or yielding consumers, sometimes one that sleeps a little, so that the
+ * interleavings of reader and writer fibers vary from run to run. Apply one with {@link paced}.
+ *
+ * @category arbitraries
+ * @since 0.1.0
+ */
+export const pacing = (options: PacingOptions = {}): fc.Arbitrary<Pacing> => {
+  const maxSleep = options.maxSleepMillis ?? 2
+  const sleep =
+    maxSleep > 0
+      ? fc.oneof(
+          { weight: 9, arbitrary: fc.constant(0) },
+          { weight: 1, arbitrary: fc.integer({ min: 1, max: maxSleep }) }
+        )
+      : fc.constant(0)
+  return fc.array(fc.record({ yields: fc.integer({ min: 0, max: 8 }), sleepMillis: sleep }), {
+    minLength: 1,
+    maxLength: 8
+  })
+}
+
+/**
+ * Paces a stream's consumer: before each element is passed on, the next step of `pacing` runs.
+ *
+ * **Example** (A slow, irregular reader)
+ *
+ * ```ts
+ * import { Stream } from "effect"
+ * import { paced } from "fullduplex/testkit"
+ *
+ * const slow = <E>(s: Stream.Stream<Uint8Array, E>) =>
+ *   s.pipe(paced([{ yields: 3, sleepMillis: 0 }, { yields: 0, sleepMillis: 1 }]))
+ * ```
+ *
+ * @category combinators
+ * @since 0.1.0
+ */
+export const paced =
+  (pacing: Pacing) =>
+  <A, E, R>(self: Stream.Stream<A, E, R>): Stream.Stream<A, E, R> => {
+    if (pacing.length === 0) return self
+    return Stream.suspend(() => {
+      let i = 0
+      return Stream.tap(self, () => {
+        const step = pacing[i++ % pacing.length]!
+        let pause: Effect.Effect<void> = Effect.void
+        for (let y = 0; y < step.yields; y++) pause = Effect.andThen(pause, Effect.yieldNow)
+        return step.sleepMillis > 0 ? Effect.andThen(pause, Effect.sleep(step.sleepMillis)) : pause
+      })
+    })
+  }

@@ -1,0 +1,51 @@
+import { describe, it } from "@effect/vitest"
+import { Effect } from "effect"
+import * as net from "node:net"
+import { Duplex } from "../src/index.js"
+import { conformance } from "../src/testkit.js"
+
+/** Two ends of one TCP connection on 127.0.0.1, each wrapped by `fromNodeDuplex`. */
+const socketPair = (highWaterMark: number) =>
+  Effect.gen(function* () {
+    const server = net.createServer({ allowHalfOpen: true })
+    yield* Effect.addFinalizer(() => Effect.sync(() => server.close()))
+    const [accepted, connected] = yield* Effect.callback<readonly [net.Socket, net.Socket]>((resume) => {
+      let client: net.Socket | undefined
+      server.once("connection", (socket) => {
+        const ready = () => resume(Effect.succeed([socket, client!] as const))
+        if (client !== undefined && !client.connecting) ready()
+        else client?.once("connect", ready)
+      })
+      server.listen(0, "127.0.0.1", () => {
+        const { port } = server.address() as net.AddressInfo
+        client = net.connect({ host: "127.0.0.1", port, allowHalfOpen: true })
+        client.on("error", () => {})
+      })
+    })
+    const a = yield* Duplex.fromNodeDuplex(connected, { highWaterMark, label: "client" })
+    const b = yield* Duplex.fromNodeDuplex(accepted, { highWaterMark, label: "server" })
+    return [a, b] as const
+  })
+
+describe("conformance", () => {
+  describe("memory pair, 4 KiB", () => {
+    for (const c of conformance("memory 4KiB", Duplex.pair({ capacity: 4096 }), { bufferBound: 4096 })) {
+      it.live(c.name, () => c.run)
+    }
+  })
+
+  describe("memory pair, lockstep (capacity 0)", () => {
+    for (const c of conformance("memory 0B", Duplex.pair({ capacity: 0 }), { bufferBound: 0 })) {
+      it.live(c.name, () => c.run)
+    }
+  })
+
+  describe("fromNodeDuplex over a TCP socket pair on 127.0.0.1", () => {
+    // Inbound: highWaterMark plus the one chunk that crossed it (≤ 64 KiB from a socket read); outbound:
+    // Node's writableHighWaterMark (64 KiB) plus one piece of at most highWaterMark.
+    const hwm = 16 * 1024
+    for (const c of conformance("tcp", socketPair(hwm), { bufferBound: 64 * 1024 + hwm })) {
+      it.live(c.name, () => c.run)
+    }
+  })
+})
