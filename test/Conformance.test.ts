@@ -1,28 +1,14 @@
 import { describe, it } from "@effect/vitest"
 import { Effect } from "effect"
-import * as net from "node:net"
 import { Duplex } from "../src/index.js"
 import { conformance } from "../src/testkit.js"
+import { loopbackSockets } from "./helpers.js"
 
 /** Two ends of one TCP connection on 127.0.0.1, each wrapped by `fromNodeDuplex`. */
 const socketPair = (highWaterMark: number) =>
   Effect.gen(function* () {
-    const server = net.createServer({ allowHalfOpen: true })
-    yield* Effect.addFinalizer(() => Effect.sync(() => server.close()))
-    const [accepted, connected] = yield* Effect.callback<readonly [net.Socket, net.Socket]>((resume) => {
-      let client: net.Socket | undefined
-      server.once("connection", (socket) => {
-        const ready = () => resume(Effect.succeed([socket, client!] as const))
-        if (client !== undefined && !client.connecting) ready()
-        else client?.once("connect", ready)
-      })
-      server.listen(0, "127.0.0.1", () => {
-        const { port } = server.address() as net.AddressInfo
-        client = net.connect({ host: "127.0.0.1", port, allowHalfOpen: true })
-        client.on("error", () => {})
-      })
-    })
-    const a = yield* Duplex.fromNodeDuplex(connected, { highWaterMark, label: "client" })
+    const [client, accepted] = yield* loopbackSockets
+    const a = yield* Duplex.fromNodeDuplex(client, { highWaterMark, label: "client" })
     const b = yield* Duplex.fromNodeDuplex(accepted, { highWaterMark, label: "server" })
     return [a, b] as const
   })

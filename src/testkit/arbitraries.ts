@@ -29,8 +29,8 @@ export interface PayloadOptions {
 }
 
 /**
- * Payloads of pseudo-random bytes, sizes spread over small (≤ 1 KiB), medium (≤ 64 KiB) and large
- * (≤ `maxBytes`) so that every size class is hit in a hundred runs.
+ * Payloads of pseudo-random bytes, sizes spread over tiny (≤ 1 KiB), small (≤ 64 KiB), medium (≤ 1 MiB)
+ * and large (≤ `maxBytes`) so that every size class is hit in a hundred runs.
  *
  * **Details**
  *
@@ -52,11 +52,8 @@ export interface PayloadOptions {
 export const payload = (options: PayloadOptions = {}): fc.Arbitrary<Uint8Array> => {
   const min = options.minBytes ?? 0
   const max = Math.max(min, options.maxBytes ?? 4 * MiB)
-  const size = fc.oneof(
-    fc.integer({ min, max: Math.max(min, Math.min(max, KiB)) }),
-    fc.integer({ min, max: Math.max(min, Math.min(max, 64 * KiB)) }),
-    fc.integer({ min, max })
-  )
+  const upTo = (limit: number) => fc.integer({ min, max: Math.max(min, Math.min(max, limit)) })
+  const size = fc.oneof(upTo(KiB), upTo(64 * KiB), upTo(MiB), upTo(max))
   return fc.tuple(size, fc.integer()).map(([n, seed]) => label(randomBytes(n, seed), `payload(${n} B, seed ${seed})`))
 }
 
@@ -86,7 +83,8 @@ export const chunking = (
   if (payload.length <= 1) return fc.constant(payload.length === 0 ? [] : [payload])
   return fc
     .uniqueArray(fc.integer({ min: 1, max: payload.length - 1 }), {
-      maxLength: Math.min(maxChunks - 1, payload.length - 1)
+      maxLength: Math.min(maxChunks - 1, payload.length - 1),
+      size: "max"
     })
     .map((cuts) => {
       const bounds = [0, ...cuts.sort((x, y) => x - y), payload.length]
