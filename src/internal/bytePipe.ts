@@ -49,7 +49,7 @@ export class BytePipe {
 
   private chunks: Array<Uint8Array> = []
   private writers: Array<PendingWrite> = []
-  private readers: Array<() => void> = []
+  private readers: Array<(exit: Exit.Exit<void>) => void> = []
   private full = false
   private brokenCause: BrokenCause | undefined = undefined
   private blockedSince: bigint | undefined = undefined
@@ -171,11 +171,11 @@ export class BytePipe {
     return Effect.flatMap(this.waitReadable, () => this.pull)
   }
 
+  // The reader's `resume` itself is the waiter: no closure is made per wait on this hot path.
   private readonly waitReadable: Effect.Effect<void> = Effect.callback<void>((resume) => {
-    const wake = () => resume(Exit.void)
-    this.readers.push(wake)
+    this.readers.push(resume)
     return Effect.sync(() => {
-      const i = this.readers.indexOf(wake)
+      const i = this.readers.indexOf(resume)
       if (i >= 0) this.readers.splice(i, 1)
     })
   })
@@ -281,7 +281,7 @@ export class BytePipe {
     if (this.readers.length === 0) return
     const readers = this.readers
     this.readers = []
-    for (const wake of readers) wake()
+    for (const resume of readers) resume(Exit.void)
   }
 
   private startBlocked(): void {
