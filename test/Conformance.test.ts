@@ -1,7 +1,7 @@
 import { describe, it } from "@effect/vitest"
 import { Effect } from "effect"
-import { Duplex } from "../src/index.js"
-import { conformance } from "../src/testkit.js"
+import { Duplex } from "fullduplex"
+import { conformance } from "fullduplex/testkit"
 import { loopbackSockets } from "./helpers.js"
 
 /** Two ends of one TCP connection on 127.0.0.1, each wrapped by `fromNodeDuplex`. */

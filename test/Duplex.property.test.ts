@@ -9,7 +9,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Exit, Fiber, Sink, Stream } from "effect"
 import fc from "fast-check"
-import { Duplex, DuplexError } from "../src/index.js"
+import { Duplex, DuplexError } from "fullduplex"
 import {
   assertDeadlockFree,
   capacity,
@@ -20,7 +20,7 @@ import {
   pacing,
   payload,
   randomChunks
-} from "../src/testkit.js"
+} from "fullduplex/testkit"
 
 const seed = Number(process.env["FC_SEED"] ?? Math.floor(Math.random() * 2 ** 31))
 const numRuns = Number(process.env["FC_RUNS"] ?? 100)

@@ -2,8 +2,8 @@ import { assert, describe, it } from "@effect/vitest"
 import { Effect, Exit, Fiber, Sink, Stream } from "effect"
 import { TestClock } from "effect/testing"
 import { PassThrough } from "node:stream"
-import { Duplex, DuplexError } from "../src/index.js"
-import { assertDeadlockFree, concatBytes, firstDifference, randomBytes } from "../src/testkit.js"
+import { Duplex, DuplexError } from "fullduplex"
+import { assertDeadlockFree, concatBytes, firstDifference, randomBytes } from "fullduplex/testkit"
 import { loopbackSockets } from "./helpers.js"
 
 const collectBytes = Sink.map(Sink.collect<Uint8Array>(), concatBytes)

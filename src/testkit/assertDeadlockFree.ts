@@ -7,8 +7,7 @@
 import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import type { Duplex, Stats } from "../Duplex.js"
-import { DuplexError, StallDetected, type StalledDirection, Timeout } from "../DuplexError.js"
+import { type Duplex, DuplexError } from "fullduplex"
 
 /**
  * Options of {@link assertDeadlockFree}.
@@ -22,7 +21,7 @@ export interface DeadlockFreeOptions {
   /** An overall limit, for programs that keep moving bytes forever. Default: none. */
   readonly timeout?: Duration.Input | undefined
   /** Duplexes to watch from the start; more can be added with the `watch` callback. */
-  readonly duplexes?: Iterable<Duplex> | undefined
+  readonly duplexes?: Iterable<Duplex.Duplex> | undefined
   /** Name used in the diagnostic. Default `"program"`. */
   readonly label?: string | undefined
 }
@@ -33,11 +32,14 @@ export interface DeadlockFreeOptions {
  * @category models
  * @since 0.1.0
  */
-export type Watch = (...duplexes: ReadonlyArray<Duplex>) => void
+export type Watch = (...duplexes: ReadonlyArray<Duplex.Duplex>) => void
 
-const moved = (stats: Stats): number => stats.outbound.bytes + stats.inbound.bytes
+const moved = (stats: Duplex.Stats): number => stats.outbound.bytes + stats.inbound.bytes
 
-const snapshot = (watched: ReadonlyArray<Duplex>, all: ReadonlyArray<Stats>): Array<StalledDirection> =>
+const snapshot = (
+  watched: ReadonlyArray<Duplex.Duplex>,
+  all: ReadonlyArray<Duplex.Stats>
+): Array<DuplexError.StalledDirection> =>
   watched.flatMap((d, i) => {
     const s = all[i]!
     return [
@@ -46,7 +48,7 @@ const snapshot = (watched: ReadonlyArray<Duplex>, all: ReadonlyArray<Stats>): Ar
     ]
   })
 
-const pick = (s: Stats["outbound"]) => ({ bytes: s.bytes, buffered: s.buffered, blocked: s.blocked })
+const pick = (s: Duplex.DirectionStats) => ({ bytes: s.bytes, buffered: s.buffered, blocked: s.blocked })
 
 /**
  * Runs `program` under a progress watchdog: if no byte moves through any watched duplex for
@@ -94,18 +96,18 @@ const pick = (s: Stats["outbound"]) => ({ bytes: s.bytes, buffered: s.buffered, 
 export const assertDeadlockFree = <A, E, R>(
   program: Effect.Effect<A, E, R> | ((watch: Watch) => Effect.Effect<A, E, R>),
   options: DeadlockFreeOptions = {}
-): Effect.Effect<A, E | DuplexError, R> =>
+): Effect.Effect<A, E | DuplexError.DuplexError, R> =>
   Effect.suspend(() => {
     const label = options.label ?? "program"
     const stallMillis = Duration.toMillis(options.stallTimeout ?? "2 seconds")
     const pollMillis = Math.max(1, Math.floor(stallMillis / 20))
-    const watched: Array<Duplex> = [...(options.duplexes ?? [])]
+    const watched: Array<Duplex.Duplex> = [...(options.duplexes ?? [])]
     const watch: Watch = (...duplexes) => {
       watched.push(...duplexes)
     }
     const effect = typeof program === "function" ? program(watch) : program
 
-    const watchdog: Effect.Effect<never, DuplexError> = Effect.gen(function* () {
+    const watchdog: Effect.Effect<never, DuplexError.DuplexError> = Effect.gen(function* () {
       let last = -1
       let lastChange = yield* Clock.currentTimeMillis
       while (true) {
@@ -117,8 +119,8 @@ export const assertDeadlockFree = <A, E, R>(
           last = total
           lastChange = now
         } else if (now - lastChange >= stallMillis) {
-          return yield* new DuplexError({
-            reason: new StallDetected({
+          return yield* new DuplexError.DuplexError({
+            reason: new DuplexError.StallDetected({
               label: watched.length === 0 ? `${label} (no duplex watched)` : label,
               stalledMillis: now - lastChange,
               directions: snapshot(watched, all)
@@ -134,6 +136,10 @@ export const assertDeadlockFree = <A, E, R>(
     return Effect.timeoutOrElse(guarded, {
       duration: timeoutMillis,
       orElse: () =>
-        Effect.fail(new DuplexError({ reason: new Timeout({ label, operation: "the whole run", timeoutMillis }) }))
+        Effect.fail(
+          new DuplexError.DuplexError({
+            reason: new DuplexError.Timeout({ label, operation: "the whole run", timeoutMillis })
+          })
+        )
     })
   })

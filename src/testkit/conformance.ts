@@ -12,8 +12,7 @@ import * as Fiber from "effect/Fiber"
 import * as Scope from "effect/Scope"
 import * as Sink from "effect/Sink"
 import * as Stream from "effect/Stream"
-import * as Duplex from "../Duplex.js"
-import { type DuplexError, type DuplexErrorReason, isDuplexError } from "../DuplexError.js"
+import { Duplex, DuplexError } from "fullduplex"
 import { assertDeadlockFree, type Watch } from "./assertDeadlockFree.js"
 import { concatBytes, firstDifference, randomBytes, randomChunks } from "./random.js"
 
@@ -65,7 +64,7 @@ export interface ConformanceOptions {
  */
 export interface ConformanceCase<E> {
   readonly name: string
-  readonly run: Effect.Effect<void, ConformanceError | DuplexError | E>
+  readonly run: Effect.Effect<void, ConformanceError | DuplexError.DuplexError | E>
 }
 
 const KiB = 1024
@@ -122,7 +121,7 @@ export const conformance = <E>(
       b: Duplex.Duplex,
       fail: (detail: string) => ConformanceError,
       watch: Watch
-    ) => Effect.Effect<void, ConformanceError | DuplexError | E, Scope.Scope>
+    ) => Effect.Effect<void, ConformanceError | DuplexError.DuplexError | E, Scope.Scope>
   ): ConformanceCase<E> => {
     const fail = (detail: string) => new ConformanceError({ suite, case: name, detail, seed })
     return {
@@ -286,7 +285,7 @@ const expectSame = (got: Uint8Array, want: Uint8Array, what: string, fail: (d: s
 
 const expectReason = <A, E>(
   effect: Effect.Effect<A, E>,
-  tags: ReadonlyArray<DuplexErrorReason["_tag"]>,
+  tags: ReadonlyArray<DuplexError.DuplexErrorReason["_tag"]>,
   what: string,
   fail: (d: string) => ConformanceError
 ): Effect.Effect<void, ConformanceError> =>
@@ -294,7 +293,7 @@ const expectReason = <A, E>(
     if (Exit.isSuccess(exit)) return Effect.fail(fail(`${what}: succeeded, expected ${tags.join(" or ")}`))
     const error = exit.cause.reasons.find((r) => r._tag === "Fail")
     const value = error?._tag === "Fail" ? error.error : undefined
-    if (isDuplexError(value) && tags.includes(value.reason._tag)) return Effect.void
+    if (DuplexError.isDuplexError(value) && tags.includes(value.reason._tag)) return Effect.void
     return Effect.fail(fail(`${what}: expected DuplexError ${tags.join(" or ")}, got ${String(value ?? exit.cause)}`))
   })
 

@@ -1,0 +1,21 @@
+import { defineConfig } from "tsup"
+
+// JavaScript only: declarations come from `tsc -p tsconfig.build.json`, one file per module, so that a
+// user's compiler can name every public type through the package's subpath exports.
+export default defineConfig({
+  entry: {
+    index: "src/index.ts",
+    Duplex: "src/Duplex.ts",
+    DuplexError: "src/DuplexError.ts",
+    testkit: "src/testkit.ts"
+  },
+  format: ["esm", "cjs"],
+  dts: false,
+  sourcemap: true,
+  clean: true,
+  target: "node22",
+  splitting: true,
+  treeshake: true,
+  // The testkit imports the main entry by the package's own name, so both share one copy of it.
+  external: ["fullduplex"]
+})
