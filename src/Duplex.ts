@@ -73,8 +73,9 @@ export interface Stats {
  *
  * **Details**
  *
- * - `readable`: inbound bytes. Ends at the peer's half-close; fails with `DuplexError` on reset. Each
- *   run of the stream continues where the previous one stopped; run it from one fiber at a time.
+ * - `readable`: inbound bytes, one chunk per pull. Ends at the peer's half-close; fails with
+ *   `DuplexError` on reset. Each run of the stream continues where the previous one stopped (a run that
+ *   stops after any chunk leaves the rest for the next); run it from one fiber at a time.
  * - `write(chunk)`: completes when the chunk is accepted into a buffer bounded in bytes, so a writer is
  *   held back instead of the process's memory growing. Concurrent writes are served in call order.
  * - `writeAll(chunks)` / `sink`: the same for many chunks. `sink` does not `end`.
@@ -232,10 +233,13 @@ export const DEFAULT_CAPACITY_BYTES = 64 * 1024
  *
  * **Details**
  *
- * A write that fits in the free room completes at once. A larger one fills the room and waits; when a
- * reader comes it takes the buffered bytes and the rest of the waiting write in one batch, and the write
- * completes. So `stats.*.buffered` never exceeds `capacity`, and no byte is copied. With `capacity: 0`
- * every write waits for a reader (a rendezvous).
+ * A write that fits in the free room completes at once. A larger one fills the room and waits; as the
+ * reader drains the buffer, the next pieces of the waiting write come in, so the write proceeds in
+ * pieces of at most `capacity` bytes and completes with its last piece, as over a TCP window. Room is
+ * handed to writers only once the buffer is empty or half free (the receiver's silly-window avoidance),
+ * so pieces stay large. `stats.*.buffered` never exceeds `capacity`, and no byte is copied. With
+ * `capacity: 0` nothing is buffered: every write waits for a reader, which takes it whole (a lockstep
+ * rendezvous).
  *
  * **Closing**
  *
@@ -439,22 +443,28 @@ export const exchange: {
     input: Stream.Stream<Uint8Array, E, R>,
     sink: Sink.Sink<A, Uint8Array, L, E2, R2>
   ): Effect.Effect<A, DuplexError | E | E2, R | R2> =>
-    Effect.gen(function* () {
-      const writer = yield* Effect.forkChild(writeThenEnd(self, input), { startImmediately: true })
-      // Deadlock freedom: the reader never waits on the writer. A writer failure still ends the read at
-      // once, through the race; a writer success leaves the reader alone.
-      const result = yield* Effect.raceFirst(
-        Stream.run(self.readable, sink),
-        Effect.andThen(Fiber.join(writer), Effect.never)
-      )
-      if (writer.pollUnsafe() === undefined) {
-        // The sink is done before the writer: keep the inbound side moving until the writer is done.
-        yield* Effect.raceFirst(Fiber.join(writer), Effect.andThen(Stream.runDrain(self.readable), Fiber.join(writer)))
-      } else {
-        yield* Fiber.join(writer)
-      }
-      return result
-    })
+    Effect.scoped(
+      Effect.gen(function* () {
+        // Scoped: however the exchange ends, a writer still running is interrupted with it.
+        const writer = yield* Effect.forkScoped(writeThenEnd(self, input), { startImmediately: true })
+        // Deadlock freedom: the reader never waits on the writer. A writer failure still ends the read at
+        // once, through the race; a writer success leaves the reader alone.
+        const result = yield* Effect.raceFirst(
+          Stream.run(self.readable, sink),
+          Effect.andThen(Fiber.join(writer), Effect.never)
+        )
+        if (writer.pollUnsafe() === undefined) {
+          // The sink is done before the writer: keep the inbound side moving until the writer is done.
+          yield* Effect.raceFirst(
+            Fiber.join(writer),
+            Effect.andThen(Stream.runDrain(self.readable), Fiber.join(writer))
+          )
+        } else {
+          yield* Fiber.join(writer)
+        }
+        return result
+      })
+    )
 )
 
 const writeThenEnd = <E, R>(self: Duplex, input: Stream.Stream<Uint8Array, E, R>) =>

@@ -72,8 +72,9 @@ export class Closed extends Data.TaggedClass("Closed")<{
  * **Details**
  *
  * `cause` holds the underlying error when there is one (for a socket, an `Error` with a `code` such as
- * `ECONNRESET` or `EPIPE`; `code` copies it). Bytes already read stay read; bytes still buffered when the
- * connection broke are lost, which is what a reset means.
+ * `ECONNRESET` or `EPIPE`; `code` copies it). Bytes already read stay read. Bytes that had already
+ * reached our side (a Node stream's data before its error) are delivered before the failure; bytes still
+ * in flight are lost, which is what a reset means (an aborted pair drops what it had buffered).
  *
  * @category reasons
  * @since 0.1.0

@@ -27,6 +27,16 @@ const numRuns = Number(process.env["FC_RUNS"] ?? 100)
 const params = { seed, numRuns }
 
 const collectBytes = Sink.map(Sink.collect<Uint8Array>(), concatBytes)
+
+const MiB = 1024 * 1024
+
+/**
+ * A write larger than the capacity moves in pieces of at most `capacity` bytes, one reader wake-up each:
+ * 4 MiB through a 1-byte pipe is four million of them, seconds per run. So the payload is drawn after the
+ * capacity, up to 65536 pieces (and always up to 64 KiB); capacity 0 hands writes over whole.
+ */
+const maxBytesFor = (capacity: number, max: number) =>
+  capacity === 0 ? max : Math.min(max, Math.max(64 * 1024, capacity * 65536))
 const readAll = (d: Duplex.Duplex) => Effect.map(Stream.runCollect(d.readable), concatBytes)
 
 /** Runs a fast-check property whose predicate is an Effect, each run in its own scope. */
@@ -48,7 +58,13 @@ describe(`Duplex properties (seed ${seed}, ${numRuns} runs)`, () => {
     "an echo peer over a pair driven by exchange returns the payload byte-exact",
     () =>
       property(
-        fc.record({ input: chunkedPayload({ maxBytes: 4 * 1024 * 1024 }), capacity: capacity(), pace: pacing() }),
+        capacity().chain((cap) =>
+          fc.record({
+            capacity: fc.constant(cap),
+            input: chunkedPayload({ maxBytes: maxBytesFor(cap, 4 * MiB) }),
+            pace: pacing()
+          })
+        ),
         ({ input, capacity, pace }) =>
           assertDeadlockFree(
             (watch) =>
@@ -74,13 +90,16 @@ describe(`Duplex properties (seed ${seed}, ${numRuns} runs)`, () => {
     "splice of two pairs delivers both directions byte-exact and propagates half-close",
     () =>
       property(
-        fc.record({
-          up: payload({ maxBytes: 1024 * 1024 }),
-          down: payload({ maxBytes: 1024 * 1024 }),
-          front: capacity({ maxBytes: 256 * 1024 }),
-          back: capacity({ maxBytes: 256 * 1024 }),
-          chunkSeed: fc.integer(),
-          pace: pacing()
+        fc.tuple(capacity({ maxBytes: 256 * 1024 }), capacity({ maxBytes: 256 * 1024 })).chain(([front, back]) => {
+          const maxBytes = Math.min(maxBytesFor(front, MiB), maxBytesFor(back, MiB))
+          return fc.record({
+            up: payload({ maxBytes }),
+            down: payload({ maxBytes }),
+            front: fc.constant(front),
+            back: fc.constant(back),
+            chunkSeed: fc.integer(),
+            pace: pacing()
+          })
         }),
         ({ up, down, front, back, chunkSeed, pace }) =>
           assertDeadlockFree(
@@ -125,7 +144,13 @@ describe(`Duplex properties (seed ${seed}, ${numRuns} runs)`, () => {
     "buffered bytes never exceed the capacity, as read from stats",
     () =>
       property(
-        fc.record({ input: chunkedPayload({ maxBytes: 1024 * 1024 }), capacity: capacity(), pace: pacing() }),
+        capacity().chain((cap) =>
+          fc.record({
+            capacity: fc.constant(cap),
+            input: chunkedPayload({ maxBytes: maxBytesFor(cap, MiB) }),
+            pace: pacing()
+          })
+        ),
         ({ input, capacity, pace }) =>
           Effect.scoped(
             Effect.gen(function* () {
@@ -158,8 +183,15 @@ describe("assertDeadlockFree", () => {
   // The control: the detector must catch a real deadlock, not only pass good programs.
   it.live("reports a naive client (write everything, then read) against an echo peer as deadlocked", () =>
     Effect.gen(function* () {
-      for (const cap of [0, 1024, 64 * 1024]) {
-        // More than both buffers plus the one batch the echo peer holds: 2 × capacity + 1 batch.
+      for (const [cap, oneWrite] of [
+        [0, false],
+        [1024, false],
+        [64 * 1024, false],
+        [1024, true],
+        [64 * 1024, true]
+      ] as const) {
+        // More than both buffers plus what the echo peer holds in hand. With `oneWrite`, the request is a
+        // single write: it must be held back piece by piece as over TCP, not handed over whole.
         const size = Math.max(4 * cap, 64 * 1024)
         const exit = yield* Effect.exit(
           assertDeadlockFree(
@@ -169,16 +201,16 @@ describe("assertDeadlockFree", () => {
                   const [client, server] = yield* Duplex.pair({ capacity: cap })
                   watch(client, server)
                   yield* Effect.forkScoped(Effect.andThen(Stream.run(server.readable, server.sink), server.end))
-                  const chunks = randomChunks(new Uint8Array(size), 4096, 1)
+                  const chunks = oneWrite ? [new Uint8Array(size)] : randomChunks(new Uint8Array(size), 4096, 1)
                   yield* client.writeAll(chunks) // the bug: nobody reads while this waits
                   yield* client.end
                   return yield* readAll(client)
                 })
               ),
-            { stallTimeout: "300 millis", label: `naive client, capacity ${cap}` }
+            { stallTimeout: "300 millis", label: `naive client, capacity ${cap}, one write: ${oneWrite}` }
           )
         )
-        assert.isTrue(Exit.isFailure(exit), `capacity ${cap}: the naive client must be reported`)
+        assert.isTrue(Exit.isFailure(exit), `capacity ${cap}, one write ${oneWrite}: the naive client must be reported`)
         const fail = Exit.isFailure(exit) ? exit.cause.reasons.find((r) => r._tag === "Fail") : undefined
         const error = fail?._tag === "Fail" ? fail.error : undefined
         assert.isTrue(DuplexError.isDuplexError(error))

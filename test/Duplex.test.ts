@@ -1,7 +1,8 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Exit, Fiber, Sink, Stream } from "effect"
+import { Effect, Exit, Fiber, Scope, Sink, Stream } from "effect"
 import { TestClock } from "effect/testing"
-import { PassThrough } from "node:stream"
+import * as net from "node:net"
+import { Duplex as NodeDuplex, PassThrough } from "node:stream"
 import { Duplex, DuplexError } from "fullduplex"
 import { assertDeadlockFree, concatBytes, firstDifference, randomBytes } from "fullduplex/testkit"
 import { loopbackSockets } from "./helpers.js"
@@ -73,6 +74,23 @@ describe("Duplex.pair", () => {
       assert.strictEqual(after.outbound.peakBuffered, 10)
       assert.strictEqual(after.outbound.bytes, 25)
       assert.isFalse(after.outbound.blocked)
+    })
+  )
+
+  it.effect("refills only a half-empty buffer, so a reader of small chunks does not cut writes into slivers", () =>
+    Effect.gen(function* () {
+      const [a, b] = yield* Duplex.pair({ capacity: 1024 })
+      const reader = yield* Effect.forkChild(Stream.runCollect(b.readable), { startImmediately: true })
+      yield* a.write(new Uint8Array(1)) // a 1-byte chunk sits in the buffer ahead of a large write
+      yield* a.write(new Uint8Array(64 * 1024))
+      yield* a.end
+      const sizes = (yield* Fiber.join(reader)).map((c) => c.length)
+      assert.strictEqual(
+        sizes.reduce((x, y) => x + y, 0),
+        64 * 1024 + 1
+      )
+      const slivers = sizes.slice(1, -1).filter((n) => n < 512)
+      assert.deepStrictEqual(slivers, [], `pieces smaller than half the capacity: ${sizes.join(", ")}`)
     })
   )
 
@@ -388,5 +406,62 @@ describe("Duplex.fromNodeDuplex", () => {
       const error = errorOf(yield* Fiber.await(reading))
       assert.strictEqual(error.reason._tag === "Broken" ? error.reason.code : error.reason._tag, "ECONNRESET")
     }).pipe(Effect.timeout("5 seconds"))
+  )
+
+  it.live("reads a stream that was handed over paused", () =>
+    Effect.gen(function* () {
+      const stream = new PassThrough()
+      stream.pause()
+      const d = yield* Duplex.fromNodeDuplex(stream)
+      yield* d.write(text("hello"))
+      yield* d.end
+      const got = yield* readAll(d).pipe(Effect.timeout("1 second"))
+      assert.strictEqual(decode(got), "hello")
+    })
+  )
+
+  it.live("abort wakes a write waiting for 'drain' and an end waiting for 'finish', even without 'close'", () =>
+    Effect.gen(function* () {
+      // A stream that never completes a write and never emits 'close': only our own abort can wake us.
+      const stuck = () => new NodeDuplex({ emitClose: false, writableHighWaterMark: 4, read() {}, write() {} })
+      const a = yield* Duplex.fromNodeDuplex(stuck(), { highWaterMark: 4 })
+      const writer = yield* Effect.forkChild(a.write(new Uint8Array(8)), { startImmediately: true })
+      const b = yield* Duplex.fromNodeDuplex(stuck())
+      yield* b.write(new Uint8Array(1))
+      const ender = yield* Effect.forkChild(b.end, { startImmediately: true })
+      yield* Effect.sleep(20)
+      yield* a.abort
+      yield* b.abort
+      assert.strictEqual(reasonOf(yield* Fiber.await(writer).pipe(Effect.timeout("1 second"))), "Closed")
+      assert.strictEqual(reasonOf(yield* Fiber.await(ender).pipe(Effect.timeout("1 second"))), "Closed")
+    })
+  )
+
+  it.live("closing the scope destroys a socket that is still connecting", () =>
+    Effect.gen(function* () {
+      const server = net.createServer()
+      yield* Effect.addFinalizer(() => Effect.sync(() => server.close()))
+      yield* Effect.callback<void>((resume) => void server.listen(0, "127.0.0.1", () => resume(Effect.void)))
+      const socket = net.connect({ host: "127.0.0.1", port: (server.address() as net.AddressInfo).port })
+      socket.on("error", () => {})
+      const scope = yield* Scope.make()
+      yield* Scope.provide(Duplex.fromNodeDuplex(socket), scope)
+      assert.isTrue(socket.connecting)
+      yield* Scope.close(scope, Exit.void)
+      assert.isTrue(socket.destroyed)
+    })
+  )
+
+  it.live("does not report a broken stream as held back", () =>
+    Effect.gen(function* () {
+      const stream = new PassThrough()
+      const d = yield* Duplex.fromNodeDuplex(stream, { highWaterMark: 4 })
+      stream.push(new Uint8Array(8))
+      yield* Effect.sleep(20)
+      assert.isTrue((yield* d.stats).inbound.blocked, "a full buffer holds the stream back")
+      stream.destroy(new Error("boom"))
+      yield* Effect.sleep(20)
+      assert.isFalse((yield* d.stats).inbound.blocked)
+    })
   )
 })

@@ -1,12 +1,21 @@
 /**
  * A one-way pipe bounded in bytes: the buffer behind every fullduplex direction.
  *
- * One writer side, one reader side. Writers are served in FIFO order; a write that fits in the free room
- * is accepted at once, a larger one fills the room and waits with the rest. A read takes everything that
- * is available: the buffered chunks and, hand-over style, the rest of every waiting write, which then
- * completes. So the buffer never holds more than `capacity` bytes from writers that wait (push sources,
- * which cannot wait, may overshoot by one chunk), a writer is held back until a reader comes, and
- * `capacity = 0` is a lockstep rendezvous.
+ * One writer side, one reader side. Writers are served in FIFO order: a write that fits in the free room
+ * is accepted at once; a larger one fills the room and waits with the rest. Each read takes one chunk;
+ * once the buffer is empty or half free, the pipe refills from the waiting writes (the piece that fits),
+ * completing each write whose last byte is accepted. So a write larger than the capacity proceeds in pieces of at most
+ * `capacity` bytes as the reader drains, the buffer never holds more than `capacity` bytes from writers
+ * that wait (push sources, which cannot wait, may overshoot by one chunk), and a pair deadlocks where a
+ * connection with that much buffering would. With `capacity = 0` nothing is buffered: a read takes the
+ * first waiting write whole (a lockstep rendezvous).
+ *
+ * A read delivers one chunk, never a batch of several, so a consumer that stops after any chunk (a
+ * `Stream.take`, a `runHead`) leaves every later byte in the pipe for the next run.
+ *
+ * Every change of state happens in one synchronous step: in `Effect.suspend` when nothing needs to wait,
+ * or in the `Effect.callback` registration that starts the wait. A fiber may yield between any two
+ * operations, so a decision taken in one step and acted on in a later one could miss a wake-up.
  *
  * Nothing here copies bytes: chunks and their `subarray` pieces are passed by reference.
  *
@@ -24,8 +33,7 @@ export type Batch = readonly [Uint8Array, ...Array<Uint8Array>]
 
 interface PendingWrite {
   rest: Uint8Array
-  resume: ((exit: Exit.Exit<void, DuplexError>) => void) | undefined
-  outcome: Exit.Exit<void, DuplexError> | undefined
+  readonly resume: (exit: Exit.Exit<void, DuplexError>) => void
 }
 
 /** Why the writer side went away, when it was not a plain abort of a pair. @internal */
@@ -44,10 +52,12 @@ export class BytePipe {
   peakBuffered = 0
   writerState: "open" | "ended" | "aborted" = "open"
   readerClosed = false
-  /** Called when a read empties a buffer that a push source filled (see {@link offerUnsafe}). */
+  /** Called when a read makes room in a buffer that a push source filled (see {@link offerUnsafe}). */
   onRoom: (() => void) | undefined = undefined
 
+  /** Buffered chunks are `chunks[head..]`; the consumed prefix is dropped as reads go. */
   private chunks: Array<Uint8Array> = []
+  private head = 0
   private writers: Array<PendingWrite> = []
   private readers: Array<(exit: Exit.Exit<void>) => void> = []
   private full = false
@@ -71,41 +81,53 @@ export class BytePipe {
   /**
    * Accepts `chunk`, waiting while the buffer is full.
    *
-   * Interruption: the bytes that fitted before the wait stay accepted (they are in `bytesIn`); the rest
-   * is dropped. Closing: an abort of either side completes a waiting write with `Closed` (own abort) or
-   * `Broken` (the reader side closed).
+   * Interruption: the pieces accepted before the interruption stay accepted (they are in `bytesIn`);
+   * the rest is dropped. Closing: an abort of either side completes a waiting write with `Closed` (own
+   * abort) or `Broken` (the reader side closed).
    */
   readonly write = (chunk: Uint8Array): Effect.Effect<void, DuplexError> =>
     Effect.suspend(() => {
       const error = this.writeError("write")
       if (error !== undefined) return Exit.fail(error)
-      let rest = chunk
-      if (this.writers.length === 0) {
-        const room = this.capacity - this.buffered
-        if (rest.length <= room) {
-          if (rest.length > 0) {
-            this.push(rest)
-            this.bytesIn += rest.length
-            this.wakeReaders()
-          }
-          return Exit.void
+      if (this.writers.length === 0 && chunk.length <= this.capacity - this.buffered) {
+        if (chunk.length > 0) {
+          this.push(chunk)
+          this.bytesIn += chunk.length
+          this.wakeReaders()
         }
-        if (room > 0) {
-          this.push(rest.subarray(0, room))
-          this.bytesIn += room
-          rest = rest.subarray(room)
-        }
+        return Exit.void
       }
-      const pending: PendingWrite = { rest, resume: undefined, outcome: undefined }
-      this.writers.push(pending)
-      this.startBlocked()
-      this.wakeReaders()
-      return Effect.callback<void, DuplexError>((resume) => {
-        if (pending.outcome !== undefined) return resume(pending.outcome)
-        pending.resume = resume
-        return Effect.sync(() => this.cancelWrite(pending))
-      })
+      return Effect.callback<void, DuplexError>((resume) => this.startWrite(chunk, resume))
     })
+
+  /** The slow path of `write`, in one step: accept what fits, queue the rest, return the cancel. */
+  private startWrite(
+    chunk: Uint8Array,
+    resume: (exit: Exit.Exit<void, DuplexError>) => void
+  ): Effect.Effect<void> | void {
+    const error = this.writeError("write")
+    if (error !== undefined) return resume(Exit.fail(error))
+    let rest = chunk
+    if (this.writers.length === 0) {
+      const room = Math.max(0, this.capacity - this.buffered)
+      if (rest.length <= room) {
+        this.push(rest)
+        this.bytesIn += rest.length
+        this.wakeReaders()
+        return resume(Exit.void)
+      }
+      if (room > 0) {
+        this.push(rest.subarray(0, room))
+        this.bytesIn += room
+        rest = rest.subarray(room)
+      }
+    }
+    const pending: PendingWrite = { rest, resume }
+    this.writers.push(pending)
+    this.startBlocked()
+    this.wakeReaders()
+    return Effect.sync(() => this.cancelWrite(pending))
+  }
 
   /**
    * Accepts `chunk` without waiting, for push sources such as a Node stream's `'data'` events. Returns
@@ -146,7 +168,9 @@ export class BytePipe {
     this.writerState = "aborted"
     this.brokenCause = cause
     if (discard) this.clear()
+    this.full = false // nothing is held back any more: the source is gone
     this.failWriters(() => this.closedError("write", "abort"))
+    this.stopBlocked()
     this.wakeReaders()
   }
 
@@ -155,7 +179,7 @@ export class BytePipe {
   // ---------------------------------------------------------------------------------------------------
 
   /**
-   * The next batch: everything available. Fails with `Cause.Done` at EOF.
+   * The next chunk, as a batch of one. Fails with `Cause.Done` at EOF.
    *
    * Interruption: a read interrupted while waiting took nothing. Closing: `Closed` after the reader
    * side closed, `Broken` once the writer side aborted (after the buffered bytes, if it did not discard
@@ -164,15 +188,27 @@ export class BytePipe {
   readonly pull: Pull.Pull<Batch, DuplexError> = Effect.suspend(() => this.pullNow())
 
   private pullNow(): Pull.Pull<Batch, DuplexError> {
-    if (this.readerClosed) return Exit.fail(this.closedRead())
-    if (this.buffered > 0 || this.writers.length > 0) return Exit.succeed(this.takeAll())
-    if (this.writerState === "ended") return Exit.fail(Cause.Done())
-    if (this.writerState === "aborted") return Exit.fail(this.brokenRead())
+    const ready = this.readyExit()
+    if (ready !== undefined) return ready
     return Effect.flatMap(this.waitReadable, () => this.pull)
   }
 
-  // The reader's `resume` itself is the waiter: no closure is made per wait on this hot path.
+  /** What a read gets now, or `undefined` when it has to wait. */
+  private readyExit(): Exit.Exit<Batch, DuplexError | Cause.Done> | undefined {
+    if (this.readerClosed) return Exit.fail(this.closedError("read", "abort"))
+    if (this.buffered > 0) return Exit.succeed([this.takeChunk()])
+    if (this.writers.length > 0) return Exit.succeed([this.handOver()])
+    if (this.writerState === "ended") return Exit.fail(Cause.Done())
+    if (this.writerState === "aborted") return Exit.fail(this.brokenRead())
+    return undefined
+  }
+
+  // The reader's `resume` itself is the waiter: no closure is made per wait on this hot path. The state
+  // is checked again here, in the same step that registers the waiter, so no wake-up can fall between.
   private readonly waitReadable: Effect.Effect<void> = Effect.callback<void>((resume) => {
+    if (this.readerClosed || this.buffered > 0 || this.writers.length > 0 || this.writerState !== "open") {
+      return resume(Exit.void)
+    }
     this.readers.push(resume)
     return Effect.sync(() => {
       const i = this.readers.indexOf(resume)
@@ -222,59 +258,86 @@ export class BytePipe {
     if (this.buffered > this.peakBuffered) this.peakBuffered = this.buffered
   }
 
-  private takeAll(): Batch {
-    const batch = this.chunks
-    let handed = 0
-    if (this.writers.length > 0) {
-      // Hand-over: the reader takes the rest of every waiting write, so the writers complete without the
-      // buffer ever growing past its capacity.
-      const writers = this.writers
-      this.writers = []
-      for (const w of writers) {
-        batch.push(w.rest)
-        handed += w.rest.length
-        w.outcome = Exit.void
-        w.resume?.(Exit.void)
+  /** Takes the oldest buffered chunk, then lets waiting writes (or a paused source) into the room. */
+  private takeChunk(): Uint8Array {
+    const chunk = this.chunks[this.head++]!
+    if (this.head === this.chunks.length) {
+      this.chunks = []
+      this.head = 0
+    } else if (this.head >= 64 && this.head * 2 >= this.chunks.length) {
+      // A buffer that waiting writers keep refilling never drains: drop the consumed prefix, amortised O(1).
+      this.chunks = this.chunks.slice(this.head)
+      this.head = 0
+    }
+    this.buffered -= chunk.length
+    this.bytesOut += chunk.length
+    // Silly-window avoidance (Clark's rule, RFC 1122 §4.2.3.3): let writers in only once the buffer is
+    // empty or at least half free. Refilling any room a read frees would cut the waiting write into
+    // pieces the size of the chunk just read, and once a piece is tiny every later one stays tiny.
+    if (this.buffered === 0 || 2 * this.buffered <= this.capacity) {
+      if (this.writers.length > 0) this.refill()
+      if (this.full) this.resumeSource()
+    }
+    return chunk
+  }
+
+  private resumeSource(): void {
+    this.full = false
+    this.stopBlocked()
+    this.onRoom?.()
+  }
+
+  /** Moves waiting writes into the free room in FIFO order; a write completes with its last byte. */
+  private refill(): void {
+    while (this.writers.length > 0) {
+      const w = this.writers[0]!
+      const room = this.capacity - this.buffered
+      if (room <= 0) break
+      if (w.rest.length > room) {
+        this.push(w.rest.subarray(0, room))
+        this.bytesIn += room
+        w.rest = w.rest.subarray(room)
+        break
       }
-      this.bytesIn += handed
-      this.stopBlocked()
+      this.push(w.rest)
+      this.bytesIn += w.rest.length
+      this.writers.shift()
+      w.resume(Exit.void)
     }
-    this.bytesOut += this.buffered + handed
-    this.chunks = []
-    this.buffered = 0
-    if (this.full) {
-      this.full = false
-      this.stopBlocked()
-      this.onRoom?.()
-    }
-    return batch as unknown as Batch
+    this.stopBlocked()
+  }
+
+  /** Capacity 0: nothing is ever buffered, so the reader takes the first waiting write whole. */
+  private handOver(): Uint8Array {
+    const w = this.writers.shift()!
+    this.bytesIn += w.rest.length
+    this.bytesOut += w.rest.length
+    w.resume(Exit.void)
+    this.stopBlocked()
+    return w.rest
   }
 
   private cancelWrite(pending: PendingWrite): void {
     const i = this.writers.indexOf(pending)
     if (i < 0) return
     this.writers.splice(i, 1)
-    if (this.writers.length === 0) this.stopBlocked()
+    this.stopBlocked()
   }
 
   private failWriters(error: () => DuplexError): void {
     if (this.writers.length === 0) return
     const writers = this.writers
     this.writers = []
-    for (const w of writers) {
-      w.outcome = Exit.fail(error())
-      w.resume?.(w.outcome)
-    }
+    for (const w of writers) w.resume(Exit.fail(error()))
     this.stopBlocked()
   }
 
   private clear(): void {
     this.chunks = []
+    this.head = 0
     this.buffered = 0
-    if (this.full) {
-      this.full = false
-      this.stopBlocked()
-    }
+    this.full = false
+    this.stopBlocked()
   }
 
   private wakeReaders(): void {
@@ -288,6 +351,7 @@ export class BytePipe {
     if (this.blockedSince === undefined) this.blockedSince = this.clock.monotonicTimeNanosUnsafe()
   }
 
+  /** Stops the blocked clock unless a writer still waits or a push source is still paused. */
   private stopBlocked(): void {
     if (this.blockedSince === undefined || this.writers.length > 0 || this.full) return
     this.blockedNanos += this.clock.monotonicTimeNanosUnsafe() - this.blockedSince
@@ -299,10 +363,6 @@ export class BytePipe {
     const label = operation === "read" ? this.readerLabel : this.writerLabel
     const bytes = operation === "read" ? this.bytesOut : this.bytesIn
     return new DuplexError({ reason: new Closed({ label, direction, operation, after, bytes }) })
-  }
-
-  private closedRead(): DuplexError {
-    return this.closedError("read", "abort")
   }
 
   private brokenRead(): DuplexError {

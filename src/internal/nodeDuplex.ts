@@ -30,10 +30,13 @@ const causeOf = (err: unknown): BrokenCause => ({
   cause: err
 })
 
-/** Sends RST on a TCP socket; other streams (and sockets without a TCP handle) are destroyed plainly. */
+/**
+ * Sends RST on a connected TCP socket; other streams, sockets still connecting (whose reset Node would
+ * only schedule for after the connect) and sockets without a TCP handle are destroyed at once.
+ */
 const resetOrDestroy = (stream: NodeStream.Duplex): void => {
   if (stream.destroyed) return
-  if (stream instanceof net.Socket) {
+  if (stream instanceof net.Socket && !stream.connecting) {
     try {
       stream.resetAndDestroy()
       return
@@ -88,10 +91,13 @@ export const make = (
       else inbound.end()
     })
     stream.on("data", onData)
+    stream.resume() // a stream handed over paused (say, `pauseOnConnect`) would never flow otherwise
 
     // ---- outbound -----------------------------------------------------------------------------------
     const lock = Semaphore.makeUnsafe(1)
     let closed = false // our abort or scope close
+    /** Operations waiting on the stream's events; `close` fails them itself, whatever the stream emits. */
+    const waiters = new Set<() => void>()
     let endResult: Deferred.Deferred<void, DuplexError> | undefined
     let bytesWritten = 0
     let peakBuffered = 0
@@ -117,7 +123,9 @@ export const make = (
     const writeError = (operation: "write" | "end"): DuplexError | undefined => {
       if (closed) return closedError(operation, "abort")
       if (endResult !== undefined && operation === "write") return closedError(operation, "end")
-      if (stream.destroyed || stream.writableEnded) return brokenError(operation, stream.errored ?? "stream closed")
+      if (stream.destroyed || stream.writableEnded || stream.errored !== null) {
+        return brokenError(operation, stream.errored ?? "stream closed")
+      }
       return undefined
     }
     /** The error of an operation cut short by `'close'` or `'error'`. */
@@ -125,10 +133,12 @@ export const make = (
       closed ? closedError(operation, "abort") : brokenError(operation, err)
 
     const waitDrain: Effect.Effect<void, DuplexError> = Effect.callback<void, DuplexError>((resume) => {
+      if (closed) return resume(Exit.fail(closedError("write", "abort")))
       if (!stream.writableNeedDrain) return resume(Exit.void)
       blockedSince = now()
       const off = () => {
         stream.off("drain", onDrain).off("close", onClose).off("error", onError)
+        waiters.delete(onAbort)
         if (blockedSince !== undefined) blockedNanos += now() - blockedSince
         blockedSince = undefined
       }
@@ -144,7 +154,12 @@ export const make = (
         off()
         resume(Exit.fail(cutShort("write", err)))
       }
+      const onAbort = () => {
+        off()
+        resume(Exit.fail(closedError("write", "abort")))
+      }
       stream.on("drain", onDrain).on("close", onClose).on("error", onError)
+      waiters.add(onAbort)
       return Effect.sync(off)
     })
 
@@ -182,10 +197,16 @@ export const make = (
           if (error !== undefined) return Exit.fail(error)
           const result = Deferred.makeUnsafe<void, DuplexError>()
           endResult = result
+          const onAbort = () => {
+            cleanup()
+            Deferred.doneUnsafe(result, Exit.fail(closedError("end", "abort")))
+          }
           const cleanup = finished(stream, { readable: false }, (err) => {
             cleanup()
+            waiters.delete(onAbort)
             Deferred.doneUnsafe(result, err ? Exit.fail(cutShort("end", err)) : Exit.void)
           })
+          waiters.add(onAbort)
           stream.end()
           return Deferred.await(result)
         })
@@ -196,6 +217,7 @@ export const make = (
       if (closed) return
       closed = true
       inbound.closeReader()
+      for (const wake of [...waiters]) wake()
       if (graceful) stream.destroy()
       else resetOrDestroy(stream)
     }

@@ -134,23 +134,23 @@ export const capacity = (options: CapacityOptions = {}): fc.Arbitrary<number> =>
 }
 
 /**
- * One step of a consumer's pace: yield to other fibers `yields` times, then sleep `sleepMillis`.
+ * How a consumer paces itself: before each chunk it yields to other fibers `yields[i]` times (cycling
+ * through the list), and after every `pauseEveryBytes` bytes it sleeps `pauseMillis`.
+ *
+ * **Details**
+ *
+ * Yields reorder the reader and writer fibers without costing time; pauses model a consumer that stalls
+ * now and then. Pauses are counted in bytes, not chunks, so a transfer in tiny pieces does not sleep
+ * once per piece: a run sleeps at most `payload / pauseEveryBytes` times.
  *
  * @category models
  * @since 0.1.0
  */
-export interface PaceStep {
-  readonly yields: number
-  readonly sleepMillis: number
+export interface Pacing {
+  readonly yields: ReadonlyArray<number>
+  readonly pauseEveryBytes: number
+  readonly pauseMillis: number
 }
-
-/**
- * How a consumer paces itself: the steps are applied in turn, one per element consumed.
- *
- * @category models
- * @since 0.1.0
- */
-export type Pacing = ReadonlyArray<PaceStep>
 
 /**
  * Options of {@link pacing}.
@@ -159,34 +159,31 @@ export type Pacing = ReadonlyArray<PaceStep>
  * @since 0.1.0
  */
 export interface PacingOptions {
-  /** Longest sleep of one step. Default 2 ms; 0 keeps consumers on yields only. */
-  readonly maxSleepMillis?: number | undefined
+  /** Longest pause. Default 2 ms; 0 keeps consumers on yields only. */
+  readonly maxPauseMillis?: number | undefined
+  /** Fewest bytes between two pauses. Default 16 KiB. */
+  readonly minPauseEveryBytes?: number | undefined
 }
 
 /**
- * Consumer pacings: mostly eager or yielding consumers, sometimes one that sleeps a little, so that the
- * interleavings of reader and writer fibers vary from run to run. Apply one with {@link paced}.
+ * Consumer pacings: eager, yielding, and now and then pausing consumers, so that the interleavings of
+ * reader and writer fibers vary from run to run. Apply one with {@link paced}.
  *
  * @category arbitraries
  * @since 0.1.0
  */
 export const pacing = (options: PacingOptions = {}): fc.Arbitrary<Pacing> => {
-  const maxSleep = options.maxSleepMillis ?? 2
-  const sleep =
-    maxSleep > 0
-      ? fc.oneof(
-          { weight: 9, arbitrary: fc.constant(0) },
-          { weight: 1, arbitrary: fc.integer({ min: 1, max: maxSleep }) }
-        )
-      : fc.constant(0)
-  return fc.array(fc.record({ yields: fc.integer({ min: 0, max: 8 }), sleepMillis: sleep }), {
-    minLength: 1,
-    maxLength: 8
+  const maxPause = options.maxPauseMillis ?? 2
+  const minEvery = options.minPauseEveryBytes ?? 16 * KiB
+  return fc.record({
+    yields: fc.array(fc.integer({ min: 0, max: 8 }), { minLength: 1, maxLength: 8 }),
+    pauseEveryBytes: fc.integer({ min: minEvery, max: Math.max(minEvery, 64 * minEvery) }),
+    pauseMillis: maxPause > 0 ? fc.integer({ min: 0, max: maxPause }) : fc.constant(0)
   })
 }
 
 /**
- * Paces a stream's consumer: before each element is passed on, the next step of `pacing` runs.
+ * Paces a byte stream's consumer as `pacing` says.
  *
  * **Example** (A slow, irregular reader)
  *
@@ -195,7 +192,7 @@ export const pacing = (options: PacingOptions = {}): fc.Arbitrary<Pacing> => {
  * import { paced } from "fullduplex/testkit"
  *
  * const slow = <E>(s: Stream.Stream<Uint8Array, E>) =>
- *   s.pipe(paced([{ yields: 3, sleepMillis: 0 }, { yields: 0, sleepMillis: 1 }]))
+ *   s.pipe(paced({ yields: [3, 0], pauseEveryBytes: 64 * 1024, pauseMillis: 1 }))
  * ```
  *
  * @category combinators
@@ -203,15 +200,19 @@ export const pacing = (options: PacingOptions = {}): fc.Arbitrary<Pacing> => {
  */
 export const paced =
   (pacing: Pacing) =>
-  <A, E, R>(self: Stream.Stream<A, E, R>): Stream.Stream<A, E, R> => {
-    if (pacing.length === 0) return self
-    return Stream.suspend(() => {
+  <E, R>(self: Stream.Stream<Uint8Array, E, R>): Stream.Stream<Uint8Array, E, R> =>
+    Stream.suspend(() => {
       let i = 0
-      return Stream.tap(self, () => {
-        const step = pacing[i++ % pacing.length]!
+      let sincePause = 0
+      return Stream.tap(self, (chunk) => {
         let pause: Effect.Effect<void> = Effect.void
-        for (let y = 0; y < step.yields; y++) pause = Effect.andThen(pause, Effect.yieldNow)
-        return step.sleepMillis > 0 ? Effect.andThen(pause, Effect.sleep(step.sleepMillis)) : pause
+        const yields = pacing.yields.length === 0 ? 0 : pacing.yields[i++ % pacing.yields.length]!
+        for (let y = 0; y < yields; y++) pause = Effect.andThen(pause, Effect.yieldNow)
+        sincePause += chunk.length
+        if (pacing.pauseMillis > 0 && sincePause >= pacing.pauseEveryBytes) {
+          sincePause = 0
+          pause = Effect.andThen(pause, Effect.sleep(pacing.pauseMillis))
+        }
+        return pause
       })
     })
-  }

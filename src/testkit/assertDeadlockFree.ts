@@ -112,7 +112,8 @@ export const assertDeadlockFree = <A, E, R>(
       let lastChange = yield* Clock.currentTimeMillis
       while (true) {
         yield* Effect.sleep(pollMillis)
-        const all = yield* Effect.forEach(watched, (d) => d.stats)
+        const duplexes = [...watched] // `watch` may add more while the stats are read
+        const all = yield* Effect.forEach(duplexes, (d) => d.stats)
         const total = all.reduce((sum, s) => sum + moved(s), 0)
         const now = yield* Clock.currentTimeMillis
         if (total !== last) {
@@ -121,9 +122,9 @@ export const assertDeadlockFree = <A, E, R>(
         } else if (now - lastChange >= stallMillis) {
           return yield* new DuplexError.DuplexError({
             reason: new DuplexError.StallDetected({
-              label: watched.length === 0 ? `${label} (no duplex watched)` : label,
+              label: duplexes.length === 0 ? `${label} (no duplex watched)` : label,
               stalledMillis: now - lastChange,
-              directions: snapshot(watched, all)
+              directions: snapshot(duplexes, all)
             })
           })
         }

@@ -1,0 +1,102 @@
+/**
+ * The published shape of the package: the build's ESM and CJS entries load in plain Node, the testkit
+ * shares the main entry's classes, and a consumer's compiler can emit declarations for inferred types.
+ */
+import { assert, describe, it } from "@effect/vitest"
+import { Effect } from "effect"
+import { execa } from "execa"
+import { mkdtempSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { fileURLToPath } from "node:url"
+
+const root = fileURLToPath(new URL("..", import.meta.url))
+const run = (file: string, args: ReadonlyArray<string>, cwd: string) =>
+  Effect.promise(() => execa(file, args, { cwd, reject: false, all: true }))
+
+describe("package", () => {
+  it.live(
+    "builds ESM, CJS and per-module declarations that a consumer can use",
+    () =>
+      Effect.gen(function* () {
+        const build = yield* run("npm", ["run", "build"], root)
+        assert.strictEqual(build.exitCode, 0, build.all)
+
+        // A consumer project: the packed package unpacked into its node_modules, as npm installs it, and
+        // the peer dependencies linked from ours.
+        const dir = mkdtempSync(join(tmpdir(), "fullduplex-consumer-"))
+        yield* Effect.addFinalizer(() => Effect.sync(() => rmSync(dir, { recursive: true, force: true })))
+        const pkg = join(dir, "node_modules", "fullduplex")
+        mkdirSync(pkg, { recursive: true })
+        const pack = yield* run("npm", ["pack", "--silent", "--pack-destination", dir], root)
+        assert.strictEqual(pack.exitCode, 0, pack.all)
+        const tarball = join(dir, pack.stdout.trim().split("\n").pop()!)
+        const untar = yield* run("tar", ["-xzf", tarball, "-C", pkg, "--strip-components=1"], dir)
+        assert.strictEqual(untar.exitCode, 0, untar.all)
+        for (const peer of ["effect", "fast-check", "@types"]) {
+          symlinkSync(join(root, "node_modules", peer), join(dir, "node_modules", peer))
+        }
+        writeFileSync(join(dir, "package.json"), JSON.stringify({ name: "consumer", private: true, type: "module" }))
+
+        writeFileSync(
+          join(dir, "esm.mjs"),
+          [
+            'import { Effect } from "effect"',
+            'import { Duplex, DuplexError } from "fullduplex"',
+            'import { conformance } from "fullduplex/testkit"',
+            'import * as D from "fullduplex/Duplex"',
+            "const exit = await Effect.runPromiseExit(Effect.scoped(Duplex.pair({ capacity: -1 })))",
+            "const error = exit.cause.reasons[0].error",
+            'if (!(error instanceof DuplexError.DuplexError)) throw new Error("error class differs")',
+            'if (D.pair !== Duplex.pair) throw new Error("subpath and namespace differ")',
+            'console.log("esm", conformance("x", Duplex.pair()).length)'
+          ].join("\n")
+        )
+        const esm = yield* run("node", ["esm.mjs"], dir)
+        assert.strictEqual(esm.exitCode, 0, esm.all)
+        assert.match(esm.stdout, /^esm \d+$/)
+
+        writeFileSync(
+          join(dir, "cjs.cjs"),
+          [
+            'const { Duplex } = require("fullduplex")',
+            'const { randomBytes } = require("fullduplex/testkit")',
+            'console.log("cjs", typeof Duplex.pair, randomBytes(4, 1).length)'
+          ].join("\n")
+        )
+        const cjs = yield* run("node", ["cjs.cjs"], dir)
+        assert.strictEqual(cjs.exitCode, 0, cjs.all)
+        assert.strictEqual(cjs.stdout, "cjs function 4")
+
+        // Inferred types that mention DuplexError, with no import of it in the consumer: the compiler must
+        // be able to name them (TS2883 / TS4023 otherwise).
+        writeFileSync(
+          join(dir, "use.ts"),
+          [
+            'import { Duplex } from "fullduplex"',
+            'import { assertDeadlockFree, conformance } from "fullduplex/testkit"',
+            'export const cases = conformance("x", Duplex.pair())',
+            "export const guarded = assertDeadlockFree(Duplex.pair())"
+          ].join("\n")
+        )
+        writeFileSync(
+          join(dir, "tsconfig.json"),
+          JSON.stringify({
+            compilerOptions: {
+              module: "NodeNext",
+              moduleResolution: "NodeNext",
+              strict: true,
+              declaration: true,
+              emitDeclarationOnly: true,
+              outDir: "out",
+              types: ["node"]
+            },
+            include: ["use.ts"]
+          })
+        )
+        const tsc = yield* run("node", [join(root, "node_modules", "typescript", "bin", "tsc"), "-p", "."], dir)
+        assert.strictEqual(tsc.exitCode, 0, tsc.all)
+      }),
+    120_000
+  )
+})
