@@ -13,6 +13,7 @@ export default defineConfig({
   },
   test: {
     include: ["test/**/*.test.ts"],
+    reporters: ["default", "./test/summaryReporter.ts"],
     testTimeout: 60_000,
     hookTimeout: 30_000
   }
