@@ -13,7 +13,7 @@
  */
 import { Effect, Stream } from "effect"
 import { PassThrough } from "node:stream"
-import { Duplex } from "../src/index.js"
+import { Duplex } from "fullduplex"
 import {
   type BenchCase,
   byteCountError,
