@@ -327,7 +327,7 @@ export interface FromNodeDuplexOptions {
    * crossed the mark), and the largest piece a write hands to the stream at once. Default 65536.
    */
   readonly highWaterMark?: number | undefined
-  /** Name for errors and diagnostics. Default `"node-duplex"`, or `"tcp <address>:<port>"` for a socket. */
+  /** Name for errors and diagnostics. Default `"socket <address>:<port>"` for a connected socket, else `"node-duplex"`. */
   readonly label?: string | undefined
 }
 

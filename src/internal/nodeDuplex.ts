@@ -123,7 +123,7 @@ export const make = (
     const writeError = (operation: "write" | "end"): DuplexError | undefined => {
       if (closed) return closedError(operation, "abort")
       if (endResult !== undefined && operation === "write") return closedError(operation, "end")
-      if (stream.destroyed || stream.writableEnded || stream.errored !== null) {
+      if (stream.destroyed || stream.writableEnded || stream.errored != null) {
         return brokenError(operation, stream.errored ?? "stream closed")
       }
       return undefined
