@@ -118,6 +118,14 @@ export interface Duplex extends Pipeable {
 /**
  * Tells whether a value is a {@link Duplex}.
  *
+ * **Example** (Accepting a duplex or something else)
+ *
+ * ```ts
+ * import { Duplex } from "fullduplex"
+ *
+ * const describe = (u: unknown): string => (Duplex.isDuplex(u) ? `duplex ${u.label}` : "not a duplex")
+ * ```
+ *
  * @category guards
  * @since 0.1.0
  */

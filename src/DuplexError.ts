@@ -231,6 +231,14 @@ export class DuplexError extends Data.TaggedError("DuplexError")<{ readonly reas
 /**
  * Tells whether a value is a {@link DuplexError}.
  *
+ * **Example** (Telling a duplex failure from any other)
+ *
+ * ```ts
+ * import { DuplexError } from "fullduplex"
+ *
+ * const kind = (u: unknown): string => (DuplexError.isDuplexError(u) ? u.reason._tag : "other")
+ * ```
+ *
  * @category guards
  * @since 0.1.0
  */

@@ -72,6 +72,16 @@ export interface ChunkingOptions {
  * Ways to cut `payload` into consecutive non-empty pieces (views into it, no copy): from one piece to
  * `maxChunks`, at random boundaries.
  *
+ * **Example** (Every chunking puts the payload back together)
+ *
+ * ```ts
+ * import fc from "fast-check"
+ * import { chunking, concatBytes, firstDifference, randomBytes } from "fullduplex/testkit"
+ *
+ * const bytes = randomBytes(4096, 1)
+ * fc.assert(fc.property(chunking(bytes), (chunks) => firstDifference(concatBytes(chunks), bytes) === -1))
+ * ```
+ *
  * @category arbitraries
  * @since 0.1.0
  */
@@ -97,6 +107,19 @@ export const chunking = (
 /**
  * A payload together with one way of cutting it: `{ payload, chunks }`.
  *
+ * **Example** (Writing a payload in random pieces)
+ *
+ * ```ts
+ * import { Stream } from "effect"
+ * import fc from "fast-check"
+ * import { chunkedPayload } from "fullduplex/testkit"
+ *
+ * const inputs = chunkedPayload({ maxBytes: 1024 * 1024, maxChunks: 16 }).map(({ chunks }) =>
+ *   Stream.fromIterable(chunks)
+ * )
+ * const [one] = fc.sample(inputs, 1)
+ * ```
+ *
  * @category arbitraries
  * @since 0.1.0
  */
@@ -119,6 +142,16 @@ export interface CapacityOptions {
 /**
  * Buffer capacities in bytes, from 0 (lockstep hand-over) through tiny (1–64 B) and typical
  * (≤ 64 KiB) to `maxBytes`.
+ *
+ * **Example** (Pairs of every buffer size)
+ *
+ * ```ts
+ * import fc from "fast-check"
+ * import { Duplex } from "fullduplex"
+ * import { capacity } from "fullduplex/testkit"
+ *
+ * const pairs = capacity({ maxBytes: 256 * 1024 }).map((bytes) => Duplex.pair({ capacity: bytes }))
+ * ```
  *
  * @category arbitraries
  * @since 0.1.0
@@ -168,6 +201,17 @@ export interface PacingOptions {
 /**
  * Consumer pacings: eager, yielding, and now and then pausing consumers, so that the interleavings of
  * reader and writer fibers vary from run to run. Apply one with {@link paced}.
+ *
+ * **Example** (A reader at a random pace)
+ *
+ * ```ts
+ * import { Stream } from "effect"
+ * import fc from "fast-check"
+ * import type { Duplex } from "fullduplex"
+ * import { paced, pacing } from "fullduplex/testkit"
+ *
+ * const readers = pacing().map((pace) => (d: Duplex.Duplex) => Stream.runDrain(d.readable.pipe(paced(pace))))
+ * ```
  *
  * @category arbitraries
  * @since 0.1.0

@@ -7,6 +7,15 @@
 /**
  * A small seeded generator (mulberry32) of 32-bit integers: fast, repeatable, not cryptographic.
  *
+ * **Example** (The same sequence from the same seed)
+ *
+ * ```ts
+ * import { prng } from "fullduplex/testkit"
+ *
+ * const next = prng(42)
+ * const first = next() // always the same number for seed 42
+ * ```
+ *
  * @category random
  * @since 0.1.0
  */
@@ -48,6 +57,15 @@ export const randomBytes = (size: number, seed: number): Uint8Array => {
  * Cuts `payload` into consecutive pieces (views, no copy) whose sizes are drawn from `seed`, each between
  * 1 and `maxChunk` bytes.
  *
+ * **Example** (Writing in random pieces)
+ *
+ * ```ts
+ * import type { Duplex } from "fullduplex"
+ * import { randomBytes, randomChunks } from "fullduplex/testkit"
+ *
+ * const send = (d: Duplex.Duplex) => d.writeAll(randomChunks(randomBytes(1 << 20, 7), 16 * 1024, 7))
+ * ```
+ *
  * @category random
  * @since 0.1.0
  */
@@ -64,6 +82,16 @@ export const randomChunks = (payload: Uint8Array, maxChunk: number, seed: number
 
 /**
  * Concatenates chunks into one buffer.
+ *
+ * **Example** (Everything a duplex sent, in one buffer)
+ *
+ * ```ts
+ * import { Effect, Stream } from "effect"
+ * import type { Duplex } from "fullduplex"
+ * import { concatBytes } from "fullduplex/testkit"
+ *
+ * const readAll = (d: Duplex.Duplex) => Effect.map(Stream.runCollect(d.readable), concatBytes)
+ * ```
  *
  * @category bytes
  * @since 0.1.0
@@ -84,6 +112,15 @@ export const concatBytes = (chunks: Iterable<Uint8Array>): Uint8Array => {
 /**
  * The first index at which two byte arrays differ, `-1` when they are equal. A length difference counts
  * as a difference at the shorter length.
+ *
+ * **Example** (Where an echo went wrong)
+ *
+ * ```ts
+ * import { firstDifference } from "fullduplex/testkit"
+ *
+ * firstDifference(Uint8Array.of(1, 2, 3), Uint8Array.of(1, 9, 3)) // 1
+ * firstDifference(Uint8Array.of(1, 2), Uint8Array.of(1, 2)) // -1
+ * ```
  *
  * @category bytes
  * @since 0.1.0
