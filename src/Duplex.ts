@@ -19,7 +19,7 @@ import type * as Scope from "effect/Scope"
 import * as Sink from "effect/Sink"
 import * as Stream from "effect/Stream"
 import type * as stream from "node:stream"
-import { type Direction, DuplexError, InvalidOptions } from "./DuplexError.js"
+import { DuplexError, InvalidOptions } from "./DuplexError.js"
 import { BytePipe } from "./internal/bytePipe.js"
 import * as nodeDuplex from "./internal/nodeDuplex.js"
 
@@ -299,14 +299,6 @@ export const pair = (options: PairOptions = {}): Effect.Effect<readonly [Duplex,
     return [a, b] as const
   })
 
-const pipeStats = (pipe: BytePipe, direction: Direction): DirectionStats => ({
-  bytes: direction === "outbound" ? pipe.bytesIn : pipe.bytesOut,
-  buffered: pipe.buffered,
-  peakBuffered: pipe.peakBuffered,
-  blocked: pipe.blocked,
-  blockedMillis: pipe.blockedMillis()
-})
-
 const pairSide = (label: string, outbound: BytePipe, inbound: BytePipe): Duplex =>
   make({
     label,
@@ -320,7 +312,10 @@ const pairSide = (label: string, outbound: BytePipe, inbound: BytePipe): Duplex 
       outbound.abortWriter(true)
       inbound.closeReader()
     }),
-    stats: Effect.sync(() => ({ outbound: pipeStats(outbound, "outbound"), inbound: pipeStats(inbound, "inbound") }))
+    stats: Effect.sync(() => ({
+      outbound: outbound.directionStats("writer"),
+      inbound: inbound.directionStats("reader")
+    }))
   })
 
 /**

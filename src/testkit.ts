@@ -7,5 +7,6 @@
  */
 export * from "./testkit/arbitraries.js"
 export * from "./testkit/assertDeadlockFree.js"
+export * from "./testkit/collect.js"
 export * from "./testkit/conformance.js"
 export * from "./testkit/random.js"

@@ -7,26 +7,26 @@
  * with `FC_SEED=<seed>`). `FC_RUNS` overrides the number of runs (default 100).
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Exit, Fiber, Sink, Stream } from "effect"
+import { Effect, Exit, Fiber, Stream } from "effect"
 import fc from "fast-check"
 import { Duplex, DuplexError } from "fullduplex"
 import {
   assertDeadlockFree,
   capacity,
   chunkedPayload,
+  collectBytes,
   concatBytes,
   firstDifference,
   paced,
   pacing,
   payload,
-  randomChunks
+  randomChunks,
+  readAll
 } from "fullduplex/testkit"
 
 const seed = Number(process.env["FC_SEED"] ?? Math.floor(Math.random() * 2 ** 31))
 const numRuns = Number(process.env["FC_RUNS"] ?? 100)
 const params = { seed, numRuns }
-
-const collectBytes = Sink.map(Sink.collect<Uint8Array>(), concatBytes)
 
 const MiB = 1024 * 1024
 
@@ -37,7 +37,6 @@ const MiB = 1024 * 1024
  */
 const maxBytesFor = (capacity: number, max: number) =>
   capacity === 0 ? max : Math.min(max, Math.max(64 * 1024, capacity * 65536))
-const readAll = (d: Duplex.Duplex) => Effect.map(Stream.runCollect(d.readable), concatBytes)
 
 /** Runs a fast-check property whose predicate is an Effect, each run in its own scope. */
 const property = <T>(arb: fc.Arbitrary<T>, predicate: (value: T) => Effect.Effect<void, unknown, never>) =>

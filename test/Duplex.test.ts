@@ -4,11 +4,16 @@ import { TestClock } from "effect/testing"
 import * as net from "node:net"
 import { Duplex as NodeDuplex, PassThrough } from "node:stream"
 import { Duplex, DuplexError } from "fullduplex"
-import { assertDeadlockFree, concatBytes, firstDifference, randomBytes } from "fullduplex/testkit"
+import {
+  assertDeadlockFree,
+  collectBytes,
+  concatBytes,
+  firstDifference,
+  randomBytes,
+  readAll
+} from "fullduplex/testkit"
 import { loopbackSockets } from "./helpers.js"
 
-const collectBytes = Sink.map(Sink.collect<Uint8Array>(), concatBytes)
-const readAll = (d: Duplex.Duplex) => Effect.map(Stream.runCollect(d.readable), concatBytes)
 const echo = (d: Duplex.Duplex) => Effect.andThen(Stream.run(d.readable, d.sink), d.end)
 const text = (s: string) => new TextEncoder().encode(s)
 const decode = (b: Uint8Array) => new TextDecoder().decode(b)

@@ -26,6 +26,7 @@ import type * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import type * as Pull from "effect/Pull"
+import type { DirectionStats } from "../Duplex.js"
 import { Broken, Closed, DuplexError } from "../DuplexError.js"
 
 /** @internal */
@@ -232,6 +233,20 @@ export class BytePipe {
   /** A writer is held back right now: it waits for room, or a push source was told to pause. */
   get blocked(): boolean {
     return this.blockedSince !== undefined
+  }
+
+  /**
+   * This pipe as one direction of a duplex's `stats`: seen from the writer (`outbound`, bytes accepted)
+   * or from the reader (`inbound`, bytes delivered).
+   */
+  directionStats(side: "writer" | "reader"): DirectionStats {
+    return {
+      bytes: side === "writer" ? this.bytesIn : this.bytesOut,
+      buffered: this.buffered,
+      peakBuffered: this.peakBuffered,
+      blocked: this.blocked,
+      blockedMillis: this.blockedMillis()
+    }
   }
 
   /** Total time a writer was held back by this pipe, in milliseconds. */

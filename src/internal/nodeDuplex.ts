@@ -241,13 +241,7 @@ export const make = (
         blocked: blockedSince !== undefined,
         blockedMillis: Number(blockedNanos + (blockedSince === undefined ? 0n : now() - blockedSince)) / 1e6
       },
-      inbound: {
-        bytes: inbound.bytesOut,
-        buffered: inbound.buffered,
-        peakBuffered: inbound.peakBuffered,
-        blocked: inbound.blocked,
-        blockedMillis: inbound.blockedMillis()
-      }
+      inbound: inbound.directionStats("reader")
     }))
 
     return {

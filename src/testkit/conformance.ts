@@ -10,11 +10,11 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Scope from "effect/Scope"
-import * as Sink from "effect/Sink"
 import * as Stream from "effect/Stream"
 import { Duplex, DuplexError } from "fullduplex"
 import { assertDeadlockFree, type Watch } from "./assertDeadlockFree.js"
-import { concatBytes, firstDifference, randomBytes, randomChunks } from "./random.js"
+import { collectBytes, readAll } from "./collect.js"
+import { firstDifference, randomBytes, randomChunks } from "./random.js"
 
 /**
  * A conformance case failed: `detail` says what was expected and what happened.
@@ -271,10 +271,6 @@ export const conformance = <E>(
     )
   ]
 }
-
-const collectBytes = Sink.map(Sink.collect<Uint8Array>(), concatBytes)
-
-const readAll = (d: Duplex.Duplex) => Effect.map(Stream.runCollect(d.readable), concatBytes)
 
 const expectSame = (got: Uint8Array, want: Uint8Array, what: string, fail: (d: string) => ConformanceError) => {
   const at = firstDifference(got, want)

@@ -83,14 +83,14 @@ export const randomChunks = (payload: Uint8Array, maxChunk: number, seed: number
 /**
  * Concatenates chunks into one buffer.
  *
- * **Example** (Everything a duplex sent, in one buffer)
+ * **Example** (The first two chunks a duplex sent, in one buffer)
  *
  * ```ts
  * import { Effect, Stream } from "effect"
  * import type { Duplex } from "fullduplex"
  * import { concatBytes } from "fullduplex/testkit"
  *
- * const readAll = (d: Duplex.Duplex) => Effect.map(Stream.runCollect(d.readable), concatBytes)
+ * const firstTwo = (d: Duplex.Duplex) => Effect.map(Stream.runCollect(Stream.take(d.readable, 2)), concatBytes)
  * ```
  *
  * @category bytes
