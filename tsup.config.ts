@@ -7,6 +7,10 @@ export default defineConfig({
     index: "src/index.ts",
     Duplex: "src/Duplex.ts",
     DuplexError: "src/DuplexError.ts",
+    Close: "src/Close.ts",
+    Echo: "src/Echo.ts",
+    Tcp: "src/Tcp.ts",
+    Watchdog: "src/Watchdog.ts",
     testkit: "src/testkit.ts"
   },
   format: ["esm", "cjs"],

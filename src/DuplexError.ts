@@ -12,6 +12,8 @@
  * | {@link Timeout} | nobody's: a limit you set | an operation did not finish within its bound |
  * | {@link StallDetected} | a deadlock or a stalled peer | no byte moved in any direction for too long |
  * | {@link InvalidOptions} | yours | an option out of range when building a duplex |
+ * | {@link ConnectFailed} | the peer's, the network's or a limit you set | nothing listens there, the connect timed out |
+ * | {@link ListenFailed} | yours or the OS's | the address is in use, or not yours to bind |
  *
  * @since 0.1.0
  */
@@ -32,6 +34,18 @@ const formatBytes = (n: number): string =>
 
 const moved = (direction: Direction, bytes: number): string =>
   `${formatBytes(bytes)} ${direction === "outbound" ? "written" : "read"} before`
+
+const codeMeanings: Record<string, string> = {
+  ECONNRESET: "ECONNRESET: reset by the peer",
+  EPIPE: "EPIPE: broken pipe, the peer no longer reads",
+  ETIMEDOUT: "ETIMEDOUT: the peer stopped acknowledging",
+  ECONNREFUSED: "ECONNREFUSED: nothing listens there",
+  ENOENT: "ENOENT: no such socket file",
+  EADDRINUSE: "EADDRINUSE: the address is in use",
+  EACCES: "EACCES: permission denied"
+}
+
+const describeCode = (code: string): string => codeMeanings[code] ?? code
 
 /**
  * You closed this side: a write after `end`, or any read or write after your own `abort` (or after the
@@ -92,7 +106,7 @@ export class Broken extends Data.TaggedClass("Broken")<{
   get message(): string {
     const why =
       this.code !== undefined
-        ? `the connection broke (${this.code})`
+        ? `the connection broke (${describeCode(this.code)})`
         : this.cause instanceof Error
           ? `the connection broke (${this.cause.message})`
           : "the peer aborted the connection"
@@ -135,6 +149,8 @@ export interface StalledDirection {
   readonly bytes: number
   readonly buffered: number
   readonly blocked: boolean
+  /** Total time a writer in this direction has been held back, when the reporter measures it. */
+  readonly blockedMillis?: number | undefined
 }
 
 /**
@@ -158,7 +174,7 @@ export class StallDetected extends Data.TaggedClass("StallDetected")<{
   get message(): string {
     const lines = this.directions.map(
       (d) =>
-        `  ${d.label} ${d.direction}: ${d.blocked ? "BLOCKED" : "idle"}, ${formatBytes(d.bytes)} moved, ${formatBytes(d.buffered)} buffered`
+        `  ${d.label} ${d.direction}: ${d.blocked ? "BLOCKED" : "idle"}${d.blockedMillis !== undefined ? ` (${Math.round(d.blockedMillis)} ms blocked in all)` : ""}, ${formatBytes(d.bytes)} moved, ${formatBytes(d.buffered)} buffered`
     )
     const blocked = this.directions.filter((d) => d.blocked).length
     const hint =
@@ -188,12 +204,62 @@ export class InvalidOptions extends Data.TaggedClass("InvalidOptions")<{
 }
 
 /**
+ * A connection could not be opened: nothing listens at the address (`ECONNREFUSED`, `ENOENT` for a Unix
+ * socket path), the connect did not finish within `timeoutMillis` (`ETIMEDOUT`), or the OS refused it.
+ *
+ * **Details**
+ *
+ * `address` is what was dialled (`"127.0.0.1:4000"`, or a socket path). No byte was sent or received.
+ *
+ * @category reasons
+ * @since 0.2.0
+ */
+export class ConnectFailed extends Data.TaggedClass("ConnectFailed")<{
+  readonly label: string
+  readonly address: string
+  /** The OS error code (`ECONNREFUSED`, `ENOENT`, …), or `ETIMEDOUT` when the connect timeout expired. */
+  readonly code?: string | undefined
+  /** Set when the connect timeout expired. */
+  readonly timeoutMillis?: number | undefined
+  readonly cause?: unknown
+}> {
+  get message(): string {
+    const why =
+      this.timeoutMillis !== undefined
+        ? `no answer within ${this.timeoutMillis} ms; check the address, or raise connectTimeout`
+        : `${this.code !== undefined ? describeCode(this.code) : this.cause instanceof Error ? this.cause.message : "failed"}; check that a server listens there`
+    return `connect to ${this.address} (${this.label}) failed: ${why}`
+  }
+}
+
+/**
+ * A server could not listen on its address: in use (`EADDRINUSE`; for a Unix socket path, a stale
+ * socket file left by a crashed process), or not allowed (`EACCES`).
+ *
+ * @category reasons
+ * @since 0.2.0
+ */
+export class ListenFailed extends Data.TaggedClass("ListenFailed")<{
+  readonly label: string
+  readonly address: string
+  readonly code?: string | undefined
+  readonly cause?: unknown
+}> {
+  get message(): string {
+    const why =
+      this.code !== undefined ? describeCode(this.code) : this.cause instanceof Error ? this.cause.message : "failed"
+    return `listen on ${this.address} (${this.label}) failed: ${why}; pick another address (port 0 for an ephemeral one)`
+  }
+}
+
+/**
  * Every reason a {@link DuplexError} can carry.
  *
  * @category models
  * @since 0.1.0
  */
-export type DuplexErrorReason = Closed | Broken | Timeout | StallDetected | InvalidOptions
+export type DuplexErrorReason =
+  Closed | Broken | Timeout | StallDetected | InvalidOptions | ConnectFailed | ListenFailed
 
 const TypeId = "~fullduplex/DuplexError" as const
 

@@ -1,0 +1,371 @@
+/**
+ * The safe echo server: correct and bounded whatever the client does.
+ *
+ * An echo server that writes back as it reads is the textbook deadlock: a client that sends a large
+ * request before reading fills both directions' buffers and both sides wait forever. `Echo` offers three
+ * policies, each safe in its own way:
+ *
+ * | policy | what a client that writes everything before reading gets |
+ * | --- | --- |
+ * | {@link stream} (default) | cut with `StallDetected` after the stall timeout; other clients are served |
+ * | {@link storeAndForward} | its echo, in full, up to `maxRequestBytes`; beyond it, an error line |
+ * | {@link spill} | its echo, in full: the backlog beyond `memoryBytes` waits in a temporary file |
+ *
+ * @since 0.2.0
+ */
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import type * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
+import * as os from "node:os"
+import * as Close from "./Close.js"
+import type { Duplex } from "./Duplex.js"
+import { DuplexError, InvalidOptions } from "./DuplexError.js"
+import { SpillQueue } from "./internal/spillQueue.js"
+import * as Tcp from "./Tcp.js"
+import * as Watchdog from "./Watchdog.js"
+
+/**
+ * Echo as it reads, with bounded buffers and the stall watchdog on.
+ *
+ * @category models
+ * @since 0.2.0
+ */
+export interface StreamPolicy {
+  readonly _tag: "Stream"
+  /** How long a two-way stall may last before the client is cut. Default 10 s (`Watchdog`'s default). */
+  readonly stallTimeout?: Duration.Input | undefined
+}
+
+/**
+ * Read the whole request (until the client half-closes), then echo it.
+ *
+ * @category models
+ * @since 0.2.0
+ */
+export interface StoreAndForwardPolicy {
+  readonly _tag: "StoreAndForward"
+  readonly maxRequestBytes: number
+}
+
+/**
+ * Echo as it reads, but read at full speed whatever the client reads: the backlog stays in memory up to
+ * `memoryBytes` and goes to a temporary file beyond it.
+ *
+ * @category models
+ * @since 0.2.0
+ */
+export interface SpillPolicy {
+  readonly _tag: "Spill"
+  readonly memoryBytes: number
+  /** Where temporary files go. Default `os.tmpdir()`. */
+  readonly directory?: string | undefined
+  /** The most one connection may hold on disk; beyond it reading waits (and the watchdog applies). Default 1 GiB. */
+  readonly maxFileBytes?: number | undefined
+  readonly stallTimeout?: Duration.Input | undefined
+}
+
+/**
+ * One of the three echo policies.
+ *
+ * @category models
+ * @since 0.2.0
+ */
+export type Policy = StreamPolicy | StoreAndForwardPolicy | SpillPolicy
+
+/**
+ * The streaming policy, the default: echo as it reads, bounded buffers, watchdog on.
+ *
+ * **Example** (A streaming echo server that cuts stalled clients after 2 s)
+ *
+ * ```ts
+ * import { Echo } from "fullduplex"
+ *
+ * const server = Echo.serve({ port: 0, policy: Echo.stream({ stallTimeout: "2 seconds" }) })
+ * ```
+ *
+ * @category policies
+ * @since 0.2.0
+ */
+export const stream = (options: { readonly stallTimeout?: Duration.Input | undefined } = {}): StreamPolicy => ({
+  _tag: "Stream",
+  stallTimeout: options.stallTimeout
+})
+
+/**
+ * The store-and-forward policy: read until the client half-closes, then answer. A request over
+ * `maxRequestBytes` gets the line `fullduplex echo: request exceeds <n> bytes; nothing echoed` and a
+ * lingering close; memory per connection stays at most `maxRequestBytes`.
+ *
+ * **Example** (Echo requests of up to 1 MiB)
+ *
+ * ```ts
+ * import { Echo } from "fullduplex"
+ *
+ * const server = Echo.serve({ port: 0, policy: Echo.storeAndForward({ maxRequestBytes: 1024 * 1024 }) })
+ * ```
+ *
+ * @category policies
+ * @since 0.2.0
+ */
+export const storeAndForward = (options: { readonly maxRequestBytes: number }): StoreAndForwardPolicy => ({
+  _tag: "StoreAndForward",
+  maxRequestBytes: options.maxRequestBytes
+})
+
+/**
+ * The spill policy: echo whatever the client does, with memory bounded by `memoryBytes` (plus the
+ * connection's own buffers) and the rest of the backlog in a temporary file in `directory`. The file is
+ * unlinked as soon as it is created (where the OS allows) and closed with the connection, also on error.
+ *
+ * **Example** (At most 4 MiB in memory per connection)
+ *
+ * ```ts
+ * import { Echo } from "fullduplex"
+ *
+ * const server = Echo.serve({ port: 0, policy: Echo.spill({ memoryBytes: 4 * 1024 * 1024 }) })
+ * ```
+ *
+ * @category policies
+ * @since 0.2.0
+ */
+export const spill = (options: Omit<SpillPolicy, "_tag">): SpillPolicy => ({ _tag: "Spill", ...options })
+
+/**
+ * What the echo handlers have done, over all connections.
+ *
+ * - `peakBufferedBytes`: the most one connection held in user space at once (its backlog in memory plus
+ *   the bytes its duplex buffered), sampled as chunks arrive.
+ * - `spilledBytes`: bytes written to temporary files.
+ * - `tooLarge`: requests refused by `storeAndForward` for their size.
+ *
+ * @category models
+ * @since 0.2.0
+ */
+export interface EchoStats {
+  readonly peakBufferedBytes: number
+  readonly spilledBytes: number
+  readonly tooLarge: number
+}
+
+/**
+ * Options of {@link serve}: those of `Tcp.serve` plus the policy.
+ *
+ * @category models
+ * @since 0.2.0
+ */
+export interface EchoOptions extends Tcp.ServeOptions {
+  /** Default {@link stream}(). */
+  readonly policy?: Policy | undefined
+}
+
+/**
+ * An echo server: a `Tcp.Server` with the echo's own counters.
+ *
+ * @category models
+ * @since 0.2.0
+ */
+export interface EchoServer extends Tcp.Server {
+  readonly echo: Effect.Effect<EchoStats>
+}
+
+const KiB = 1024
+const DEFAULT_MAX_FILE_BYTES = 1024 * 1024 * 1024
+
+/** Mutable counters shared by the handlers of one server. */
+class Counters {
+  peakBufferedBytes = 0
+  spilledBytes = 0
+  tooLarge = 0
+  sample(bytes: number) {
+    if (bytes > this.peakBufferedBytes) this.peakBufferedBytes = bytes
+  }
+  snapshot(): EchoStats {
+    return { peakBufferedBytes: this.peakBufferedBytes, spilledBytes: this.spilledBytes, tooLarge: this.tooLarge }
+  }
+}
+
+const buffered = (duplex: Duplex) => Effect.map(duplex.stats, (s) => s.inbound.buffered + s.outbound.buffered)
+
+const streamEcho = (duplex: Duplex, policy: StreamPolicy): Effect.Effect<void, DuplexError> =>
+  Stream.run(duplex.readable, duplex.sink).pipe(Watchdog.guard(duplex, { stallTimeout: policy.stallTimeout }))
+
+const storeAndForwardEcho = (
+  duplex: Duplex,
+  policy: StoreAndForwardPolicy,
+  counters: Counters
+): Effect.Effect<void, DuplexError> =>
+  Effect.gen(function* () {
+    const chunks: Array<Uint8Array> = []
+    let total = 0
+    let tooLarge = false
+    yield* Stream.runForEachWhile(duplex.readable, (chunk) =>
+      Effect.gen(function* () {
+        if (total + chunk.length > policy.maxRequestBytes) {
+          tooLarge = true
+          return false
+        }
+        chunks.push(chunk)
+        total += chunk.length
+        counters.sample(total + (yield* buffered(duplex)))
+        return true
+      })
+    )
+    if (!tooLarge) return yield* duplex.writeAll(chunks)
+    chunks.length = 0
+    counters.tooLarge++
+    yield* duplex.write(
+      new TextEncoder().encode(`fullduplex echo: request exceeds ${policy.maxRequestBytes} bytes; nothing echoed\n`)
+    )
+    // The client is still sending: read and discard it, so the close does not reset the error line away.
+    yield* Close.lingering(duplex)
+  })
+
+const spillEcho = (duplex: Duplex, policy: SpillPolicy, counters: Counters): Effect.Effect<void, DuplexError> =>
+  Effect.acquireUseRelease(
+    Effect.sync(
+      () =>
+        new SpillQueue({
+          memoryBytes: policy.memoryBytes,
+          maxFileBytes: policy.maxFileBytes ?? DEFAULT_MAX_FILE_BYTES,
+          directory: policy.directory ?? os.tmpdir(),
+          label: duplex.label
+        })
+    ),
+    (queue) => {
+      // Deadlock freedom: reading never waits on the client reading; only disk (or a full file) slows it.
+      const inbound = Stream.runForEach(duplex.readable, (chunk) =>
+        Effect.andThen(queue.push(chunk), (_) =>
+          Effect.map(buffered(duplex), (b) => {
+            counters.sample(queue.memoryBytes + b)
+          })
+        )
+      ).pipe(Effect.ensuring(Effect.sync(() => queue.end())))
+      const outbound = Effect.gen(function* () {
+        while (true) {
+          const chunk = yield* queue.take
+          if (chunk === undefined) return
+          yield* duplex.write(chunk)
+        }
+      })
+      const before = queue.spilledBytes
+      return Effect.all([inbound, outbound], { concurrency: 2, discard: true }).pipe(
+        Watchdog.guard(duplex, { stallTimeout: policy.stallTimeout }),
+        Effect.ensuring(
+          Effect.sync(() => {
+            counters.spilledBytes += queue.spilledBytes - before
+          })
+        )
+      )
+    },
+    (queue) => queue.close
+  )
+
+const checkPolicy = (label: string, policy: Policy): DuplexError | undefined => {
+  const bad = (option: string, value: unknown, expected: string) =>
+    new DuplexError({ reason: new InvalidOptions({ label, option, value, expected }) })
+  switch (policy._tag) {
+    case "Stream":
+      return undefined
+    case "StoreAndForward":
+      return Number.isSafeInteger(policy.maxRequestBytes) && policy.maxRequestBytes >= 0
+        ? undefined
+        : bad("maxRequestBytes", policy.maxRequestBytes, "a whole number of bytes ≥ 0")
+    case "Spill":
+      if (!Number.isSafeInteger(policy.memoryBytes) || policy.memoryBytes < 0) {
+        return bad("memoryBytes", policy.memoryBytes, "a whole number of bytes ≥ 0")
+      }
+      if (
+        policy.maxFileBytes !== undefined &&
+        !(Number.isSafeInteger(policy.maxFileBytes) && policy.maxFileBytes >= 64 * KiB)
+      ) {
+        return bad("maxFileBytes", policy.maxFileBytes, "a whole number of bytes ≥ 65536")
+      }
+      return undefined
+  }
+}
+
+const handlerWith =
+  (policy: Policy, counters: Counters) =>
+  (duplex: Duplex): Effect.Effect<void, DuplexError> => {
+    switch (policy._tag) {
+      case "Stream":
+        return streamEcho(duplex, policy)
+      case "StoreAndForward":
+        return storeAndForwardEcho(duplex, policy, counters)
+      case "Spill":
+        return spillEcho(duplex, policy, counters)
+    }
+  }
+
+/**
+ * The echo of one duplex under a policy, for any transport: returns when the peer has half-closed and
+ * everything was echoed (it does not `end` the duplex: the caller's close strategy does).
+ *
+ * **When to use**
+ *
+ * To run the echo over something other than `Echo.serve`'s TCP server: an in-memory pair in a test, a
+ * Unix socket you accepted yourself, a mux stream.
+ *
+ * **Example** (Echo over an in-memory pair)
+ *
+ * ```ts
+ * import { Effect, Sink, Stream } from "effect"
+ * import { Close, Duplex, Echo } from "fullduplex"
+ *
+ * const program = Effect.scoped(
+ *   Effect.gen(function* () {
+ *     const [client, server] = yield* Duplex.pair()
+ *     yield* Effect.forkScoped(Effect.andThen(Echo.handler(Echo.spill({ memoryBytes: 1024 }))(server), Close.lingering(server)))
+ *     return yield* Duplex.exchange(client, Stream.make(new Uint8Array(4096)), Sink.collect<Uint8Array>())
+ *   })
+ * )
+ * ```
+ *
+ * @category handlers
+ * @since 0.2.0
+ */
+export const handler = (policy: Policy = stream()): ((duplex: Duplex) => Effect.Effect<void, DuplexError>) => {
+  const counters = new Counters()
+  return (duplex) => {
+    const bad = checkPolicy(duplex.label, policy)
+    return bad !== undefined ? Effect.fail(bad) : handlerWith(policy, counters)(duplex)
+  }
+}
+
+/**
+ * Serves the echo over TCP (or a Unix socket with `path`) with `Tcp.serve`: every connection in its own
+ * fiber, the chosen policy, a lingering close, graceful shutdown with the scope.
+ *
+ * **Details**
+ *
+ * A client cut by the stream policy's watchdog is reported as a `ConnectionClosed` event with `ending:
+ * "failed"` and a `StallDetected` cause (and counted in `stats.failed`); the server goes on.
+ *
+ * **Example** (An echo server that spills beyond 1 MiB per connection)
+ *
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Echo } from "fullduplex"
+ *
+ * const program = Effect.scoped(
+ *   Effect.gen(function* () {
+ *     const server = yield* Echo.serve({ port: 0, policy: Echo.spill({ memoryBytes: 1024 * 1024 }) })
+ *     yield* Effect.log(`echo on ${JSON.stringify(server.address)}`)
+ *     return yield* Effect.never
+ *   })
+ * )
+ * ```
+ *
+ * @category constructors
+ * @since 0.2.0
+ */
+export const serve = (options: EchoOptions = {}): Effect.Effect<EchoServer, DuplexError, Scope.Scope> =>
+  Effect.gen(function* () {
+    const policy = options.policy ?? stream()
+    const bad = checkPolicy(options.label ?? "echo server", policy)
+    if (bad !== undefined) return yield* bad
+    const counters = new Counters()
+    const server = yield* Tcp.serve(options, handlerWith(policy, counters))
+    return { ...server, echo: Effect.sync(() => counters.snapshot()) }
+  })

@@ -1,0 +1,637 @@
+/**
+ * TCP (and Unix domain socket) connections as {@link Duplex}es, and a scoped server whose connections
+ * close safely.
+ *
+ * `connect` opens a half-open-capable socket: inbound bytes are held in user space up to `highWaterMark`
+ * and then the socket is paused (the kernel's window closes, the peer is held back), writes wait for room,
+ * `end` sends FIN and leaves the read side open, `abort` sends RST. `serve` runs a handler per connection
+ * in its own fiber, closes each connection with a {@link Close.Strategy} (lingering by default), bounds
+ * connections, idle time and shutdown, and reports what happened to every connection as events.
+ *
+ * @since 0.2.0
+ */
+import type * as Cause from "effect/Cause"
+import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import type * as Scope from "effect/Scope"
+import * as net from "node:net"
+import * as Close from "./Close.js"
+import * as Duplex from "./Duplex.js"
+import { ConnectFailed, DuplexError, InvalidOptions, ListenFailed } from "./DuplexError.js"
+
+/**
+ * A TCP address. `host` defaults to `"127.0.0.1"`.
+ *
+ * @category models
+ * @since 0.2.0
+ */
+export interface TcpAddress {
+  readonly host?: string | undefined
+  readonly port: number
+}
+
+/**
+ * A Unix domain socket (a named pipe on Windows), by its path.
+ *
+ * @category models
+ * @since 0.2.0
+ */
+export interface UnixAddress {
+  readonly path: string
+}
+
+/**
+ * Where to connect or listen: `{ host, port }` or `{ path }`.
+ *
+ * @category models
+ * @since 0.2.0
+ */
+export type Address = TcpAddress | UnixAddress
+
+/**
+ * Options every TCP duplex takes.
+ *
+ * @category models
+ * @since 0.2.0
+ */
+export interface SocketOptions {
+  /**
+   * Inbound bytes held in user space before the socket is paused, and the largest piece handed to the
+   * socket per write. Default 65536 (64 KiB).
+   */
+  readonly highWaterMark?: number | undefined
+  /** Disable Nagle's algorithm (`TCP_NODELAY`), so small writes leave at once. Default `true`. */
+  readonly noDelay?: boolean | undefined
+}
+
+/**
+ * Options of {@link connect}: an {@link Address} plus {@link SocketOptions}.
+ *
+ * @category models
+ * @since 0.2.0
+ */
+export type ConnectOptions = Address &
+  SocketOptions & {
+    /** How long the connect may take. Default {@link DEFAULT_CONNECT_TIMEOUT} (10 s). */
+    readonly connectTimeout?: Duration.Input | undefined
+    /** Name for errors. Default `"tcp <local>→<remote>"` or `"unix <path>"`. */
+    readonly label?: string | undefined
+  }
+
+/**
+ * How long {@link connect} waits for the connection by default: 10 s. (Linux alone would retry the SYN
+ * for about two minutes.)
+ *
+ * @category constants
+ * @since 0.2.0
+ */
+export const DEFAULT_CONNECT_TIMEOUT: Duration.Duration = Duration.seconds(10)
+
+/**
+ * The listen backlog {@link serve} asks for by default: 1024. The kernel clamps it to its own limit
+ * (`net.core.somaxconn` on Linux, 4096 since Linux 5.4 and 128 before).
+ *
+ * @category constants
+ * @since 0.2.0
+ */
+export const DEFAULT_BACKLOG = 1024
+
+/**
+ * How many connections {@link serve} handles at once by default: 1024.
+ *
+ * @category constants
+ * @since 0.2.0
+ */
+export const DEFAULT_MAX_CONNECTIONS = 1024
+
+/**
+ * How long a connection may go without a byte either way by default: 60 s, the read and send timeouts
+ * of nginx (`client_body_timeout`, `send_timeout`) and Apache httpd (`Timeout`).
+ *
+ * @category constants
+ * @since 0.2.0
+ */
+export const DEFAULT_IDLE_TIMEOUT: Duration.Duration = Duration.seconds(60)
+
+/**
+ * How long handlers may keep running after the server's scope closes, by default: 10 s.
+ *
+ * @category constants
+ * @since 0.2.0
+ */
+export const DEFAULT_SHUTDOWN_GRACE: Duration.Duration = Duration.seconds(10)
+
+const describeAddress = (address: Address): string =>
+  "path" in address ? address.path : `${address.host ?? "127.0.0.1"}:${address.port}`
+
+const codeOf = (err: unknown): string | undefined =>
+  typeof err === "object" && err !== null && "code" in err && typeof err.code === "string" ? err.code : undefined
+
+const socketLabel = (socket: net.Socket, address: Address): string =>
+  "path" in address
+    ? `unix ${address.path}`
+    : `tcp ${socket.localAddress}:${socket.localPort}→${socket.remoteAddress}:${socket.remotePort}`
+
+const invalid = (label: string, option: string, value: unknown, expected: string) =>
+  new DuplexError({ reason: new InvalidOptions({ label, option, value, expected }) })
+
+const checkAddress = (label: string, address: Address): DuplexError | undefined => {
+  if ("path" in address) {
+    return typeof address.path === "string" && address.path.length > 0
+      ? undefined
+      : invalid(label, "path", address.path, "a non-empty socket path")
+  }
+  return Number.isInteger(address.port) && address.port >= 0 && address.port <= 65535
+    ? undefined
+    : invalid(label, "port", address.port, "a whole number from 0 to 65535")
+}
+
+/** Milliseconds of a duration option that must be ≥ 0 (`Infinity` allowed where `infinite` is true). */
+const millisOption = (
+  label: string,
+  option: string,
+  value: Duration.Input | undefined,
+  fallback: Duration.Duration
+): number | DuplexError => {
+  const millis = value === undefined ? Duration.toMillis(fallback) : Duration.toMillis(value)
+  return millis >= 0 ? millis : invalid(label, option, value, "a duration ≥ 0")
+}
+
+/**
+ * Opens a TCP connection (or a Unix domain socket connection with `{ path }`) as a {@link Duplex.Duplex}.
+ *
+ * **When to use**
+ *
+ * For any client. Talk to it with `Duplex.exchange` or `Duplex.pipeThrough`, which read and write
+ * concurrently, never with "write everything, then read".
+ *
+ * **Details**
+ *
+ * Half-open is allowed: `end` sends FIN and the read side stays open until the server's FIN; `abort`
+ * sends RST. Inbound bytes are held up to `highWaterMark` before the socket is paused. A failure to
+ * connect is reason `ConnectFailed` (`ECONNREFUSED`, `ENOENT` for a missing socket path, `ETIMEDOUT`
+ * after `connectTimeout`); a reset later is `Broken` with code `ECONNRESET`, a write into a connection
+ * the peer has closed is `Broken` with `EPIPE`; each names the address and the bytes moved.
+ *
+ * **Interruption**
+ *
+ * Interrupting the connect destroys the half-made socket.
+ *
+ * **Closing**
+ *
+ * Closing the scope closes the socket: gracefully (FIN) when you had ended it and it flushed, with RST
+ * otherwise. For a graceful close of a connection that may still receive, use `Close.lingering` first.
+ *
+ * **Example** (Sending a request and reading the answer)
+ *
+ * ```ts
+ * import { Effect, Sink, Stream } from "effect"
+ * import { Duplex, Tcp } from "fullduplex"
+ *
+ * const program = Effect.scoped(
+ *   Effect.gen(function* () {
+ *     const conn = yield* Tcp.connect({ host: "127.0.0.1", port: 4000 })
+ *     const request = Stream.make(new TextEncoder().encode("hello\n"))
+ *     return yield* Duplex.exchange(conn, request, Sink.collect<Uint8Array>())
+ *   })
+ * )
+ * ```
+ *
+ * @category constructors
+ * @since 0.2.0
+ */
+export const connect = (options: ConnectOptions): Effect.Effect<Duplex.Duplex, DuplexError, Scope.Scope> =>
+  Effect.gen(function* () {
+    const address = describeAddress(options)
+    const initialLabel = options.label ?? ("path" in options ? `unix ${options.path}` : `tcp →${address}`)
+    const bad = checkAddress(initialLabel, options)
+    if (bad !== undefined) return yield* bad
+    const timeoutMillis = millisOption(initialLabel, "connectTimeout", options.connectTimeout, DEFAULT_CONNECT_TIMEOUT)
+    if (typeof timeoutMillis !== "number") return yield* timeoutMillis
+
+    const held: { socket?: net.Socket } = {}
+    // Until the Duplex owns it, the socket is ours to destroy; afterwards this is a no-op.
+    yield* Effect.addFinalizer(() => Effect.sync(() => held.socket?.destroy()))
+    const failed = (err: unknown) =>
+      new DuplexError({ reason: new ConnectFailed({ label: initialLabel, address, code: codeOf(err), cause: err }) })
+    const socket = yield* Effect.callback<net.Socket, DuplexError>((resume) => {
+      const socket =
+        "path" in options
+          ? net.connect({ path: options.path, allowHalfOpen: true })
+          : net.connect({
+              host: options.host ?? "127.0.0.1",
+              port: options.port,
+              allowHalfOpen: true,
+              noDelay: options.noDelay ?? true
+            })
+      held.socket = socket
+      const onConnect = () => {
+        socket.off("error", onError)
+        resume(Effect.succeed(socket))
+      }
+      const onError = (err: Error) => {
+        socket.off("connect", onConnect)
+        resume(Exit.fail(failed(err)))
+      }
+      socket.once("connect", onConnect).once("error", onError)
+      return Effect.sync(() => socket.destroy())
+    }).pipe(
+      Effect.timeoutOrElse({
+        duration: timeoutMillis,
+        orElse: () =>
+          Exit.fail(
+            new DuplexError({
+              reason: new ConnectFailed({ label: initialLabel, address, code: "ETIMEDOUT", timeoutMillis })
+            })
+          )
+      })
+    )
+    return yield* Duplex.fromNodeDuplex(socket, {
+      highWaterMark: options.highWaterMark,
+      label: options.label ?? socketLabel(socket, options)
+    })
+  })
+
+/**
+ * One accepted connection, as events and handlers see it.
+ *
+ * @category models
+ * @since 0.2.0
+ */
+export interface ConnectionInfo {
+  /** Sequence number of the connection on this server, from 1. */
+  readonly id: number
+  /** The peer's address (`"127.0.0.1:51234"`; for a Unix socket, the server's path). */
+  readonly remote: string
+  /** The duplex's label. */
+  readonly label: string
+}
+
+/**
+ * How a served connection ended.
+ *
+ * - `completed`: the handler succeeded and the close strategy ran (see `close`).
+ * - `failed`: the handler or the close strategy failed (see `cause`); the connection was aborted.
+ * - `idleTimeout`: no byte moved either way for `idleTimeout`; the connection was aborted.
+ * - `shutdown`: the server shut down and the handler was still running after `shutdownGrace`; it was
+ *   interrupted and the connection aborted.
+ *
+ * @category models
+ * @since 0.2.0
+ */
+export type Ending = "completed" | "failed" | "idleTimeout" | "shutdown"
+
+/**
+ * What a server reports. Events arrive through the `onEvent` option of {@link serve}.
+ *
+ * @category models
+ * @since 0.2.0
+ */
+export type ServerEvent =
+  | { readonly _tag: "Accepted"; readonly connection: ConnectionInfo }
+  | {
+      readonly _tag: "Refused"
+      readonly remote: string
+      /** `maxConnections` when the limit refused it, `shutdown` when the server was shutting down. */
+      readonly why: "maxConnections" | "shutdown"
+      readonly active: number
+    }
+  | {
+      readonly _tag: "ConnectionClosed"
+      readonly connection: ConnectionInfo
+      readonly ending: Ending
+      /** Why it failed, when `ending` is `failed`. */
+      readonly cause?: Cause.Cause<unknown> | undefined
+      /** The outcome of the close strategy, when `ending` is `completed`. */
+      readonly close?: Close.CloseOutcome | undefined
+      readonly stats: Duplex.Stats
+    }
+  | { readonly _tag: "AcceptError"; readonly error: unknown }
+
+/**
+ * Counters of a server, since it started.
+ *
+ * @category models
+ * @since 0.2.0
+ */
+export interface ServerStats {
+  readonly accepted: number
+  readonly active: number
+  readonly refused: number
+  readonly completed: number
+  readonly failed: number
+  readonly idleTimeouts: number
+  readonly shutdownAborts: number
+}
+
+/**
+ * A listening server. Its scope owns it: closing the scope is a graceful shutdown.
+ *
+ * @category models
+ * @since 0.2.0
+ */
+export interface Server {
+  /** The bound address (the real port when you asked for port 0); pass it to {@link connect}. */
+  readonly address: Address
+  readonly label: string
+  readonly stats: Effect.Effect<ServerStats>
+  /**
+   * Graceful shutdown, the same that closing the scope runs: stop accepting, let handlers finish within
+   * `shutdownGrace`, interrupt and abort the rest. Idempotent; completes when every connection is closed.
+   */
+  readonly shutdown: Effect.Effect<void>
+}
+
+/**
+ * Serves a connection: what to do with it. Its result is ignored; a failure is reported and aborts the
+ * connection.
+ *
+ * @category models
+ * @since 0.2.0
+ */
+export type Handler<E, R> = (duplex: Duplex.Duplex, info: ConnectionInfo) => Effect.Effect<unknown, E, R>
+
+/**
+ * Options of {@link serve}.
+ *
+ * @category models
+ * @since 0.2.0
+ */
+export interface ServeOptions extends SocketOptions {
+  /** Interface to bind. Default `"127.0.0.1"`. Ignored with `path`. */
+  readonly host?: string | undefined
+  /** Port; 0 (the default) picks an ephemeral one, readable from `server.address`. */
+  readonly port?: number | undefined
+  /** Listen on a Unix domain socket at this path instead of TCP. */
+  readonly path?: string | undefined
+  /** Listen backlog. Default {@link DEFAULT_BACKLOG} (1024), clamped by the kernel (`net.core.somaxconn`). */
+  readonly backlog?: number | undefined
+  /**
+   * Connections handled at once. Beyond it a new connection is closed at once, before any byte is read
+   * or written, and counted in `stats.refused`. Default {@link DEFAULT_MAX_CONNECTIONS} (1024).
+   */
+  readonly maxConnections?: number | undefined
+  /**
+   * A connection with no byte either way for this long is aborted (the slow-loris guard).
+   * Default {@link DEFAULT_IDLE_TIMEOUT} (60 s); `Infinity` disables it.
+   */
+  readonly idleTimeout?: Duration.Input | undefined
+  /** How a connection is closed after its handler succeeds. Default `Close.lingering()`. */
+  readonly close?: Close.Strategy | undefined
+  /** How long handlers may run on after shutdown starts. Default {@link DEFAULT_SHUTDOWN_GRACE} (10 s). */
+  readonly shutdownGrace?: Duration.Input | undefined
+  /** Receives every {@link ServerEvent}. Default: failures are logged at warning level, the rest ignored. */
+  readonly onEvent?: ((event: ServerEvent) => Effect.Effect<void>) | undefined
+  /** Name for diagnostics. Default `"tcp server <address>"`. */
+  readonly label?: string | undefined
+}
+
+const defaultOnEvent = (event: ServerEvent): Effect.Effect<void> =>
+  event._tag === "ConnectionClosed" && event.ending === "failed"
+    ? Effect.logWarning(`${event.connection.label}: connection failed`, event.cause)
+    : event._tag === "AcceptError"
+      ? Effect.logWarning("accept failed", event.error)
+      : Effect.void
+
+const countOption = (label: string, option: string, value: number, min: number): DuplexError | undefined =>
+  Number.isInteger(value) && value >= min ? undefined : invalid(label, option, value, `a whole number ≥ ${min}`)
+
+/**
+ * Listens for connections and runs `handler` for each in its own fiber; the server lives until its
+ * scope closes, which shuts it down gracefully.
+ *
+ * **When to use**
+ *
+ * For any TCP or Unix-socket server. The handler gets a {@link Duplex.Duplex}; when it succeeds the
+ * connection is closed with the `close` strategy (lingering by default, so unread input never turns the
+ * close into a reset that destroys the response).
+ *
+ * **Details**
+ *
+ * - Each handler runs in its own fiber. A failure (or defect) aborts only its connection and is
+ *   reported as a `ConnectionClosed` event with `ending: "failed"`; the server goes on.
+ * - Beyond `maxConnections`, new connections are closed at once and reported as `Refused`.
+ * - `idleTimeout`: no byte either way for that long aborts the connection (`ending: "idleTimeout"`).
+ * - Shutdown (scope close or `server.shutdown`): stop accepting; handlers still running get
+ *   `shutdownGrace` to finish (and close); the rest are interrupted and their connections aborted.
+ * - Listening errors are reason `ListenFailed`; bad options `InvalidOptions`.
+ *
+ * **Example** (A greeting server on an ephemeral port)
+ *
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Tcp } from "fullduplex"
+ *
+ * const program = Effect.scoped(
+ *   Effect.gen(function* () {
+ *     const server = yield* Tcp.serve({ port: 0 }, (conn) => conn.write(new TextEncoder().encode("hello\n")))
+ *     yield* Effect.log(`listening on ${JSON.stringify(server.address)}`)
+ *     return yield* Effect.never
+ *   })
+ * )
+ * ```
+ *
+ * @category constructors
+ * @since 0.2.0
+ */
+export const serve = <E, R>(
+  options: ServeOptions,
+  handler: Handler<E, R>
+): Effect.Effect<Server, DuplexError, Scope.Scope | R> =>
+  Effect.gen(function* () {
+    const requested: Address =
+      options.path !== undefined
+        ? { path: options.path }
+        : { host: options.host ?? "127.0.0.1", port: options.port ?? 0 }
+    const label = options.label ?? `tcp server ${describeAddress(requested)}`
+    const backlog = options.backlog ?? DEFAULT_BACKLOG
+    const maxConnections = options.maxConnections ?? DEFAULT_MAX_CONNECTIONS
+    const idleMillis = millisOption(label, "idleTimeout", options.idleTimeout, DEFAULT_IDLE_TIMEOUT)
+    const graceMillis = millisOption(label, "shutdownGrace", options.shutdownGrace, DEFAULT_SHUTDOWN_GRACE)
+    for (const bad of [
+      checkAddress(label, requested),
+      countOption(label, "backlog", backlog, 0),
+      countOption(label, "maxConnections", maxConnections, 1),
+      options.highWaterMark === undefined ? undefined : countOption(label, "highWaterMark", options.highWaterMark, 1),
+      typeof idleMillis === "number" ? undefined : idleMillis,
+      typeof graceMillis === "number" ? undefined : graceMillis
+    ]) {
+      if (bad !== undefined) return yield* bad
+    }
+    const idle = idleMillis as number
+    const grace = graceMillis as number
+    const closeStrategy = options.close ?? Close.lingering()
+    const onEvent = options.onEvent ?? defaultOnEvent
+    const context = yield* Effect.context<R>()
+    const run = Effect.runForkWith(context)
+    const emitUnsafe = (event: ServerEvent) => run(Effect.ignoreCause(onEvent(event)))
+    const emit = (event: ServerEvent) => Effect.ignoreCause(onEvent(event))
+
+    const counters = { accepted: 0, refused: 0, completed: 0, failed: 0, idleTimeouts: 0, shutdownAborts: 0 }
+    const fibers = new Set<Fiber.Fiber<void>>()
+    let onEmpty: (() => void) | undefined
+    let shuttingDown = false
+    let nextId = 0
+
+    const serveConnection = (socket: net.Socket, id: number): Effect.Effect<void, never, R> => {
+      let info: ConnectionInfo = { id, remote: remoteOf(socket, requested), label: `${label} #${id}` }
+      let duplex: Duplex.Duplex | undefined
+      const closedEvent = (
+        ending: Ending,
+        stats: Duplex.Stats,
+        extra: { cause?: Cause.Cause<unknown>; close?: Close.CloseOutcome }
+      ) => {
+        counters[
+          ending === "completed"
+            ? "completed"
+            : ending === "failed"
+              ? "failed"
+              : ending === "idleTimeout"
+                ? "idleTimeouts"
+                : "shutdownAborts"
+        ]++
+        return emit({ _tag: "ConnectionClosed", connection: info, ending, stats, ...extra })
+      }
+      const body = Effect.gen(function* () {
+        const conn = yield* Duplex.fromNodeDuplex(socket, {
+          highWaterMark: options.highWaterMark,
+          label: socketLabel(socket, requested)
+        })
+        duplex = conn
+        info = { ...info, label: conn.label }
+        yield* emit({ _tag: "Accepted", connection: info })
+        const work = Effect.gen(function* () {
+          const handled = yield* Effect.exit(handler(conn, info))
+          if (Exit.isFailure(handled))
+            return { ending: "failed" as const, cause: handled.cause as Cause.Cause<unknown> }
+          const closed = yield* Effect.exit(closeStrategy(conn))
+          if (Exit.isFailure(closed)) return { ending: "failed" as const, cause: closed.cause as Cause.Cause<unknown> }
+          return { ending: "completed" as const, close: closed.value }
+        })
+        const result = yield* Number.isFinite(idle) && idle > 0
+          ? Effect.raceFirst(work, Effect.as(idleTimeoutOf(socket, idle), { ending: "idleTimeout" as const }))
+          : work
+        if (result.ending !== "completed") yield* conn.abort
+        const { ending, ...extra } = result
+        yield* closedEvent(ending, yield* conn.stats, extra)
+      })
+      return Effect.scoped(body).pipe(
+        // Only an invalid option can fail the adapter, and serve checks those first; kept for the types.
+        Effect.catchCause((cause) => closedEvent("failed", zeroStats, { cause })),
+        Effect.onInterrupt(() =>
+          Effect.flatMap(duplex === undefined ? Effect.succeed(zeroStats) : duplex.stats, (stats) =>
+            closedEvent("shutdown", stats, {})
+          )
+        )
+      )
+    }
+
+    const server = net.createServer({ allowHalfOpen: true, noDelay: options.noDelay ?? true })
+    server.on("connection", (socket) => {
+      socket.on("error", ignore) // until the Duplex takes over; a refused socket may still report a reset
+      if (shuttingDown || fibers.size >= maxConnections) {
+        counters.refused++
+        socket.destroy()
+        emitUnsafe({
+          _tag: "Refused",
+          remote: remoteOf(socket, requested),
+          why: shuttingDown ? "shutdown" : "maxConnections",
+          active: fibers.size
+        })
+        return
+      }
+      counters.accepted++
+      const fiber = run(serveConnection(socket, ++nextId))
+      fibers.add(fiber)
+      fiber.addObserver(() => {
+        fibers.delete(fiber)
+        if (fibers.size === 0) onEmpty?.()
+      })
+    })
+    server.on("error", (error) => emitUnsafe({ _tag: "AcceptError", error }))
+
+    yield* Effect.callback<void, DuplexError>((resume) => {
+      const onError = (err: Error) =>
+        resume(
+          Exit.fail(
+            new DuplexError({
+              reason: new ListenFailed({ label, address: describeAddress(requested), code: codeOf(err), cause: err })
+            })
+          )
+        )
+      server.once("error", onError)
+      const listening = () => {
+        server.off("error", onError)
+        resume(Exit.void)
+      }
+      if ("path" in requested) server.listen({ path: requested.path, backlog }, listening)
+      else server.listen({ host: requested.host, port: requested.port, backlog }, listening)
+      return Effect.sync(() => server.close())
+    })
+
+    const bound = server.address()
+    const address: Address =
+      typeof bound === "string" || bound === null
+        ? { path: "path" in requested ? requested.path : String(bound) }
+        : { host: bound.address, port: bound.port }
+
+    const drained = Effect.callback<void>((resume) => {
+      if (fibers.size === 0) return resume(Exit.void)
+      onEmpty = () => resume(Exit.void)
+      return Effect.sync(() => {
+        onEmpty = undefined
+      })
+    })
+    const shutdownDone = Deferred.makeUnsafe<void>()
+    const shutdown: Effect.Effect<void> = Effect.suspend(() => {
+      if (shuttingDown) return Deferred.await(shutdownDone)
+      shuttingDown = true
+      return Effect.gen(function* () {
+        // Stop accepting; connections already accepted go on. The callback comes once every socket is gone.
+        const closed = Deferred.makeUnsafe<void>()
+        server.close(() => Deferred.doneUnsafe(closed, Exit.void))
+        yield* Effect.timeoutOption(drained, grace)
+        yield* Fiber.interruptAll([...fibers])
+        yield* Effect.timeoutOption(Deferred.await(closed), SOCKETS_GONE_MILLIS)
+      }).pipe(Effect.ensuring(Deferred.done(shutdownDone, Exit.void)), Effect.uninterruptible)
+    })
+    yield* Effect.addFinalizer(() => shutdown)
+
+    return {
+      address,
+      label,
+      stats: Effect.sync(() => ({ ...counters, active: fibers.size })),
+      shutdown
+    } satisfies Server
+  })
+
+const ignore = () => {}
+
+/** After shutdown, how long to wait for Node to report every socket closed (they are destroyed by then). */
+const SOCKETS_GONE_MILLIS = 1000
+
+const zeroDirection: Duplex.DirectionStats = {
+  bytes: 0,
+  buffered: 0,
+  peakBuffered: 0,
+  blocked: false,
+  blockedMillis: 0
+}
+const zeroStats: Duplex.Stats = { outbound: zeroDirection, inbound: zeroDirection }
+
+const remoteOf = (socket: net.Socket, address: Address): string =>
+  "path" in address ? address.path : `${socket.remoteAddress}:${socket.remotePort}`
+
+/** Completes when the socket has seen no byte either way for `millis` (Node's socket inactivity timer). */
+const idleTimeoutOf = (socket: net.Socket, millis: number): Effect.Effect<void> =>
+  Effect.callback<void>((resume) => {
+    const onTimeout = () => resume(Exit.void)
+    socket.setTimeout(millis, onTimeout)
+    return Effect.sync(() => {
+      socket.off("timeout", onTimeout)
+      socket.setTimeout(0)
+    })
+  })
