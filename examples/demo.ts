@@ -1,15 +1,15 @@
 /**
- * `npm run demo`: the duplex deadlock, caught, and its cure — in memory and over TCP on 127.0.0.1.
+ * `npm run demo`: the duplex deadlock, caught, and its cure — in memory and over TCP on 127.0.0.1 — and the
+ * safe echo server's answers to the same naive client.
  *
  * A client that writes its whole request before reading, against a peer that echoes as it reads, fills
  * both directions' buffers: each side waits in `write`, neither reads, nothing moves. The testkit's
  * `assertDeadlockFree` turns that hang into a diagnostic. `Duplex.exchange` writes and reads at once, and
  * the same request goes through.
  */
-import { Effect, Exit, Fiber, type Scope, Sink, Stream } from "effect"
-import { Duplex } from "fullduplex"
+import { Cause, Effect, Exit, type Scope, Sink, Stream } from "effect"
+import { Duplex, Echo, Tcp } from "fullduplex"
 import { assertDeadlockFree, firstDifference, randomBytes } from "fullduplex/testkit"
-import * as net from "node:net"
 
 const MiB = 1024 * 1024
 
@@ -78,43 +78,55 @@ const memoryPeer = Effect.gen(function* () {
   return client
 })
 
-/** A TCP echo server on 127.0.0.1 (ephemeral port), each connection a duplex echoed in its own fiber. */
-const tcpEchoServer = Effect.gen(function* () {
-  const runFork = Effect.runForkWith(yield* Effect.context<never>())
-  const connections = new Set<Fiber.Fiber<unknown, unknown>>()
-  const server = net.createServer({ allowHalfOpen: true }, (socket) => {
-    const fiber = runFork(
-      Effect.scoped(Effect.flatMap(Duplex.fromNodeDuplex(socket, { label: "server" }), (d) => Effect.ignore(echo(d))))
-    )
-    connections.add(fiber)
-    fiber.addObserver(() => connections.delete(fiber))
-  })
-  yield* Effect.addFinalizer(() =>
-    Effect.andThen(
-      Fiber.interruptAll(connections),
-      Effect.callback<void>((resume) => void server.close(() => resume(Effect.void)))
-    )
-  )
-  const port = yield* Effect.callback<number>((resume) => {
-    server.listen(0, "127.0.0.1", () => resume(Effect.succeed((server.address() as net.AddressInfo).port)))
-  })
-  const connect = Effect.gen(function* () {
-    const socket = yield* Effect.callback<net.Socket>((resume) => {
-      const s = net.connect({ host: "127.0.0.1", port, allowHalfOpen: true })
-      s.on("error", () => {}).once("connect", () => resume(Effect.succeed(s)))
+/**
+ * The naive client against `Echo.serve` on 127.0.0.1: the streaming policy cuts it with a diagnosis,
+ * the spill policy serves it in full with bounded memory.
+ */
+const echoServers = (request: Uint8Array) =>
+  Effect.gen(function* () {
+    console.log(`\nEcho.serve on 127.0.0.1: the same naive client, ${request.length / MiB} MiB, against two policies`)
+    const cut: Array<string> = []
+    const streaming = yield* Echo.serve({
+      port: 0,
+      policy: Echo.stream({ stallTimeout: "1 second" }),
+      onEvent: (event) =>
+        Effect.sync(() => {
+          if (event._tag === "ConnectionClosed" && event.ending === "failed")
+            cut.push(String(Cause.squash(event.cause)))
+        })
     })
-    return yield* Duplex.fromNodeDuplex(socket, { label: `client → 127.0.0.1:${port}` })
+    const start = Date.now()
+    const naive = yield* Effect.exit(
+      Effect.scoped(Effect.flatMap(Tcp.connect(streaming.address), (d) => naiveClient(d, request)))
+    )
+    console.log(
+      `  stream policy: the naive client was cut after ${Date.now() - start} ms (${Exit.isFailure(naive) ? "its writes failed: reset by the server" : "it finished"}); the server reported:`
+    )
+    console.log(`    ${cut.join("\n").split("\n").join("\n    ")}`)
+
+    const spilling = yield* Echo.serve({ port: 0, policy: Echo.spill({ memoryBytes: 4 * MiB }) })
+    const t0 = Date.now()
+    const reply = yield* Effect.scoped(
+      Effect.flatMap(Tcp.connect(spilling.address), (d) => naiveClient(d, request))
+    ).pipe(Effect.map((chunks) => Buffer.concat(chunks)))
+    const exact = firstDifference(reply, request) === -1
+    const stats = yield* spilling.echo
+    console.log(
+      `  spill policy (4 MiB in memory): ${reply.length / MiB} MiB echoed ${exact ? "byte-exact" : "WITH ERRORS"} in ${Date.now() - t0} ms; ` +
+        `${(stats.spilledBytes / MiB).toFixed(1)} MiB went through a temporary file, at most ${(stats.peakBufferedBytes / MiB).toFixed(1)} MiB in memory`
+    )
+    if (!exact) return yield* Effect.die(new Error("echo mismatch"))
   })
-  return connect
-})
 
 const main = Effect.scoped(
   Effect.gen(function* () {
     console.log("fullduplex demo: the duplex deadlock and its cure")
     yield* show("In memory, 64 KiB buffers each way", memoryPeer.pipe(Effect.orDie), randomBytes(MiB, 1))
-    const connect = yield* tcpEchoServer
+    // A server that echoes as it reads, with no watchdog: the naive client is caught on its own side.
+    const server = yield* Tcp.serve({ port: 0 }, echo).pipe(Effect.orDie)
     // The kernel's socket buffers on loopback hold several MiB each way; 64 MiB is more than all of them.
-    yield* show("TCP on 127.0.0.1", connect.pipe(Effect.orDie), randomBytes(64 * MiB, 2))
+    yield* show("TCP on 127.0.0.1", Tcp.connect(server.address).pipe(Effect.orDie), randomBytes(64 * MiB, 2))
+    yield* echoServers(randomBytes(64 * MiB, 3)).pipe(Effect.orDie)
   })
 )
 

@@ -10,7 +10,7 @@
  *
  * @since 0.2.0
  */
-import type * as Cause from "effect/Cause"
+import * as Cause from "effect/Cause"
 import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -20,7 +20,7 @@ import type * as Scope from "effect/Scope"
 import * as net from "node:net"
 import * as Close from "./Close.js"
 import * as Duplex from "./Duplex.js"
-import { ConnectFailed, DuplexError, InvalidOptions, ListenFailed } from "./DuplexError.js"
+import { ConnectFailed, DuplexError, InvalidOptions, isDuplexError, ListenFailed } from "./DuplexError.js"
 
 /**
  * A TCP address. `host` defaults to `"127.0.0.1"`.
@@ -383,18 +383,39 @@ export interface ServeOptions extends SocketOptions {
   readonly close?: Close.Strategy | undefined
   /** How long handlers may run on after shutdown starts. Default {@link DEFAULT_SHUTDOWN_GRACE} (10 s). */
   readonly shutdownGrace?: Duration.Input | undefined
-  /** Receives every {@link ServerEvent}. Default: failures are logged at warning level, the rest ignored. */
+  /**
+   * Receives every {@link ServerEvent}. Default: a connection failed by the server's side (handler error,
+   * stall, failed close) is logged at warning level, a peer's reset at debug level, the rest not at all.
+   */
   readonly onEvent?: ((event: ServerEvent) => Effect.Effect<void>) | undefined
   /** Name for diagnostics. Default `"tcp server <address>"`. */
   readonly label?: string | undefined
 }
 
-const defaultOnEvent = (event: ServerEvent): Effect.Effect<void> =>
-  event._tag === "ConnectionClosed" && event.ending === "failed"
-    ? Effect.logWarning(`${event.connection.label}: connection failed`, event.cause)
-    : event._tag === "AcceptError"
-      ? Effect.logWarning("accept failed", event.error)
-      : Effect.void
+/** The message of a cause's first error, on one line's worth of text. */
+const describeCause = (cause: Cause.Cause<unknown>): string => {
+  const error = Cause.squash(cause)
+  return error instanceof Error ? error.message : String(error)
+}
+
+const isPeerReset = (cause: Cause.Cause<unknown>): boolean => {
+  const error = Cause.squash(cause)
+  return isDuplexError(error) && error.reason._tag === "Broken"
+}
+
+/**
+ * The default `onEvent`: a connection that failed through the server's own doing (a handler error, a
+ * stall, a failed close) is logged at warning level; a peer that reset is routine and logged at debug
+ * level; accept errors at warning level; the rest is not logged.
+ */
+const defaultOnEvent = (event: ServerEvent): Effect.Effect<void> => {
+  if (event._tag === "ConnectionClosed" && event.ending === "failed" && event.cause !== undefined) {
+    const line = `${event.connection.label}: connection failed: ${describeCause(event.cause)}`
+    return isPeerReset(event.cause) ? Effect.logDebug(line) : Effect.logWarning(line)
+  }
+  if (event._tag === "AcceptError") return Effect.logWarning(`accept failed: ${String(event.error)}`)
+  return Effect.void
+}
 
 const countOption = (label: string, option: string, value: number, min: number): DuplexError | undefined =>
   Number.isInteger(value) && value >= min ? undefined : invalid(label, option, value, `a whole number ≥ ${min}`)
