@@ -91,8 +91,9 @@ const echoServers = (request: Uint8Array) =>
       policy: Echo.stream({ stallTimeout: "1 second" }),
       onEvent: (event) =>
         Effect.sync(() => {
-          if (event._tag === "ConnectionClosed" && event.ending === "failed")
+          if (event._tag === "ConnectionClosed" && event.cause !== undefined) {
             cut.push(String(Cause.squash(event.cause)))
+          }
         })
     })
     const start = Date.now()
