@@ -129,10 +129,10 @@ const lingeringImpl = (duplex: Duplex, options: LingeringOptions = {}): Effect.E
       // Reading is what keeps the receive buffer empty, so that the final close sends FIN and not RST.
       return yield* Effect.raceFirst(
         discard(duplex, progress, now).pipe(
-          Effect.as(outcome("eof")),
+          Effect.map(() => outcome("eof")),
           Effect.catchReason("DuplexError", "Broken", () => Effect.succeed(outcome("reset")))
         ),
-        Effect.as(idleFor(lingerMillis, progress, now), outcome("lingerTimeout"))
+        Effect.map(idleFor(lingerMillis, progress, now), () => outcome("lingerTimeout"))
       )
     })
 
@@ -159,6 +159,12 @@ const lingeringImpl = (duplex: Duplex, options: LingeringOptions = {}): Effect.E
  * Defaults: `lingerTimeout` 5 s (nginx `lingering_timeout`; Apache waits 2 s), `maxLinger` 30 s (nginx
  * `lingering_time`, Apache `MAX_SECS_TO_LINGER`). Succeeds with a {@link CloseOutcome}; a peer reset while
  * discarding is outcome `reset`, not an error, since our FIN was already sent.
+ *
+ * **Gotchas**
+ *
+ * On a timeout the duplex is aborted, but a TCP socket that has already sent its FIN cannot send RST
+ * (Node and libuv close it instead): the kernel resets only if unread input remains, so the peer may
+ * see EOF and then `EPIPE`/`ECONNRESET` on its next write.
  *
  * **Interruption**
  *

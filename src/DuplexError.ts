@@ -227,7 +227,9 @@ export class ConnectFailed extends Data.TaggedClass("ConnectFailed")<{
     const why =
       this.timeoutMillis !== undefined
         ? `no answer within ${this.timeoutMillis} ms; check the address, or raise connectTimeout`
-        : `${this.code !== undefined ? describeCode(this.code) : this.cause instanceof Error ? this.cause.message : "failed"}; check that a server listens there`
+        : this.code === "ECONNRESET"
+          ? `${describeCode(this.code)} as the connection was made; the server may be refusing connections (a connection limit, a shutdown)`
+          : `${this.code !== undefined ? describeCode(this.code) : this.cause instanceof Error ? this.cause.message : "failed"}; check that a server listens there`
     return `connect to ${this.address} (${this.label}) failed: ${why}`
   }
 }

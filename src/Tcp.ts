@@ -138,6 +138,9 @@ const socketLabel = (socket: net.Socket, address: Address): string =>
 const invalid = (label: string, option: string, value: unknown, expected: string) =>
   new DuplexError({ reason: new InvalidOptions({ label, option, value, expected }) })
 
+const countOption = (label: string, option: string, value: number, min: number): DuplexError | undefined =>
+  Number.isInteger(value) && value >= min ? undefined : invalid(label, option, value, `a whole number ≥ ${min}`)
+
 const checkAddress = (label: string, address: Address): DuplexError | undefined => {
   if ("path" in address) {
     return typeof address.path === "string" && address.path.length > 0
@@ -185,6 +188,12 @@ const millisOption = (
  * Closing the scope closes the socket: gracefully (FIN) when you had ended it and it flushed, with RST
  * otherwise. For a graceful close of a connection that may still receive, use `Close.lingering` first.
  *
+ * **Gotchas**
+ *
+ * A Unix domain socket has no RST: after `abort` its peer reads a plain EOF (or `EPIPE` on its next
+ * write), not `Broken`. And a TCP socket that has already sent its FIN (after `end`) is closed rather
+ * than reset by `abort`; the kernel still resets if unread input remains.
+ *
  * **Example** (Sending a request and reading the answer)
  *
  * ```ts
@@ -207,7 +216,11 @@ export const connect = (options: ConnectOptions): Effect.Effect<Duplex.Duplex, D
   Effect.gen(function* () {
     const address = describeAddress(options)
     const initialLabel = options.label ?? ("path" in options ? `unix ${options.path}` : `tcp →${address}`)
-    const bad = checkAddress(initialLabel, options)
+    const bad =
+      checkAddress(initialLabel, options) ??
+      (options.highWaterMark === undefined
+        ? undefined
+        : countOption(initialLabel, "highWaterMark", options.highWaterMark, 1))
     if (bad !== undefined) return yield* bad
     const timeoutMillis = millisOption(initialLabel, "connectTimeout", options.connectTimeout, DEFAULT_CONNECT_TIMEOUT)
     if (typeof timeoutMillis !== "number") return yield* timeoutMillis
@@ -319,6 +332,7 @@ export type ServerEvent =
  */
 export interface ServerStats {
   readonly accepted: number
+  /** Connections from their accept to their `ConnectionClosed` event (the count `maxConnections` bounds). */
   readonly active: number
   readonly refused: number
   readonly completed: number
@@ -367,7 +381,7 @@ export interface ServeOptions extends SocketOptions {
   readonly port?: number | undefined
   /** Listen on a Unix domain socket at this path instead of TCP. */
   readonly path?: string | undefined
-  /** Listen backlog. Default {@link DEFAULT_BACKLOG} (1024), clamped by the kernel (`net.core.somaxconn`). */
+  /** Listen backlog, ≥ 1. Default {@link DEFAULT_BACKLOG} (1024), clamped by the kernel (`net.core.somaxconn`). */
   readonly backlog?: number | undefined
   /**
    * Connections handled at once. Beyond it a new connection is closed at once, before any byte is read
@@ -376,7 +390,7 @@ export interface ServeOptions extends SocketOptions {
   readonly maxConnections?: number | undefined
   /**
    * A connection with no byte either way for this long is aborted (the slow-loris guard).
-   * Default {@link DEFAULT_IDLE_TIMEOUT} (60 s); `Infinity` disables it.
+   * Default {@link DEFAULT_IDLE_TIMEOUT} (60 s); `0` or `Infinity` disables it.
    */
   readonly idleTimeout?: Duration.Input | undefined
   /** How a connection is closed after its handler succeeds. Default `Close.lingering()`. */
@@ -416,9 +430,6 @@ const defaultOnEvent = (event: ServerEvent): Effect.Effect<void> => {
   if (event._tag === "AcceptError") return Effect.logWarning(`accept failed: ${String(event.error)}`)
   return Effect.void
 }
-
-const countOption = (label: string, option: string, value: number, min: number): DuplexError | undefined =>
-  Number.isInteger(value) && value >= min ? undefined : invalid(label, option, value, `a whole number ≥ ${min}`)
 
 /**
  * Listens for connections and runs `handler` for each in its own fiber; the server lives until its
@@ -467,14 +478,14 @@ export const serve = <E, R>(
       options.path !== undefined
         ? { path: options.path }
         : { host: options.host ?? "127.0.0.1", port: options.port ?? 0 }
-    const label = options.label ?? `tcp server ${describeAddress(requested)}`
+    let label = options.label ?? `tcp server ${describeAddress(requested)}`
     const backlog = options.backlog ?? DEFAULT_BACKLOG
     const maxConnections = options.maxConnections ?? DEFAULT_MAX_CONNECTIONS
     const idleMillis = millisOption(label, "idleTimeout", options.idleTimeout, DEFAULT_IDLE_TIMEOUT)
     const graceMillis = millisOption(label, "shutdownGrace", options.shutdownGrace, DEFAULT_SHUTDOWN_GRACE)
     for (const bad of [
       checkAddress(label, requested),
-      countOption(label, "backlog", backlog, 0),
+      countOption(label, "backlog", backlog, 1),
       countOption(label, "maxConnections", maxConnections, 1),
       options.highWaterMark === undefined ? undefined : countOption(label, "highWaterMark", options.highWaterMark, 1),
       typeof idleMillis === "number" ? undefined : idleMillis,
@@ -496,6 +507,8 @@ export const serve = <E, R>(
     let onEmpty: (() => void) | undefined
     let shuttingDown = false
     let nextId = 0
+    /** Connections counted from accept to their `ConnectionClosed` event, so stats and events agree. */
+    let active = 0
 
     const serveConnection = (socket: net.Socket, id: number): Effect.Effect<void, never, R> => {
       let info: ConnectionInfo = { id, remote: remoteOf(socket, requested), label: `${label} #${id}` }
@@ -505,6 +518,7 @@ export const serve = <E, R>(
         stats: Duplex.Stats,
         extra: { cause?: Cause.Cause<unknown>; close?: Close.CloseOutcome }
       ) => {
+        active--
         counters[
           ending === "completed"
             ? "completed"
@@ -553,18 +567,20 @@ export const serve = <E, R>(
     const server = net.createServer({ allowHalfOpen: true, noDelay: options.noDelay ?? true })
     server.on("connection", (socket) => {
       socket.on("error", ignore) // until the Duplex takes over; a refused socket may still report a reset
-      if (shuttingDown || fibers.size >= maxConnections) {
+      if (shuttingDown || active >= maxConnections) {
         counters.refused++
+        const remote = remoteOf(socket, requested) // before destroy, which forgets the peer's address
         socket.destroy()
         emitUnsafe({
           _tag: "Refused",
-          remote: remoteOf(socket, requested),
+          remote,
           why: shuttingDown ? "shutdown" : "maxConnections",
-          active: fibers.size
+          active
         })
         return
       }
       counters.accepted++
+      active++
       const fiber = run(serveConnection(socket, ++nextId))
       fibers.add(fiber)
       fiber.addObserver(() => {
@@ -572,7 +588,6 @@ export const serve = <E, R>(
         if (fibers.size === 0) onEmpty?.()
       })
     })
-    server.on("error", (error) => emitUnsafe({ _tag: "AcceptError", error }))
 
     yield* Effect.callback<void, DuplexError>((resume) => {
       const onError = (err: Error) =>
@@ -586,6 +601,8 @@ export const serve = <E, R>(
       server.once("error", onError)
       const listening = () => {
         server.off("error", onError)
+        // From now on an error is about accepting (EMFILE, …), not about listening.
+        server.on("error", (error) => emitUnsafe({ _tag: "AcceptError", error }))
         resume(Exit.void)
       }
       if ("path" in requested) server.listen({ path: requested.path, backlog }, listening)
@@ -598,6 +615,7 @@ export const serve = <E, R>(
       typeof bound === "string" || bound === null
         ? { path: "path" in requested ? requested.path : String(bound) }
         : { host: bound.address, port: bound.port }
+    if (options.label === undefined) label = `tcp server ${describeAddress(address)}`
 
     const drained = Effect.callback<void>((resume) => {
       if (fibers.size === 0) return resume(Exit.void)
@@ -624,7 +642,7 @@ export const serve = <E, R>(
     return {
       address,
       label,
-      stats: Effect.sync(() => ({ ...counters, active: fibers.size })),
+      stats: Effect.sync(() => ({ ...counters, active })),
       shutdown
     } satisfies Server
   })
