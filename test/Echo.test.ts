@@ -40,6 +40,20 @@ const naiveClient = (conn: Duplex.Duplex, bytes: Uint8Array) =>
 const exchangeClient = (conn: Duplex.Duplex, bytes: Uint8Array) =>
   Effect.map(Duplex.exchange(conn, Stream.fromIterable(pieces(bytes)), Sink.collect<Uint8Array>()), concatBytes)
 
+/** Connects to `server` and runs `client` under the testkit's watchdog, in a scope of its own. */
+const watchedClient = <A, E>(server: Tcp.Server, client: (conn: Duplex.Duplex) => Effect.Effect<A, E>) =>
+  Effect.scoped(
+    assertDeadlockFree(
+      (watch) =>
+        Effect.gen(function* () {
+          const conn = yield* Tcp.connect(server.address)
+          watch(conn)
+          return yield* client(conn)
+        }),
+      { stallTimeout: "5 seconds", timeout: "60 seconds" }
+    )
+  )
+
 const recordEvents = () => {
   const events: Array<Tcp.ServerEvent> = []
   return { events, onEvent: (e: Tcp.ServerEvent) => Effect.sync(() => void events.push(e)) }
@@ -99,17 +113,7 @@ describe("Echo over TCP, 64 MiB payloads", () => {
     Effect.gen(function* () {
       const { events, onEvent } = recordEvents()
       const server = yield* Echo.serve({ port: 0, onEvent })
-      const echoed = yield* Effect.scoped(
-        assertDeadlockFree(
-          (watch) =>
-            Effect.gen(function* () {
-              const conn = yield* Tcp.connect(server.address)
-              watch(conn)
-              return yield* exchangeClient(conn, payload)
-            }),
-          { stallTimeout: "5 seconds", timeout: "60 seconds" }
-        )
-      )
+      const echoed = yield* watchedClient(server, (conn) => exchangeClient(conn, payload))
       assertSameBytes(echoed, payload, "echo")
       yield* eventually("the connection's close event", () => events.some((e) => e._tag === "ConnectionClosed"))
       const closed = events.find((e) => e._tag === "ConnectionClosed")
@@ -159,17 +163,7 @@ describe("Echo over TCP, 64 MiB payloads", () => {
       yield* Effect.addFinalizer(() => Effect.sync(() => fs.rmSync(directory, { recursive: true, force: true })))
       const memoryBytes = 4 * MiB
       const server = yield* Echo.serve({ port: 0, policy: Echo.spill({ memoryBytes, directory }) })
-      const echoed = yield* Effect.scoped(
-        assertDeadlockFree(
-          (watch) =>
-            Effect.gen(function* () {
-              const conn = yield* Tcp.connect(server.address)
-              watch(conn)
-              return yield* naiveClient(conn, payload)
-            }),
-          { stallTimeout: "5 seconds", timeout: "60 seconds" }
-        )
-      )
+      const echoed = yield* watchedClient(server, (conn) => naiveClient(conn, payload))
       assertSameBytes(echoed, payload, "spilled echo")
       const stats = yield* server.echo
       assert.isAbove(stats.spilledBytes, 0, "nothing was spilled: the test did not exercise the file")
