@@ -5,6 +5,10 @@
  * baseline (raw Node streams) that moves the same bytes with the same write size and the same buffering.
  * Each side gets one untimed warm-up run, then `runs` timed runs; subject and baseline runs alternate (and
  * the order flips every round) so that drift on a shared machine hits both alike.
+ *
+ * A case that counts operations rather than bytes (a 1-byte round trip) names its `operation`; its figures
+ * are then shown as operations per second. A case may also hold resources over all its runs (`setUp` /
+ * `tearDown`, say server processes) and judge targets that are not about throughput (`checks`, say memory).
  */
 import { Data, Effect, Sink } from "effect"
 
@@ -36,6 +40,26 @@ export interface BenchCase {
   readonly targets?: Targets | undefined
   /** What the last timed runs observed (buffer peaks, drain waits), for RESULTS.md: a short clause. */
   readonly observed?: (() => string) | undefined
+  /**
+   * What one write is when the case counts operations, not bytes (`"round trip"`): rates are then shown
+   * as operations per second and the payload as their number. Default: bytes.
+   */
+  readonly operation?: string | undefined
+  /** Starts what the case keeps over all its runs (a server process); runs before the warm-up. */
+  readonly setUp?: (() => Promise<void>) | undefined
+  /** Stops what `setUp` started; runs after the last run, also when a run failed. */
+  readonly tearDown?: (() => Promise<void>) | undefined
+  /** Targets that are not about throughput (peak memory, say), judged on what the runs observed. */
+  readonly checks?: (() => ReadonlyArray<Check>) | undefined
+}
+
+/** A target judged by the case itself, e.g. `peak RSS ≤ 64 MiB above idle`. */
+export interface Check {
+  /** The target, e.g. `peak RSS ≤ 64 MiB above idle`. */
+  readonly target: string
+  readonly met: boolean
+  /** The figure it was judged on, e.g. `worst run +23 MiB`. */
+  readonly figure: string
 }
 
 export interface Summary {
@@ -131,6 +155,15 @@ export const measure = async (
   runs: number,
   log: (line: string) => void = () => {}
 ): Promise<CaseResult> => {
+  await benchCase.setUp?.()
+  try {
+    return await measureRuns(benchCase, runs, log)
+  } finally {
+    await benchCase.tearDown?.()
+  }
+}
+
+const measureRuns = async (benchCase: BenchCase, runs: number, log: (line: string) => void): Promise<CaseResult> => {
   const { name, payloadBytes, subject, baseline } = benchCase
   await timeOnce(`${name} / ${subject.label} (warm-up)`, subject.run)
   await timeOnce(`${name} / ${baseline.label} (warm-up)`, baseline.run)
@@ -144,8 +177,8 @@ export const measure = async (
       ;(contender === subject ? subjectRates : baselineRates).push(rate)
     }
     log(
-      `  ${name} round ${round + 1}/${runs}: ${subject.label} ${formatRate(subjectRates.at(-1)!)}, ` +
-        `${baseline.label} ${formatRate(baselineRates.at(-1)!)}`
+      `  ${name} round ${round + 1}/${runs}: ${subject.label} ${formatCaseRate(benchCase, subjectRates.at(-1)!)}, ` +
+        `${baseline.label} ${formatCaseRate(benchCase, baselineRates.at(-1)!)}`
     )
   }
   const subjectSummary = summarize(subjectRates)
@@ -196,17 +229,44 @@ export const formatRate = (bytesPerSecond: number): string => {
   return `${digits(bytesPerSecond / scale)} ${unit}`
 }
 
+/** `41.2k round trips/s`: a rate of operations, in thousands per second. */
+const formatOperations = (perSecond: number, operation: string): string =>
+  `${digits(perSecond / 1000)}k ${operation}s/s`
+
+/** A case's rate: bytes per second, or operations per second for a case with an `operation`. */
+export const formatCaseRate = (benchCase: BenchCase, bytesPerSecond: number): string =>
+  benchCase.operation === undefined
+    ? formatRate(bytesPerSecond)
+    : formatOperations(bytesPerSecond / benchCase.writeSize, benchCase.operation)
+
+/** What one run moves: `1 GiB in 64 KiB writes`, or `50,000 round trips of 1 B`. */
+export const describeWork = (benchCase: BenchCase): string =>
+  benchCase.operation === undefined
+    ? `${formatBytes(benchCase.payloadBytes)} in ${formatBytes(benchCase.writeSize)} writes`
+    : `${formatPayload(benchCase)} of ${formatBytes(benchCase.writeSize)}`
+
+/** The payload column: bytes, or the number of operations. */
+const formatPayload = (benchCase: BenchCase): string =>
+  benchCase.operation === undefined
+    ? formatBytes(benchCase.payloadBytes)
+    : `${(benchCase.payloadBytes / benchCase.writeSize).toLocaleString("en-US")} ${benchCase.operation}s`
+
 /** `12.3 GiB/s (11.9–12.8)`: median, then min–max in the median's unit. */
-const formatSummary = (s: Summary): string => {
+const formatSummary = (benchCase: BenchCase, s: Summary): string => {
+  if (benchCase.operation !== undefined) {
+    const k = (bytesPerSecond: number) => digits(bytesPerSecond / benchCase.writeSize / 1000)
+    return `${formatOperations(s.median / benchCase.writeSize, benchCase.operation)} (${k(s.min)}k–${k(s.max)}k)`
+  }
   const [scale, unit] = rateUnit(s.median)
   return `${digits(s.median / scale)} ${unit} (${digits(s.min / scale)}–${digits(s.max / scale)})`
 }
 
-/** Median wall-clock time per write call of both sides, e.g. `0.42 µs per write vs 0.13 µs`. */
+/** Median wall-clock time per write call (or operation) of both sides, e.g. `0.42 µs per write vs 0.13 µs`. */
 export const perWrite = (r: CaseResult): string => {
   const micros = (bytesPerSecond: number) => ((r.benchCase.writeSize / bytesPerSecond) * 1e6).toFixed(2)
   return (
-    `median time per write: ${r.benchCase.subject.label} ${micros(r.subjectSummary.median)} µs, ` +
+    `median time per ${r.benchCase.operation ?? "write"}: ${r.benchCase.subject.label} ` +
+    `${micros(r.subjectSummary.median)} µs, ` +
     `${r.benchCase.baseline.label} ${micros(r.baselineSummary.median)} µs`
   )
 }
@@ -226,9 +286,9 @@ export const table = (results: ReadonlyArray<CaseResult>): string => {
   const rows = results.map((r) => [
     `\`${r.benchCase.name}\``,
     formatBytes(r.benchCase.writeSize),
-    formatBytes(r.benchCase.payloadBytes),
-    `${r.benchCase.subject.label}: ${formatSummary(r.subjectSummary)}`,
-    `${r.benchCase.baseline.label}: ${formatSummary(r.baselineSummary)}`,
+    formatPayload(r.benchCase),
+    `${r.benchCase.subject.label}: ${formatSummary(r.benchCase, r.subjectSummary)}`,
+    `${r.benchCase.baseline.label}: ${formatSummary(r.benchCase, r.baselineSummary)}`,
     formatRatio(r.ratio)
   ])
   const line = (cells: ReadonlyArray<string>) => `| ${cells.join(" | ")} |`
@@ -238,14 +298,14 @@ export const table = (results: ReadonlyArray<CaseResult>): string => {
 /** One line per target: met or not, with the figure it was judged on. */
 export const targetLines = (results: ReadonlyArray<CaseResult>): ReadonlyArray<string> =>
   results.flatMap((r) => {
-    const t = r.benchCase.targets
-    if (t === undefined) return []
+    const t = r.benchCase.targets ?? {}
+    const rate = (bytesPerSecond: number) => formatCaseRate(r.benchCase, bytesPerSecond)
     const lines: Array<string> = []
     if (t.minSubjectBytesPerSecond !== undefined) {
       const met = r.subjectSummary.median >= t.minSubjectBytesPerSecond
       lines.push(
-        `Target \`${r.benchCase.name}\` ≥ ${formatRate(t.minSubjectBytesPerSecond)}: ${met ? "MET" : "NOT MET"} ` +
-          `(median ${formatRate(r.subjectSummary.median)}).`
+        `Target \`${r.benchCase.name}\` ≥ ${rate(t.minSubjectBytesPerSecond)}: ${met ? "MET" : "NOT MET"} ` +
+          `(median ${rate(r.subjectSummary.median)}).`
       )
     }
     if (t.minRatio !== undefined) {
@@ -254,6 +314,9 @@ export const targetLines = (results: ReadonlyArray<CaseResult>): ReadonlyArray<s
         `Target \`${r.benchCase.name}\` ≥ ${t.minRatio}× the ${r.benchCase.baseline.label} baseline: ` +
           `${met ? "MET" : "NOT MET"} (ratio ${formatRatio(r.ratio)}).`
       )
+    }
+    for (const check of r.benchCase.checks?.() ?? []) {
+      lines.push(`Target \`${r.benchCase.name}\` ${check.target}: ${check.met ? "MET" : "NOT MET"} (${check.figure}).`)
     }
     return lines
   })
