@@ -17,10 +17,11 @@ import { fileURLToPath } from "node:url"
 import { parseArgs } from "node:util"
 import * as prettier from "prettier"
 import { cases as exchangeCases } from "./exchange.js"
-import { type BenchCase, type CaseResult, formatBytes, measure, perWrite, table, targetLines } from "./harness.js"
+import { type BenchCase, type CaseResult, describeWork, measure, perWrite, table, targetLines } from "./harness.js"
 import { cases as pairCases } from "./pair.js"
+import { cases as tcpCases } from "./tcp.js"
 
-const allCases: ReadonlyArray<BenchCase> = [...pairCases, ...exchangeCases]
+const allCases: ReadonlyArray<BenchCase> = [...pairCases, ...exchangeCases, ...tcpCases]
 
 const { values } = parseArgs({
   options: { runs: { type: "string" }, filter: { type: "string" } },
@@ -47,8 +48,7 @@ const started = Date.now()
 const results: Array<CaseResult> = []
 for (const benchCase of selected) {
   console.log(
-    `${benchCase.name}: ${formatBytes(benchCase.payloadBytes)} in ${formatBytes(benchCase.writeSize)} writes, ` +
-      `${benchCase.subject.label} vs ${benchCase.baseline.label}`
+    `${benchCase.name}: ${describeWork(benchCase)}, ${benchCase.subject.label} vs ${benchCase.baseline.label}`
   )
   results.push(await measure(benchCase, runs, (line) => console.log(line)))
 }
@@ -93,7 +93,8 @@ if (filter !== "") {
     "",
     "## Reading the figures",
     "",
-    "- No path copies or inspects payload bytes (except where a row says Node joined chunks): every write " +
+    "- In the in-memory rows (`pair`, `exchange`) no path copies or inspects payload bytes (except where a " +
+      "row says Node joined chunks): every write " +
       "hands over a reference to the same chunk, and every reader only adds up lengths. The figures measure " +
       "per-write overhead (scheduling, bookkeeping, events) times the write size, not memory bandwidth, which " +
       "is why they can exceed any memory bus; the time per write under each row is the more telling number.",
@@ -105,6 +106,16 @@ if (filter !== "") {
       "each named closure created in `src/` (and `benchmarks/`) code gets an extra `__name` call. A " +
       "build made without `keepNames` (tsup's default) would not pay that; Node's own stream code and the " +
       "`effect` package (plain JS) are not affected.",
+    "- The `tcp` rows go through the kernel's loopback, which copies every byte into and out of socket " +
+      "buffers, and their clients check what comes back (the echo rows the first and last byte of every piece " +
+      "received, against the pattern sent). In the echo and ping-pong rows the server and the client share " +
+      "the bench process, so one thread runs both ends, on both sides; the memory row's servers have a " +
+      "process (and a core) of their own, and both load the same modules, so their idle figures compare.",
+    "- A Node socket reads into a fresh 64 KiB `Buffer` each time, held outside the JavaScript heap in an " +
+      "`ArrayBuffer` until a garbage collection frees it. V8 starts an (incremental) collection for that " +
+      "reason only once external memory has grown by 64 MiB since the last full one (`kExternalAllocation" +
+      "SoftLimit`), so during a 1 GiB echo that garbage is most of any server's RSS growth, `socket.pipe`'s " +
+      "included: compare each server's peak RSS with its peak `ArrayBuffer` figure under the memory row.",
     ""
   ].join("\n")
   const path = fileURLToPath(new URL("./RESULTS.md", import.meta.url))

@@ -1,0 +1,124 @@
+/**
+ * An echo server in a process of its own, for the memory row of `benchmarks/tcp.ts`: the bench process
+ * drives the echo, this process reports how much resident memory it took.
+ *
+ * Started with `fork` (an IPC channel) and one argument: `fullduplex` serves `Echo.serve({ port: 0 })`
+ * with the default (streaming) policy, `node` serves `socket.pipe(socket)` with plain `net`. Both listen on
+ * 127.0.0.1 with `TCP_NODELAY` on every connection.
+ *
+ * Messages, as {@link ToParent} and {@link ToChild}:
+ *
+ * - `Listening` (once): the port, and the idle {@link Usage}, sampled {@link SETTLE_MILLIS} after
+ *   listening, before any connection.
+ * - `Measure` → `Memory`: the highest RSS and the most memory in `ArrayBuffer`s (Node's `Buffer`s) seen
+ *   since the previous `Measure` (sampled every {@link SAMPLE_MILLIS}, and once more on the request), the
+ *   idle figures, and the kernel's high-water mark of the process's RSS (`ru_maxrss`), which sampling
+ *   cannot miss (but which also covers start-up).
+ * - `Stop`: close the server and exit.
+ */
+import { Effect, Exit, Scope } from "effect"
+import * as net from "node:net"
+import { Echo } from "fullduplex"
+
+/** How often RSS is sampled while the server runs. */
+export const SAMPLE_MILLIS = 50
+/** How long after listening the idle RSS is taken. */
+export const SETTLE_MILLIS = 250
+
+export type ServerKind = "fullduplex" | "node"
+
+/** Resident set size, and the part of the heap's external memory held by `ArrayBuffer`s. */
+export interface Usage {
+  readonly rssBytes: number
+  readonly arrayBuffersBytes: number
+}
+
+export type ToParent =
+  | { readonly _tag: "Listening"; readonly port: number; readonly idle: Usage }
+  | {
+      readonly _tag: "Memory"
+      readonly idle: Usage
+      /** The highest of each figure sampled since the previous `Measure` (not necessarily at one instant). */
+      readonly peak: Usage
+      /** The kernel's peak RSS of this process since it started (`ru_maxrss`). */
+      readonly maxRssBytes: number
+    }
+
+export type ToChild = { readonly _tag: "Measure" } | { readonly _tag: "Stop" }
+
+/** Long enough never to cut a benchmark connection (the harness has its own timeout). */
+const IDLE_TIMEOUT = "10 minutes"
+
+const send = (message: ToParent): void => {
+  process.send?.(message)
+}
+
+/** Starts the server; resolves with its port and a function that closes it (and every connection). */
+const listen = (kind: ServerKind): Promise<{ port: number; close: () => Promise<void> }> => {
+  if (kind === "node") {
+    const server = net.createServer({ noDelay: true }, (socket) => {
+      socket.on("error", () => {})
+      socket.pipe(socket)
+    })
+    return new Promise((resolve, reject) => {
+      server.once("error", reject)
+      server.listen({ host: "127.0.0.1", port: 0 }, () => {
+        const { port } = server.address() as net.AddressInfo
+        resolve({ port, close: () => new Promise<void>((done) => server.close(() => done())) })
+      })
+    })
+  }
+  // The server lives in a scope of its own; closing it is the server's graceful shutdown.
+  const scope = Scope.makeUnsafe()
+  return Effect.runPromise(
+    Echo.serve({ port: 0, idleTimeout: IDLE_TIMEOUT }).pipe(
+      Scope.provide(scope),
+      Effect.flatMap((server) =>
+        "port" in server.address ? Effect.succeed(server.address.port) : Effect.die("a TCP server has a port")
+      ),
+      Effect.map((port) => ({ port, close: () => Effect.runPromise(Scope.close(scope, Exit.void)) }))
+    )
+  )
+}
+
+const main = async (kind: ServerKind): Promise<void> => {
+  const server = await listen(kind)
+  await new Promise((resolve) => setTimeout(resolve, SETTLE_MILLIS))
+  const usage = (): Usage => {
+    const { rss, arrayBuffers } = process.memoryUsage()
+    return { rssBytes: rss, arrayBuffersBytes: arrayBuffers }
+  }
+  const idle = usage()
+  let peak = idle
+  const sample = () => {
+    const now = usage()
+    peak = {
+      rssBytes: Math.max(peak.rssBytes, now.rssBytes),
+      arrayBuffersBytes: Math.max(peak.arrayBuffersBytes, now.arrayBuffersBytes)
+    }
+  }
+  const sampler = setInterval(sample, SAMPLE_MILLIS)
+  process.on("message", (message: ToChild) => {
+    switch (message._tag) {
+      case "Measure": {
+        sample()
+        send({ _tag: "Memory", idle, peak, maxRssBytes: process.resourceUsage().maxRSS * 1024 })
+        peak = usage()
+        return
+      }
+      case "Stop": {
+        clearInterval(sampler)
+        void server.close().then(() => process.disconnect())
+        return
+      }
+    }
+  })
+  send({ _tag: "Listening", port: server.port, idle })
+}
+
+const kind = process.argv[2]
+if (kind !== "fullduplex" && kind !== "node") {
+  throw new Error(`usage: echoServerProcess.ts fullduplex|node (got ${kind})`)
+}
+if (process.send === undefined) throw new Error("echoServerProcess.ts must be started with fork (an IPC channel)")
+await main(kind)
