@@ -178,14 +178,47 @@ export const make = (
       return Effect.flatMap(writePiece(chunk.subarray(offset, end)), () => writeFrom(chunk, end))
     }
 
-    const write = (chunk: Uint8Array): Effect.Effect<void, DuplexError> =>
-      lock.withPermits(1)(
+    /** Writes holding or waiting for the lock. While there are none, a write may skip the lock (below). */
+    let queuedWrites = 0
+
+    /** Runs `effect` holding the write lock, counted in `queuedWrites` from the call until it is done. */
+    const locked = (effect: Effect.Effect<void, DuplexError>): Effect.Effect<void, DuplexError> =>
+      Effect.suspend(() => {
+        queuedWrites++
+        return lock
+          .withPermits(1)(effect)
+          .pipe(
+            Effect.ensuring(
+              Effect.sync(() => {
+                queuedWrites--
+              })
+            )
+          )
+      })
+
+    const lockedWrite = (chunk: Uint8Array): Effect.Effect<void, DuplexError> =>
+      locked(
         Effect.suspend(() => {
           const error = writeError("write")
           if (error !== undefined) return Exit.fail(error)
           return chunk.length === 0 ? Exit.void : writeFrom(chunk, 0)
         })
       )
+
+    const write = (chunk: Uint8Array): Effect.Effect<void, DuplexError> =>
+      Effect.suspend(() => {
+        // Fast path, one synchronous step: nobody else is writing, the stream has room and the chunk is one
+        // piece. Order is kept: with no write queued or in progress, this one is next in line anyway.
+        if (queuedWrites > 0 || chunk.length > highWaterMark || stream.writableNeedDrain) return lockedWrite(chunk)
+        const error = writeError("write")
+        if (error !== undefined) return Exit.fail(error)
+        if (chunk.length === 0) return Exit.void
+        const ok = stream.write(chunk)
+        bytesWritten += chunk.length
+        if (stream.writableLength > peakBuffered) peakBuffered = stream.writableLength
+        // The chunk is accepted; wait for room under the lock, so that later writes queue behind this wait.
+        return ok ? Exit.void : locked(waitDrain)
+      })
 
     const end: Effect.Effect<void, DuplexError> = Effect.suspend(() => {
       if (closed) return Exit.fail(closedError("end", "abort"))
