@@ -398,8 +398,10 @@ export interface ServeOptions extends SocketOptions {
   /** How long handlers may run on after shutdown starts. Default {@link DEFAULT_SHUTDOWN_GRACE} (10 s). */
   readonly shutdownGrace?: Duration.Input | undefined
   /**
-   * Receives every {@link ServerEvent}. Default: a connection failed by the server's side (handler error,
-   * stall, failed close) is logged at warning level, a peer's reset at debug level, the rest not at all.
+   * Receives every {@link ServerEvent}, each in a fiber of its own: the server never waits for it, so a
+   * slow consumer holds back neither connections nor shutdown. Default: a connection failed by the
+   * server's side (handler error, stall, failed close) is logged at warning level, a peer's reset at debug
+   * level, the rest not at all.
    */
   readonly onEvent?: ((event: ServerEvent) => Effect.Effect<void>) | undefined
   /** Name for diagnostics. Default `"tcp server <address>"`. */
@@ -499,8 +501,15 @@ export const serve = <E, R>(
     const onEvent = options.onEvent ?? defaultOnEvent
     const context = yield* Effect.context<R>()
     const run = Effect.runForkWith(context)
-    const emitUnsafe = (event: ServerEvent) => run(Effect.ignoreCause(onEvent(event)))
-    const emit = (event: ServerEvent) => Effect.ignoreCause(onEvent(event))
+    // Events are handed to `onEvent` in a fiber of their own: a slow or stuck consumer of events never holds
+    // a connection, or the shutdown, back. (With a synchronous `onEvent` they still arrive in order.)
+    const eventFibers = new Set<Fiber.Fiber<void>>()
+    const emitUnsafe = (event: ServerEvent): void => {
+      const fiber = run(Effect.ignoreCause(onEvent(event)))
+      if (fiber.pollUnsafe() !== undefined) return // a synchronous onEvent is done already
+      eventFibers.add(fiber)
+      fiber.addObserver(() => eventFibers.delete(fiber))
+    }
 
     const counters = { accepted: 0, refused: 0, completed: 0, failed: 0, idleTimeouts: 0, shutdownAborts: 0 }
     const fibers = new Set<Fiber.Fiber<void>>()
@@ -513,11 +522,15 @@ export const serve = <E, R>(
     const serveConnection = (socket: net.Socket, id: number): Effect.Effect<void, never, R> => {
       let info: ConnectionInfo = { id, remote: remoteOf(socket, requested), label: `${label} #${id}` }
       let duplex: Duplex.Duplex | undefined
-      const closedEvent = (
+      let reported = false
+      /** Counts and reports the end of the connection, once, whichever path gets there first. */
+      const reportClosed = (
         ending: Ending,
         stats: Duplex.Stats,
         extra: { cause?: Cause.Cause<unknown>; close?: Close.CloseOutcome }
-      ) => {
+      ): void => {
+        if (reported) return
+        reported = true
         active--
         counters[
           ending === "completed"
@@ -528,7 +541,7 @@ export const serve = <E, R>(
                 ? "idleTimeouts"
                 : "shutdownAborts"
         ]++
-        return emit({ _tag: "ConnectionClosed", connection: info, ending, stats, ...extra })
+        emitUnsafe({ _tag: "ConnectionClosed", connection: info, ending, stats, ...extra })
       }
       const body = Effect.gen(function* () {
         const conn = yield* Duplex.fromNodeDuplex(socket, {
@@ -537,7 +550,7 @@ export const serve = <E, R>(
         })
         duplex = conn
         info = { ...info, label: conn.label }
-        yield* emit({ _tag: "Accepted", connection: info })
+        emitUnsafe({ _tag: "Accepted", connection: info })
         const work = Effect.gen(function* () {
           const handled = yield* Effect.exit(handler(conn, info))
           if (Exit.isFailure(handled))
@@ -549,16 +562,21 @@ export const serve = <E, R>(
         const result = yield* Number.isFinite(idle) && idle > 0
           ? Effect.raceFirst(work, Effect.as(idleTimeoutOf(socket, idle), { ending: "idleTimeout" as const }))
           : work
-        if (result.ending !== "completed") yield* conn.abort
         const { ending, ...extra } = result
-        yield* closedEvent(ending, yield* conn.stats, extra)
+        // One step, so that an interruption cannot fall between the abort and the report.
+        yield* Effect.uninterruptible(
+          Effect.gen(function* () {
+            if (ending !== "completed") yield* conn.abort
+            reportClosed(ending, yield* conn.stats, extra)
+          })
+        )
       })
       return Effect.scoped(body).pipe(
         // Only an invalid option can fail the adapter, and serve checks those first; kept for the types.
-        Effect.catchCause((cause) => closedEvent("failed", zeroStats, { cause })),
+        Effect.catchCause((cause) => Effect.sync(() => reportClosed("failed", zeroStats, { cause }))),
         Effect.onInterrupt(() =>
           Effect.flatMap(duplex === undefined ? Effect.succeed(zeroStats) : duplex.stats, (stats) =>
-            closedEvent("shutdown", stats, {})
+            Effect.sync(() => reportClosed("shutdown", stats, {}))
           )
         )
       )
@@ -635,6 +653,9 @@ export const serve = <E, R>(
         yield* Effect.timeoutOption(drained, grace)
         yield* Fiber.interruptAll([...fibers])
         yield* Effect.timeoutOption(Deferred.await(closed), SOCKETS_GONE_MILLIS)
+        // Events still being delivered get a moment to finish; a consumer that hangs is not waited for.
+        yield* Effect.timeoutOption(Fiber.awaitAll([...eventFibers]), EVENTS_GONE_MILLIS)
+        yield* Fiber.interruptAll([...eventFibers])
       }).pipe(Effect.ensuring(Deferred.done(shutdownDone, Exit.void)), Effect.uninterruptible)
     })
     yield* Effect.addFinalizer(() => shutdown)
@@ -651,6 +672,9 @@ const ignore = () => {}
 
 /** After shutdown, how long to wait for Node to report every socket closed (they are destroyed by then). */
 const SOCKETS_GONE_MILLIS = 1000
+
+/** After shutdown, how long `onEvent` calls still running may take before they are interrupted. */
+const EVENTS_GONE_MILLIS = 1000
 
 const zeroDirection: Duplex.DirectionStats = {
   bytes: 0,

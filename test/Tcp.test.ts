@@ -727,6 +727,77 @@ describe("Tcp.serve", () => {
  * The seed scenario: a server that answers a 16 MiB upload after reading only its first KiB. Whatever it
  * leaves unread when it closes decides whether the client gets the answer.
  */
+describe("Tcp.serve events", () => {
+  it.live("a slow event consumer holds back neither the handler nor the counts", () =>
+    Effect.gen(function* () {
+      const events = new EventLog()
+      // A consumer that takes its time (a remote log, a metrics push) for every event.
+      const onEvent = (e: Tcp.ServerEvent) => Effect.andThen(Effect.sleep("2 seconds"), events.onEvent(e))
+      const server = yield* Tcp.serve({ port: 0, onEvent, shutdownGrace: "100 millis" }, (conn) =>
+        conn.write(text("hello\n"))
+      )
+      const greeting = yield* Effect.scoped(Effect.flatMap(Tcp.connect(server.address), readAll)).pipe(
+        within("1 second", "the greeting, with a slow onEvent")
+      )
+      assert.strictEqual(decode(greeting), "hello\n")
+      yield* eventually(
+        "the connection to be counted as completed",
+        server.stats,
+        (s) => s.completed === 1 && s.active === 0
+      )
+    })
+  )
+
+  it.live("a shutdown that lands while ConnectionClosed is still being delivered counts the connection once", () =>
+    Effect.gen(function* () {
+      const events = new EventLog()
+      const onEvent = (e: Tcp.ServerEvent) =>
+        Effect.andThen(events.onEvent(e), e._tag === "ConnectionClosed" ? Effect.sleep("300 millis") : Effect.void)
+      const server = yield* Tcp.serve({ port: 0, shutdownGrace: "100 millis", onEvent }, (conn) =>
+        Stream.runDrain(conn.readable)
+      )
+      yield* Effect.scoped(
+        Effect.flatMap(Tcp.connect(server.address), (c) => Effect.andThen(c.end, Stream.runDrain(c.readable)))
+      )
+      yield* events.waitFor("ConnectionClosed")
+      yield* server.shutdown.pipe(within("5 seconds", "shutdown"))
+      const stats = yield* server.stats
+      assert.deepStrictEqual(
+        { endings: events.endings, active: stats.active, completed: stats.completed, aborts: stats.shutdownAborts },
+        { endings: ["completed"], active: 0, completed: 1, aborts: 0 }
+      )
+    })
+  )
+
+  it.live("shutdown completes, and leaves no fiber behind, when the event consumer never returns", () =>
+    Effect.gen(function* () {
+      let hung = 0
+      const onEvent = (e: Tcp.ServerEvent) =>
+        e._tag === "ConnectionClosed"
+          ? Effect.andThen(
+              Effect.sync(() => hung++),
+              Effect.onInterrupt(Effect.never, () => Effect.sync(() => hung--))
+            )
+          : Effect.void
+      const scope = yield* Scope.make()
+      const server = yield* Tcp.serve({ port: 0, shutdownGrace: "100 millis", onEvent }, () => Effect.never).pipe(
+        Scope.provide(scope)
+      )
+      yield* Tcp.connect(server.address)
+      yield* eventually("the connection to be accepted", server.stats, (s) => s.active === 1)
+      // shutdown is uninterruptible: watch it from a detached fiber instead of timing it out.
+      const shutdown = yield* Effect.forkDetach(Scope.close(scope, Exit.void), { startImmediately: true })
+      yield* eventually(
+        "the shutdown to complete",
+        Effect.sync(() => shutdown.pollUnsafe()),
+        (exit) => exit !== undefined,
+        5000
+      )
+      assert.strictEqual(hung, 0, "the hung onEvent call was not interrupted at shutdown")
+    })
+  )
+})
+
 describe("the seed scenario: a server answers 1 MiB after reading 1 KiB of a 16 MiB upload", () => {
   const upload = randomBytes(16 * MiB, 7)
   const response = randomBytes(1 * MiB, 8)
