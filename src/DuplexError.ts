@@ -14,6 +14,7 @@
  * | {@link InvalidOptions} | yours | an option out of range when building a duplex |
  * | {@link ConnectFailed} | the peer's, the network's or a limit you set | nothing listens there, the connect timed out |
  * | {@link ListenFailed} | yours or the OS's | the address is in use, or not yours to bind |
+ * | {@link SpillFailed} | the local disk's | a temporary file for a backlog could not be written or read |
  *
  * @since 0.1.0
  */
@@ -40,7 +41,8 @@ const codeMeanings: Record<string, string> = {
   EPIPE: "EPIPE: broken pipe, the peer no longer reads",
   ETIMEDOUT: "ETIMEDOUT: the peer stopped acknowledging",
   ECONNREFUSED: "ECONNREFUSED: nothing listens there",
-  ENOENT: "ENOENT: no such socket file",
+  ENOENT: "ENOENT: no such file or socket",
+  ENOSPC: "ENOSPC: no space left on the device",
   EADDRINUSE: "EADDRINUSE: the address is in use",
   EACCES: "EACCES: permission denied"
 }
@@ -255,13 +257,38 @@ export class ListenFailed extends Data.TaggedClass("ListenFailed")<{
 }
 
 /**
+ * A temporary file that held a connection's backlog (the echo server's spill policy) failed: it could not
+ * be created, written or read (`ENOSPC`, `EACCES`, `ENOENT` for a missing directory, `EIO`). The fault is
+ * on our side, not the peer's; the connection was aborted.
+ *
+ * @category reasons
+ * @since 0.2.0
+ */
+export class SpillFailed extends Data.TaggedClass("SpillFailed")<{
+  readonly label: string
+  readonly operation: "open" | "write" | "read"
+  /** The directory the file was (to be) in. */
+  readonly directory: string
+  /** Bytes written to the file before the failure. */
+  readonly bytes: number
+  readonly code?: string | undefined
+  readonly cause?: unknown
+}> {
+  get message(): string {
+    const why =
+      this.code !== undefined ? describeCode(this.code) : this.cause instanceof Error ? this.cause.message : "failed"
+    return `${this.operation} of the spill file in ${this.directory} for ${this.label} failed (${why}) after ${formatBytes(this.bytes)}; free disk space or point \`directory\` at a writable place`
+  }
+}
+
+/**
  * Every reason a {@link DuplexError} can carry.
  *
  * @category models
  * @since 0.1.0
  */
 export type DuplexErrorReason =
-  Closed | Broken | Timeout | StallDetected | InvalidOptions | ConnectFailed | ListenFailed
+  Closed | Broken | Timeout | StallDetected | InvalidOptions | ConnectFailed | ListenFailed | SpillFailed
 
 const TypeId = "~fullduplex/DuplexError" as const
 

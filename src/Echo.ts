@@ -17,8 +17,8 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
+import * as fs from "node:fs/promises"
 import * as os from "node:os"
-import * as Close from "./Close.js"
 import type { Duplex } from "./Duplex.js"
 import { DuplexError, InvalidOptions } from "./DuplexError.js"
 import { SpillQueue } from "./internal/spillQueue.js"
@@ -94,8 +94,9 @@ export const stream = (options: { readonly stallTimeout?: Duration.Input | undef
 
 /**
  * The store-and-forward policy: read until the client half-closes, then answer. A request over
- * `maxRequestBytes` gets the line `fullduplex echo: request exceeds <n> bytes; nothing echoed` and a
- * lingering close; memory per connection stays at most `maxRequestBytes`.
+ * `maxRequestBytes` gets the line `fullduplex echo: request exceeds <n> bytes; nothing echoed`, then the
+ * server's close strategy (a lingering close by default, which discards the rest of the request instead
+ * of resetting the line away); memory per connection stays at most `maxRequestBytes`.
  *
  * **Example** (Echo requests of up to 1 MiB)
  *
@@ -217,8 +218,8 @@ const storeAndForwardEcho = (
     yield* duplex.write(
       new TextEncoder().encode(`fullduplex echo: request exceeds ${policy.maxRequestBytes} bytes; nothing echoed\n`)
     )
-    // The client is still sending: read and discard it, so the close does not reset the error line away.
-    yield* Close.lingering(duplex)
+    // The client may still be sending: the close strategy (lingering by default) reads and discards it, so
+    // that the close does not reset the error line away.
   })
 
 const spillEcho = (duplex: Duplex, policy: SpillPolicy, counters: Counters): Effect.Effect<void, DuplexError> =>
@@ -264,9 +265,16 @@ const spillEcho = (duplex: Duplex, policy: SpillPolicy, counters: Counters): Eff
 const checkPolicy = (label: string, policy: Policy): DuplexError | undefined => {
   const bad = (option: string, value: unknown, expected: string) =>
     new DuplexError({ reason: new InvalidOptions({ label, option, value, expected }) })
+  const stall = (timeout: Duration.Input | undefined) => {
+    if (timeout === undefined) return undefined
+    const millis = Duration.toMillis(timeout)
+    return millis > 0 && Number.isFinite(millis)
+      ? undefined
+      : bad("stallTimeout", timeout, "a finite duration above zero")
+  }
   switch (policy._tag) {
     case "Stream":
-      return undefined
+      return stall(policy.stallTimeout)
     case "StoreAndForward":
       return Number.isSafeInteger(policy.maxRequestBytes) && policy.maxRequestBytes >= 0
         ? undefined
@@ -281,9 +289,27 @@ const checkPolicy = (label: string, policy: Policy): DuplexError | undefined => 
       ) {
         return bad("maxFileBytes", policy.maxFileBytes, "a whole number of bytes ≥ 65536")
       }
-      return undefined
+      return stall(policy.stallTimeout)
   }
 }
+
+/** Fails with `InvalidOptions` unless `directory` is a directory this process can write to. */
+const checkDirectory = (label: string, directory: string): Effect.Effect<void, DuplexError> =>
+  Effect.tryPromise({
+    try: async () => {
+      if (!(await fs.stat(directory)).isDirectory()) throw new Error("not a directory")
+      await fs.access(directory, fs.constants.W_OK)
+    },
+    catch: (err) =>
+      new DuplexError({
+        reason: new InvalidOptions({
+          label,
+          option: "directory",
+          value: directory,
+          expected: `a writable directory (${err instanceof Error ? err.message : String(err)})`
+        })
+      })
+  })
 
 const handlerWith =
   (policy: Policy, counters: Counters) =>
@@ -363,8 +389,10 @@ export const handler = (policy: Policy = stream()): ((duplex: Duplex) => Effect.
 export const serve = (options: EchoOptions = {}): Effect.Effect<EchoServer, DuplexError, Scope.Scope> =>
   Effect.gen(function* () {
     const policy = options.policy ?? stream()
-    const bad = checkPolicy(options.label ?? "echo server", policy)
+    const label = options.label ?? "echo server"
+    const bad = checkPolicy(label, policy)
     if (bad !== undefined) return yield* bad
+    if (policy._tag === "Spill") yield* checkDirectory(label, policy.directory ?? os.tmpdir())
     const counters = new Counters()
     const server = yield* Tcp.serve(options, handlerWith(policy, counters))
     return { ...server, echo: Effect.sync(() => counters.snapshot()) }

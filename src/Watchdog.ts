@@ -64,6 +64,14 @@ const direction = (label: string, which: "outbound" | "inbound", stats: Stats): 
  * full) is not stalled; bound those with an idle timeout. The error lists both directions: bytes moved,
  * bytes buffered, whether blocked, and for how long in all. Time comes from `Clock`.
  *
+ * **Gotchas**
+ *
+ * Over TCP, progress is what the kernel takes from us, and the kernel takes it in bursts: a blocked
+ * writer is woken only once about a third of the socket's send buffer is free again (several MiB on
+ * loopback and fast links). A peer that keeps writing while it reads slower than about (send buffer / 3)
+ * per `stallTimeout` therefore looks stalled. Choose `stallTimeout` for the slowest reader you mean to
+ * serve: with a 4 MiB send buffer and 10 s, that is about 128 KiB/s.
+ *
  * **Example** (Cutting a client that never reads its echo)
  *
  * ```ts

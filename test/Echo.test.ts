@@ -1,11 +1,13 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Cause, Effect, Exit, Sink, Stream } from "effect"
+import { Cause, Effect, Exit, Fiber, Sink, Stream } from "effect"
 import * as fs from "node:fs"
 import * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
 import { Duplex, DuplexError, Echo, Tcp } from "fullduplex"
 import { assertDeadlockFree, concatBytes, firstDifference, randomBytes, readAll } from "fullduplex/testkit"
+import { within } from "./helpers.js"
+import { SpillQueue } from "../src/internal/spillQueue.js"
 
 const MiB = 1024 * 1024
 const PAYLOAD_BYTES = 64 * MiB
@@ -216,6 +218,9 @@ describe("Echo.handler over an in-memory pair", () => {
     Effect.gen(function* () {
       const [, server] = yield* Duplex.pair()
       for (const policy of [
+        Echo.stream({ stallTimeout: 0 }),
+        Echo.stream({ stallTimeout: "-1 second" }),
+        Echo.spill({ memoryBytes: 1024, stallTimeout: Infinity }),
         Echo.spill({ memoryBytes: -1 }),
         Echo.spill({ memoryBytes: 0, maxFileBytes: 10 }),
         Echo.storeAndForward({ maxRequestBytes: 1.5 })
@@ -225,6 +230,88 @@ describe("Echo.handler over an in-memory pair", () => {
       }
       const serveError = yield* Effect.flip(Echo.serve({ port: 0, policy: Echo.spill({ memoryBytes: -1 }) }))
       assert.strictEqual(serveError.reason._tag, "InvalidOptions")
+      const stallError = yield* Effect.flip(Echo.serve({ port: 0, policy: Echo.stream({ stallTimeout: 0 }) }))
+      assert.strictEqual(stallError.reason._tag, "InvalidOptions")
+    })
+  )
+})
+
+describe("Echo.serve checks", () => {
+  it.live("rejects a spill directory that does not exist, before listening", () =>
+    Effect.gen(function* () {
+      const directory = path.join(os.tmpdir(), "fullduplex-no-such-directory", String(process.pid))
+      const error = yield* Effect.flip(Echo.serve({ port: 0, policy: Echo.spill({ memoryBytes: 0, directory }) }))
+      assert.strictEqual(error.reason._tag, "InvalidOptions")
+      assert.include(error.message, "directory")
+    })
+  )
+})
+
+describe("SpillQueue (the spill policy's backlog)", () => {
+  const KiB = 1024
+  const tempDirectory = Effect.acquireRelease(
+    Effect.sync(() => fs.mkdtempSync(path.join(os.tmpdir(), "fullduplex-spill-test-"))),
+    (d) => Effect.sync(() => fs.rmSync(d, { recursive: true, force: true }))
+  )
+  /** Descriptors of this process open on a spill file (Linux: /proc/self/fd). */
+  const openSpillFiles = () =>
+    fs.existsSync("/proc/self/fd")
+      ? fs.readdirSync("/proc/self/fd").filter((fd) => {
+          try {
+            return fs.readlinkSync(`/proc/self/fd/${fd}`).includes("fullduplex-spill")
+          } catch {
+            return false
+          }
+        }).length
+      : 0
+
+  it.live("keeps the file within maxFileBytes when the consumer keeps up only partly, and keeps order", () =>
+    Effect.gen(function* () {
+      const directory = yield* tempDirectory
+      const maxFileBytes = 256 * KiB
+      const queue = new SpillQueue({ memoryBytes: 0, maxFileBytes, directory, label: "test" })
+      yield* Effect.addFinalizer(() => queue.close)
+      const chunks = 200
+      const piece = (i: number) => new Uint8Array(64 * KiB).fill(i & 0xff)
+      let peakFileBytes = 0
+      const producer = Effect.gen(function* () {
+        for (let i = 0; i < chunks; i++) yield* queue.push(piece(i))
+        queue.end()
+      })
+      const consumer = Effect.gen(function* () {
+        const seen: Array<number> = []
+        while (true) {
+          const chunk = yield* queue.take
+          if (chunk === undefined) return seen
+          for (let at = 0; at < chunk.length; at += 64 * KiB) seen.push(chunk[at]!)
+          const size = (queue as unknown as { fileWritten: number }).fileWritten
+          if (size > peakFileBytes) peakFileBytes = size
+          yield* Effect.sleep(1) // slower than the producer: the file never drains on its own
+        }
+      })
+      const [, seen] = yield* Effect.all([producer, consumer], { concurrency: 2 }).pipe(
+        within("30 seconds", "spill producer and consumer")
+      )
+      assert.deepStrictEqual(
+        seen,
+        Array.from({ length: chunks }, (_, i) => i & 0xff)
+      )
+      assert.isAtMost(peakFileBytes, maxFileBytes, "the spill file grew past maxFileBytes")
+      assert.strictEqual(queue.spilledBytes, chunks * 64 * KiB)
+    })
+  )
+
+  it.live("a push interrupted while the file is being opened leaves no open file after close", () =>
+    Effect.gen(function* () {
+      const directory = yield* tempDirectory
+      const before = openSpillFiles()
+      const queue = new SpillQueue({ memoryBytes: 0, maxFileBytes: 1024 * KiB, directory, label: "test" })
+      const push = yield* Effect.forkChild(queue.push(new Uint8Array(10)), { startImmediately: true })
+      yield* Fiber.interrupt(push) // say, the client reset just as the first byte spilled
+      yield* queue.close
+      yield* Effect.sleep("200 millis") // the open that was in flight completes meanwhile
+      assert.strictEqual(openSpillFiles() - before, 0, "a spill file was left open")
+      assert.deepStrictEqual(fs.readdirSync(directory), [])
     })
   )
 })

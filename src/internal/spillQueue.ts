@@ -12,7 +12,7 @@ import * as Exit from "effect/Exit"
 import { randomBytes } from "node:crypto"
 import * as fs from "node:fs/promises"
 import * as path from "node:path"
-import { Broken, DuplexError } from "../DuplexError.js"
+import { DuplexError, SpillFailed } from "../DuplexError.js"
 
 /** The largest piece read back from the file at once. */
 const READ_PIECE_BYTES = 64 * 1024
@@ -40,6 +40,8 @@ export class SpillQueue {
   private fileWritten = 0
   private fileRead = 0
   private ended = false
+  /** Set by `close`: a file whose open completes afterwards is closed at once. */
+  private closed = false
   private wakeTaker: (() => void) | undefined
   private wakePusher: (() => void) | undefined
 
@@ -49,15 +51,15 @@ export class SpillQueue {
     return this.fileWritten - this.fileRead
   }
 
-  private fail(operation: "read" | "write", err: unknown): DuplexError {
+  private fail(operation: "open" | "write" | "read", err: unknown): DuplexError {
     const code =
       typeof err === "object" && err !== null && "code" in err && typeof err.code === "string" ? err.code : undefined
     return new DuplexError({
-      reason: new Broken({
-        label: `${this.options.label} spill file`,
-        direction: operation === "write" ? "outbound" : "inbound",
+      reason: new SpillFailed({
+        label: this.options.label,
         operation,
-        bytes: operation === "write" ? this.spilledBytes : this.fileRead,
+        directory: this.options.directory,
+        bytes: this.spilledBytes,
         code,
         cause: err
       })
@@ -90,6 +92,12 @@ export class SpillQueue {
     return Effect.tryPromise({
       try: async () => {
         const file = await fs.open(name, "wx+", 0o600)
+        if (this.closed) {
+          // The queue was closed while the open was in flight (an interrupted push): nobody else will.
+          await file.close().catch(() => {})
+          await fs.unlink(name).catch(() => {})
+          throw new Error("the spill queue was closed while its file was being opened")
+        }
         this.file = file
         this.filePath = name
         // Unlinked at once where the OS allows it: the bytes live while the handle is open, and nothing is
@@ -100,7 +108,7 @@ export class SpillQueue {
         )
         return file
       },
-      catch: (err) => this.fail("write", err)
+      catch: (err) => this.fail("open", err)
     })
   })
 
@@ -114,8 +122,18 @@ export class SpillQueue {
         this.wake("taker")
         return Effect.void
       }
-      const roomInFile = () => this.fileUnread === 0 || this.fileUnread + chunk.length <= this.options.maxFileBytes
-      return Effect.andThen(this.wait("pusher", roomInFile), this.pushToFile(chunk))
+      // The file's size is what is bounded: offsets restart at zero only once it is drained, so a reader
+      // that keeps up only partly must drain it before it grows past `maxFileBytes`.
+      if (this.fileUnread === 0 || this.fileWritten + chunk.length <= this.options.maxFileBytes) {
+        return this.pushToFile(chunk)
+      }
+      return Effect.andThen(
+        this.wait(
+          "pusher",
+          () => this.fileUnread === 0 || this.fileWritten + chunk.length <= this.options.maxFileBytes
+        ),
+        this.push(chunk)
+      )
     })
   }
 
@@ -188,6 +206,7 @@ export class SpillQueue {
 
   /** Closes and removes the file. */
   readonly close: Effect.Effect<void> = Effect.promise(async () => {
+    this.closed = true
     const file = this.file
     this.file = undefined
     if (file !== undefined) await file.close().catch(() => {})
