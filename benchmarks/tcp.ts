@@ -6,7 +6,7 @@
  *   `net` server doing `socket.pipe(socket)` and a `net` client that writes (honouring `'drain'`) while it
  *   counts `'data'` events. Server and client share this process, on both sides.
  * - `tcp ping-pong`: one byte out, wait for it to come back, repeat. Subject: `Echo.serve` and a
- *   `Tcp.connect` client that writes and then pulls one chunk from `conn.readable`. Baseline: the same
+ *   `Tcp.connect` client that writes and then reads one chunk with `conn.read`. Baseline: the same
  *   `socket.pipe(socket)` server and a `net` client that writes the next byte from its `'data'` handler.
  * - `tcp echo server memory`: the 1 GiB echo against a server in a process of its own
  *   (`echoServerProcess.ts`), which samples its RSS; the client is the baseline's `net` client on both
@@ -17,7 +17,7 @@
  * run opens its own server and connection and closes both before it ends (the memory row's server
  * processes live over all runs of the case and are stopped after the last).
  */
-import { Data, Effect, Sink, Stream } from "effect"
+import { Data, Effect, Option, Sink, Stream } from "effect"
 import { type ChildProcess, fork } from "node:child_process"
 import * as net from "node:net"
 import { fileURLToPath } from "node:url"
@@ -234,14 +234,12 @@ const fullduplexPingPongRun = (roundTrips: number) =>
     Effect.gen(function* () {
       const server = yield* Echo.serve({ port: 0, idleTimeout: IDLE_TIMEOUT })
       const conn = yield* Tcp.connect(server.address)
-      // `readable` delivers one chunk per pull and a pull waits for bytes; one `toPull` serves every round
-      // trip (pulling through `Stream.runHead` per round trip measured about 5% slower).
-      const pull = yield* Stream.toPull(conn.readable)
+      // `conn.read` is one chunk or None at EOF: the request/response way to read, without a Stream.
       for (let i = 0; i < roundTrips; i++) {
         const ping = pingAt(i)
         yield* conn.write(ping)
-        const pong = yield* pull
-        if (pong.length !== 1 || pong[0].length !== 1 || pong[0][0] !== ping[0]) {
+        const pong = yield* conn.read
+        if (Option.isNone(pong) || pong.value.length !== 1 || pong.value[0] !== ping[0]) {
           return yield* new PatternMismatch({ what: "Tcp ping-pong", offset: i })
         }
       }
@@ -400,7 +398,7 @@ const pingPongCase = (): BenchCase => ({
     `${ROUND_TRIPS.toLocaleString("en-US")} round trips over one loopback TCP connection to an echo ` +
     `server in the same process: the client writes one byte, waits until it comes back (checking its value), ` +
     `and only then writes the next; subject: \`Echo.serve({ port: 0 })\` and a \`Tcp.connect\` client doing ` +
-    `\`conn.write(byte)\` then one pull of \`Stream.toPull(conn.readable)\` per round trip; baseline: the ` +
+    `\`conn.write(byte)\` then \`conn.read\` per round trip; baseline: the ` +
     `\`socket.pipe(socket)\` server and a \`net\` client that writes the next byte from its 'data' handler. ` +
     `Both sides set \`TCP_NODELAY\` (\`net\` sockets with the \`noDelay: true\` option), so no write waits ` +
     `for Nagle's algorithm`,

@@ -12,6 +12,7 @@ import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
+import type * as Option from "effect/Option"
 import { dual } from "effect/Function"
 import { type Pipeable, pipeArguments } from "effect/Pipeable"
 import * as Predicate from "effect/Predicate"
@@ -76,6 +77,9 @@ export interface Stats {
  * - `readable`: inbound bytes, one chunk per pull. Ends at the peer's half-close; fails with
  *   `DuplexError` on reset. Each run of the stream continues where the previous one stopped (a run that
  *   stops after any chunk leaves the rest for the next); run it from one fiber at a time.
+ * - `read`: the next inbound chunk, or `None` at the peer's half-close: one step of `readable`, without
+ *   the Stream machinery (the cheapest way to read a request and answer it). Reads and runs of
+ *   `readable` share one position.
  * - `write(chunk)`: completes when the chunk is accepted into a buffer bounded in bytes, so a writer is
  *   held back instead of the process's memory growing. Concurrent writes are served in call order.
  * - `writeAll(chunks)` / `sink`: the same for many chunks. `sink` does not `end`.
@@ -107,6 +111,7 @@ export interface Duplex extends Pipeable {
   /** A name for errors and diagnostics (`"pair.a"`, `"tcp 127.0.0.1:4000"`). */
   readonly label: string
   readonly readable: Stream.Stream<Uint8Array, DuplexError>
+  readonly read: Effect.Effect<Option.Option<Uint8Array>, DuplexError>
   readonly write: (chunk: Uint8Array) => Effect.Effect<void, DuplexError>
   readonly writeAll: (chunks: Iterable<Uint8Array>) => Effect.Effect<void, DuplexError>
   readonly sink: Sink.Sink<void, Uint8Array, never, DuplexError>
@@ -135,6 +140,7 @@ class DuplexImpl implements Duplex {
   readonly [TypeId]: TypeId = TypeId
   readonly label: string
   readonly readable: Stream.Stream<Uint8Array, DuplexError>
+  readonly read: Effect.Effect<Option.Option<Uint8Array>, DuplexError>
   readonly write: (chunk: Uint8Array) => Effect.Effect<void, DuplexError>
   readonly writeAll: (chunks: Iterable<Uint8Array>) => Effect.Effect<void, DuplexError>
   readonly sink: Sink.Sink<void, Uint8Array, never, DuplexError>
@@ -145,6 +151,8 @@ class DuplexImpl implements Duplex {
   constructor(parts: MakeOptions) {
     this.label = parts.label
     this.readable = parts.readable
+    // Any conforming `readable` gives up exactly one chunk to a run that takes one: the generic `read`.
+    this.read = parts.read ?? Stream.runHead(parts.readable)
     this.write = parts.write
     this.writeAll = parts.writeAll ?? ((chunks) => Effect.forEach(chunks, parts.write, { discard: true }))
     this.sink = Sink.forEachArray(this.writeAll)
@@ -167,6 +175,8 @@ class DuplexImpl implements Duplex {
 export interface MakeOptions {
   readonly label: string
   readonly readable: Stream.Stream<Uint8Array, DuplexError>
+  /** One chunk of `readable`, or `None` at its end. Defaults to `Stream.runHead(readable)`. */
+  readonly read?: Effect.Effect<Option.Option<Uint8Array>, DuplexError> | undefined
   readonly write: (chunk: Uint8Array) => Effect.Effect<void, DuplexError>
   /** Defaults to `write` for each chunk in order. */
   readonly writeAll?: ((chunks: Iterable<Uint8Array>) => Effect.Effect<void, DuplexError>) | undefined
@@ -303,6 +313,7 @@ const pairSide = (label: string, outbound: BytePipe, inbound: BytePipe): Duplex 
   make({
     label,
     readable: Stream.fromPull(Effect.succeed(inbound.pull)),
+    read: inbound.read,
     write: outbound.write,
     end: Effect.suspend(() => {
       const error = outbound.end()

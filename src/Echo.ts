@@ -15,6 +15,7 @@
  */
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as fs from "node:fs/promises"
@@ -188,8 +189,14 @@ class Counters {
 
 const buffered = (duplex: Duplex) => Effect.map(duplex.stats, (s) => s.inbound.buffered + s.outbound.buffered)
 
-const streamEcho = (duplex: Duplex, policy: StreamPolicy): Effect.Effect<void, DuplexError> =>
-  Stream.run(duplex.readable, duplex.sink).pipe(Watchdog.guard(duplex, { stallTimeout: policy.stallTimeout }))
+const streamEcho = (duplex: Duplex, policy: StreamPolicy): Effect.Effect<void, DuplexError> => {
+  // Read a chunk, write it back, repeat: while the write waits, nothing is read, so a client that does
+  // not read its echo stalls both directions, which is what the watchdog reports.
+  const loop: Effect.Effect<void, DuplexError> = Effect.flatMap(duplex.read, (chunk) =>
+    Option.isNone(chunk) ? Effect.void : Effect.flatMap(duplex.write(chunk.value), () => loop)
+  )
+  return loop.pipe(Watchdog.guard(duplex, { stallTimeout: policy.stallTimeout }))
+}
 
 const storeAndForwardEcho = (
   duplex: Duplex,

@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Exit, Fiber, Scope, Sink, Stream } from "effect"
+import { Effect, Exit, Fiber, Option, Scope, Sink, Stream } from "effect"
 import { TestClock } from "effect/testing"
 import * as net from "node:net"
 import { Duplex as NodeDuplex, PassThrough } from "node:stream"
@@ -218,6 +218,65 @@ describe("Duplex.pair", () => {
       )
       const reader = yield* Fiber.join(fiber)
       assert.strictEqual(reasonOf(yield* Fiber.await(reader)), "Closed")
+    })
+  )
+})
+
+describe("Duplex read", () => {
+  it.effect("reads one chunk at a time, sharing its position with readable, and None at EOF", () =>
+    Effect.gen(function* () {
+      const [a, b] = yield* Duplex.pair({ capacity: 1024 })
+      yield* a.writeAll([text("one"), text("two"), text("three")])
+      yield* a.end
+      const first = yield* b.read
+      assert.strictEqual(Option.isSome(first) ? decode(first.value) : "none", "one")
+      const second = yield* Stream.runHead(b.readable)
+      assert.strictEqual(Option.isSome(second) ? decode(second.value) : "none", "two")
+      const third = yield* b.read
+      assert.strictEqual(Option.isSome(third) ? decode(third.value) : "none", "three")
+      assert.isTrue(Option.isNone(yield* b.read))
+      assert.isTrue(Option.isNone(yield* b.read), "EOF is sticky")
+    })
+  )
+
+  it.effect("waits for bytes, and fails Broken after the peer's abort and Closed after our own", () =>
+    Effect.gen(function* () {
+      const [a, b] = yield* Duplex.pair({ capacity: 1024 })
+      const pending = yield* Effect.forkChild(b.read, { startImmediately: true })
+      yield* settle
+      assert.isUndefined(pending.pollUnsafe(), "read returned before any byte was written")
+      yield* a.write(text("x"))
+      const got = yield* Fiber.join(pending)
+      assert.strictEqual(Option.isSome(got) ? decode(got.value) : "none", "x")
+      const blocked = yield* Effect.forkChild(b.read, { startImmediately: true })
+      yield* settle
+      yield* a.abort
+      assert.strictEqual(reasonOf(yield* Fiber.await(blocked)), "Broken")
+      yield* b.abort
+      assert.strictEqual(reasonOf(yield* Effect.exit(b.read)), "Closed")
+    })
+  )
+
+  it.effect("Duplex.make derives read from readable when a transport gives none", () =>
+    Effect.gen(function* () {
+      const [a, b] = yield* Duplex.pair({ capacity: 1024 })
+      const wrapped = Duplex.make({
+        label: "wrapped",
+        readable: b.readable,
+        write: b.write,
+        end: b.end,
+        abort: b.abort,
+        stats: b.stats
+      })
+      yield* a.writeAll([text("p"), text("q")])
+      yield* a.end
+      const chunks: Array<string> = []
+      while (true) {
+        const next = yield* wrapped.read
+        if (Option.isNone(next)) break
+        chunks.push(decode(next.value))
+      }
+      assert.deepStrictEqual(chunks, ["p", "q"])
     })
   )
 })

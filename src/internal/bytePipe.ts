@@ -25,6 +25,7 @@ import * as Cause from "effect/Cause"
 import type * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import * as Option from "effect/Option"
 import type * as Pull from "effect/Pull"
 import type { DirectionStats } from "../Duplex.js"
 import { Broken, Closed, DuplexError } from "../DuplexError.js"
@@ -192,6 +193,21 @@ export class BytePipe {
     const ready = this.readyExit()
     if (ready !== undefined) return ready
     return Effect.flatMap(this.waitReadable, () => this.pull)
+  }
+
+  /**
+   * One chunk, or `None` at EOF: the same as one `pull`, without the Stream's batch and `Done` failure.
+   * It shares its position with `pull`.
+   */
+  readonly read: Effect.Effect<Option.Option<Uint8Array>, DuplexError> = Effect.suspend(() => this.readNow())
+
+  private readNow(): Effect.Effect<Option.Option<Uint8Array>, DuplexError> {
+    if (this.readerClosed) return Exit.fail(this.closedError("read", "abort"))
+    if (this.buffered > 0) return Exit.succeed(Option.some(this.takeChunk()))
+    if (this.writers.length > 0) return Exit.succeed(Option.some(this.handOver()))
+    if (this.writerState === "ended") return Exit.succeed(Option.none())
+    if (this.writerState === "aborted") return Exit.fail(this.brokenRead())
+    return Effect.flatMap(this.waitReadable, () => this.read)
   }
 
   /** What a read gets now, or `undefined` when it has to wait. */

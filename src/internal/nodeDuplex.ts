@@ -280,6 +280,7 @@ export const make = (
     return {
       label,
       readable: Stream.fromPull(Effect.succeed(inbound.pull)),
+      read: inbound.read,
       write,
       end,
       abort,

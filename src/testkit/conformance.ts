@@ -14,7 +14,7 @@ import * as Stream from "effect/Stream"
 import { Duplex, DuplexError } from "fullduplex"
 import { assertDeadlockFree, type Watch } from "./assertDeadlockFree.js"
 import { collectBytes, readAll } from "./collect.js"
-import { firstDifference, randomBytes, randomChunks } from "./random.js"
+import { concatBytes, firstDifference, randomBytes, randomChunks } from "./random.js"
 
 /**
  * A conformance case failed: `detail` says what was expected and what happened.
@@ -81,7 +81,8 @@ const KiB = 1024
  * **Details**
  *
  * `makePair` opens two connected duplexes in the given scope; it runs once per case, and the scope is
- * closed after the case. The cases check that order is preserved both ways; that EOF follows `end`, and
+ * closed after the case. The cases check that order is preserved both ways; that `read` and `readable`
+ * share one position and `read` gives `None` at EOF; that EOF follows `end`, and
  * `end` is idempotent; that a half-close leaves the other direction working; that `stats` stays within
  * `bufferBound` while the reader is away; that a write after `end` fails `Closed`, even an empty one; that
  * `abort` makes the peer fail `Broken`, fails our own pending reads `Closed`, and wakes blocked reads and
@@ -157,6 +158,29 @@ export const conformance = <E>(
           yield* from.end
           yield* expectSame(yield* Fiber.join(got), payload, `${from.label} → ${to.label}`, fail)
         }
+      })
+    ),
+
+    make("read and readable share one position, and read gives None at EOF", (a, b, fail) =>
+      Effect.gen(function* () {
+        const payload = randomBytes(64 * KiB, seed + 2)
+        const writer = yield* Effect.forkChild(
+          Effect.andThen(a.writeAll(randomChunks(payload, 4 * KiB, seed + 2)), a.end),
+          {
+            startImmediately: true
+          }
+        )
+        // Alternate: one chunk by `read`, one by a run of `readable` that stops after a chunk.
+        const got: Array<Uint8Array> = []
+        for (let useRead = true; ; useRead = !useRead) {
+          const next = useRead ? yield* b.read : yield* Stream.runHead(b.readable)
+          if (next._tag === "None") break
+          got.push(next.value)
+        }
+        yield* Fiber.join(writer)
+        yield* expectSame(concatBytes(got), payload, "bytes read alternately by read and readable", fail)
+        const after = yield* b.read
+        if (after._tag !== "None") return yield* fail(`read after EOF gave ${after.value.length} bytes, not None`)
       })
     ),
 
