@@ -49,6 +49,11 @@ describe("package", () => {
             "const error = exit.cause.reasons[0].error",
             'if (!(error instanceof DuplexError.DuplexError)) throw new Error("error class differs")',
             'if (D.pair !== Duplex.pair) throw new Error("subpath and namespace differ")',
+            'import * as T from "fullduplex/Tcp"',
+            'import { Close, Echo, Tcp, Watchdog } from "fullduplex"',
+            'for (const [name, sub, ns] of [["Tcp", T, Tcp], ["Close", await import("fullduplex/Close"), Close], ["Echo", await import("fullduplex/Echo"), Echo], ["Watchdog", await import("fullduplex/Watchdog"), Watchdog]]) {',
+            "  if (Object.keys(sub).length === 0 || Object.keys(sub).some((k) => sub[k] !== ns[k])) throw new Error(`${name}: subpath and namespace differ`)",
+            "}",
             'console.log("esm", conformance("x", Duplex.pair()).length)'
           ].join("\n")
         )
@@ -61,12 +66,14 @@ describe("package", () => {
           [
             'const { Duplex } = require("fullduplex")',
             'const { randomBytes } = require("fullduplex/testkit")',
-            'console.log("cjs", typeof Duplex.pair, randomBytes(4, 1).length)'
+            'const { Tcp } = require("fullduplex")',
+            'const Echo = require("fullduplex/Echo")',
+            'console.log("cjs", typeof Duplex.pair, randomBytes(4, 1).length, typeof Tcp.serve, typeof Echo.serve)'
           ].join("\n")
         )
         const cjs = yield* run("node", ["cjs.cjs"], dir)
         assert.strictEqual(cjs.exitCode, 0, cjs.all)
-        assert.strictEqual(cjs.stdout, "cjs function 4")
+        assert.strictEqual(cjs.stdout, "cjs function 4 function function")
 
         // Inferred types that mention DuplexError, with no import of it in the consumer: the compiler must
         // be able to name them (TS2883 / TS4023 otherwise).
