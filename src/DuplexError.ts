@@ -49,6 +49,10 @@ const codeMeanings: Record<string, string> = {
 
 const describeCode = (code: string): string => codeMeanings[code] ?? code
 
+/** The OS code in words, else the cause's message. */
+const whyOf = (code: string | undefined, cause: unknown): string =>
+  code !== undefined ? describeCode(code) : cause instanceof Error ? cause.message : "failed"
+
 /**
  * You closed this side: a write after `end`, or any read or write after your own `abort` (or after the
  * scope that owns the duplex closed).
@@ -231,7 +235,7 @@ export class ConnectFailed extends Data.TaggedClass("ConnectFailed")<{
         ? `no answer within ${this.timeoutMillis} ms; check the address, or raise connectTimeout`
         : this.code === "ECONNRESET"
           ? `${describeCode(this.code)} as the connection was made; the server may be refusing connections (a connection limit, a shutdown)`
-          : `${this.code !== undefined ? describeCode(this.code) : this.cause instanceof Error ? this.cause.message : "failed"}; check that a server listens there`
+          : `${whyOf(this.code, this.cause)}; check that a server listens there`
     return `connect to ${this.address} (${this.label}) failed: ${why}`
   }
 }
@@ -250,8 +254,7 @@ export class ListenFailed extends Data.TaggedClass("ListenFailed")<{
   readonly cause?: unknown
 }> {
   get message(): string {
-    const why =
-      this.code !== undefined ? describeCode(this.code) : this.cause instanceof Error ? this.cause.message : "failed"
+    const why = whyOf(this.code, this.cause)
     return `listen on ${this.address} (${this.label}) failed: ${why}; pick another address (port 0 for an ephemeral one)`
   }
 }
@@ -275,8 +278,7 @@ export class SpillFailed extends Data.TaggedClass("SpillFailed")<{
   readonly cause?: unknown
 }> {
   get message(): string {
-    const why =
-      this.code !== undefined ? describeCode(this.code) : this.cause instanceof Error ? this.cause.message : "failed"
+    const why = whyOf(this.code, this.cause)
     return `${this.operation} of the spill file in ${this.directory} for ${this.label} failed (${why}) after ${formatBytes(this.bytes)}; free disk space or point \`directory\` at a writable place`
   }
 }
