@@ -10,7 +10,7 @@
  * data-first form (`Close.lingering(duplex, options)`) and a strategy form (`Close.lingering(options)`)
  * for `Tcp.serve`'s `close` option.
  *
- * @since 0.2.0
+ * @since 0.1.0
  */
 import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
@@ -35,7 +35,7 @@ import { type DuplexError, DuplexError as DuplexErrorClass, Timeout } from "./Du
  * `discardedBytes` counts the input read and thrown away while closing; `millis` the time the close took.
  *
  * @category models
- * @since 0.2.0
+ * @since 0.1.0
  */
 export interface CloseOutcome {
   readonly ending: "eof" | "lingerTimeout" | "maxLinger" | "reset" | "aborted"
@@ -47,7 +47,7 @@ export interface CloseOutcome {
  * A way to close a duplex, as `Tcp.serve`'s `close` option takes it.
  *
  * @category models
- * @since 0.2.0
+ * @since 0.1.0
  */
 export type Strategy = (duplex: Duplex) => Effect.Effect<CloseOutcome, DuplexError>
 
@@ -55,7 +55,7 @@ export type Strategy = (duplex: Duplex) => Effect.Effect<CloseOutcome, DuplexErr
  * Options of {@link lingering}.
  *
  * @category models
- * @since 0.2.0
+ * @since 0.1.0
  */
 export interface LingeringOptions {
   /** How long to wait for the next input byte before giving up. Default {@link DEFAULT_LINGER_TIMEOUT} (5 s). */
@@ -70,7 +70,7 @@ export interface LingeringOptions {
  * (`SECONDS_TO_LINGER` in `server/connection.c`); fullduplex takes the more patient of the two.
  *
  * @category constants
- * @since 0.2.0
+ * @since 0.1.0
  */
 export const DEFAULT_LINGER_TIMEOUT: Duration.Duration = Duration.seconds(5)
 
@@ -79,7 +79,7 @@ export const DEFAULT_LINGER_TIMEOUT: Duration.Duration = Duration.seconds(5)
  * httpd (`MAX_SECS_TO_LINGER`) use.
  *
  * @category constants
- * @since 0.2.0
+ * @since 0.1.0
  */
 export const DEFAULT_MAX_LINGER: Duration.Duration = Duration.seconds(30)
 
@@ -87,7 +87,7 @@ export const DEFAULT_MAX_LINGER: Duration.Duration = Duration.seconds(30)
  * How long {@link halfClose} waits for the peer's EOF by default: 30 s.
  *
  * @category constants
- * @since 0.2.0
+ * @since 0.1.0
  */
 export const DEFAULT_HALF_CLOSE_TIMEOUT: Duration.Duration = Duration.seconds(30)
 
@@ -190,7 +190,7 @@ const lingeringImpl = (duplex: Duplex, options: LingeringOptions = {}): Effect.E
  * ```
  *
  * @category strategies
- * @since 0.2.0
+ * @since 0.1.0
  */
 export const lingering: {
   (options?: LingeringOptions): Strategy
@@ -202,7 +202,7 @@ export const lingering: {
  * Options of {@link halfClose}.
  *
  * @category models
- * @since 0.2.0
+ * @since 0.1.0
  */
 export interface HalfCloseOptions {
   /** The most the flush, FIN and wait for the peer's EOF may take. Default 30 s. */
@@ -278,7 +278,7 @@ const halfCloseImpl = (duplex: Duplex, options: HalfCloseOptions = {}): Effect.E
  * ```
  *
  * @category strategies
- * @since 0.2.0
+ * @since 0.1.0
  */
 export const halfClose: {
   (options?: HalfCloseOptions): Strategy
@@ -306,7 +306,7 @@ const abortImpl = (duplex: Duplex): Effect.Effect<CloseOutcome> =>
  * ```
  *
  * @category strategies
- * @since 0.2.0
+ * @since 0.1.0
  */
 export const abort: {
   (): Strategy

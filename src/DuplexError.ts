@@ -218,7 +218,7 @@ export class InvalidOptions extends Data.TaggedClass("InvalidOptions")<{
  * `address` is what was dialled (`"127.0.0.1:4000"`, or a socket path). No byte was sent or received.
  *
  * @category reasons
- * @since 0.2.0
+ * @since 0.1.0
  */
 export class ConnectFailed extends Data.TaggedClass("ConnectFailed")<{
   readonly label: string
@@ -245,7 +245,7 @@ export class ConnectFailed extends Data.TaggedClass("ConnectFailed")<{
  * socket file left by a crashed process), or not allowed (`EACCES`).
  *
  * @category reasons
- * @since 0.2.0
+ * @since 0.1.0
  */
 export class ListenFailed extends Data.TaggedClass("ListenFailed")<{
   readonly label: string
@@ -265,7 +265,7 @@ export class ListenFailed extends Data.TaggedClass("ListenFailed")<{
  * on our side, not the peer's; the connection was aborted.
  *
  * @category reasons
- * @since 0.2.0
+ * @since 0.1.0
  */
 export class SpillFailed extends Data.TaggedClass("SpillFailed")<{
   readonly label: string

@@ -11,7 +11,7 @@
  * | {@link storeAndForward} | its echo, in full, up to `maxRequestBytes`; beyond it, an error line |
  * | {@link spill} | its echo, in full: the backlog beyond `memoryBytes` waits in a temporary file |
  *
- * @since 0.2.0
+ * @since 0.1.0
  */
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -30,7 +30,7 @@ import * as Watchdog from "./Watchdog.js"
  * Echo as it reads, with bounded buffers and the stall watchdog on.
  *
  * @category models
- * @since 0.2.0
+ * @since 0.1.0
  */
 export interface StreamPolicy {
   readonly _tag: "Stream"
@@ -42,7 +42,7 @@ export interface StreamPolicy {
  * Read the whole request (until the client half-closes), then echo it.
  *
  * @category models
- * @since 0.2.0
+ * @since 0.1.0
  */
 export interface StoreAndForwardPolicy {
   readonly _tag: "StoreAndForward"
@@ -54,7 +54,7 @@ export interface StoreAndForwardPolicy {
  * `memoryBytes` and goes to a temporary file beyond it.
  *
  * @category models
- * @since 0.2.0
+ * @since 0.1.0
  */
 export interface SpillPolicy {
   readonly _tag: "Spill"
@@ -70,7 +70,7 @@ export interface SpillPolicy {
  * One of the three echo policies.
  *
  * @category models
- * @since 0.2.0
+ * @since 0.1.0
  */
 export type Policy = StreamPolicy | StoreAndForwardPolicy | SpillPolicy
 
@@ -86,7 +86,7 @@ export type Policy = StreamPolicy | StoreAndForwardPolicy | SpillPolicy
  * ```
  *
  * @category policies
- * @since 0.2.0
+ * @since 0.1.0
  */
 export const stream = (options: { readonly stallTimeout?: Duration.Input | undefined } = {}): StreamPolicy => ({
   _tag: "Stream",
@@ -108,7 +108,7 @@ export const stream = (options: { readonly stallTimeout?: Duration.Input | undef
  * ```
  *
  * @category policies
- * @since 0.2.0
+ * @since 0.1.0
  */
 export const storeAndForward = (options: { readonly maxRequestBytes: number }): StoreAndForwardPolicy => ({
   _tag: "StoreAndForward",
@@ -129,7 +129,7 @@ export const storeAndForward = (options: { readonly maxRequestBytes: number }): 
  * ```
  *
  * @category policies
- * @since 0.2.0
+ * @since 0.1.0
  */
 export const spill = (options: Omit<SpillPolicy, "_tag">): SpillPolicy => ({ _tag: "Spill", ...options })
 
@@ -142,7 +142,7 @@ export const spill = (options: Omit<SpillPolicy, "_tag">): SpillPolicy => ({ _ta
  * - `tooLarge`: requests refused by `storeAndForward` for their size.
  *
  * @category models
- * @since 0.2.0
+ * @since 0.1.0
  */
 export interface EchoStats {
   readonly peakBufferedBytes: number
@@ -154,7 +154,7 @@ export interface EchoStats {
  * Options of {@link serve}: those of `Tcp.serve` plus the policy.
  *
  * @category models
- * @since 0.2.0
+ * @since 0.1.0
  */
 export interface EchoOptions extends Tcp.ServeOptions {
   /** Default {@link stream}(). */
@@ -165,7 +165,7 @@ export interface EchoOptions extends Tcp.ServeOptions {
  * An echo server: a `Tcp.Server` with the echo's own counters.
  *
  * @category models
- * @since 0.2.0
+ * @since 0.1.0
  */
 export interface EchoServer extends Tcp.Server {
   readonly echo: Effect.Effect<EchoStats>
@@ -356,7 +356,7 @@ const handlerWith =
  * ```
  *
  * @category handlers
- * @since 0.2.0
+ * @since 0.1.0
  */
 export const handler = (policy: Policy = stream()): ((duplex: Duplex) => Effect.Effect<void, DuplexError>) => {
   const counters = new Counters()
@@ -391,7 +391,7 @@ export const handler = (policy: Policy = stream()): ((duplex: Duplex) => Effect.
  * ```
  *
  * @category constructors
- * @since 0.2.0
+ * @since 0.1.0
  */
 export const serve = (options: EchoOptions = {}): Effect.Effect<EchoServer, DuplexError, Scope.Scope> =>
   Effect.gen(function* () {

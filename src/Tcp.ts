@@ -8,7 +8,7 @@
  * in its own fiber, closes each connection with a {@link Close.Strategy} (lingering by default), bounds
  * connections, idle time and shutdown, and reports what happened to every connection as events.
  *
- * @since 0.2.0
+ * @since 0.1.0
  */
 import * as Cause from "effect/Cause"
 import * as Deferred from "effect/Deferred"
@@ -26,7 +26,7 @@ import { ConnectFailed, DuplexError, InvalidOptions, isDuplexError, ListenFailed
  * A TCP address. `host` defaults to `"127.0.0.1"`.
  *
  * @category models
- * @since 0.2.0
+ * @since 0.1.0
  */
 export interface TcpAddress {
   readonly host?: string | undefined
@@ -37,7 +37,7 @@ export interface TcpAddress {
  * A Unix domain socket (a named pipe on Windows), by its path.
  *
  * @category models
- * @since 0.2.0
+ * @since 0.1.0
  */
 export interface UnixAddress {
   readonly path: string
@@ -47,7 +47,7 @@ export interface UnixAddress {
  * Where to connect or listen: `{ host, port }` or `{ path }`.
  *
  * @category models
- * @since 0.2.0
+ * @since 0.1.0
  */
 export type Address = TcpAddress | UnixAddress
 
@@ -55,7 +55,7 @@ export type Address = TcpAddress | UnixAddress
  * Options every TCP duplex takes.
  *
  * @category models
- * @since 0.2.0
+ * @since 0.1.0
  */
 export interface SocketOptions {
   /**
@@ -71,7 +71,7 @@ export interface SocketOptions {
  * Options of {@link connect}: an {@link Address} plus {@link SocketOptions}.
  *
  * @category models
- * @since 0.2.0
+ * @since 0.1.0
  */
 export type ConnectOptions = Address &
   SocketOptions & {
@@ -86,7 +86,7 @@ export type ConnectOptions = Address &
  * for about two minutes.)
  *
  * @category constants
- * @since 0.2.0
+ * @since 0.1.0
  */
 export const DEFAULT_CONNECT_TIMEOUT: Duration.Duration = Duration.seconds(10)
 
@@ -95,7 +95,7 @@ export const DEFAULT_CONNECT_TIMEOUT: Duration.Duration = Duration.seconds(10)
  * (`net.core.somaxconn` on Linux, 4096 since Linux 5.4 and 128 before).
  *
  * @category constants
- * @since 0.2.0
+ * @since 0.1.0
  */
 export const DEFAULT_BACKLOG = 1024
 
@@ -103,7 +103,7 @@ export const DEFAULT_BACKLOG = 1024
  * How many connections {@link serve} handles at once by default: 1024.
  *
  * @category constants
- * @since 0.2.0
+ * @since 0.1.0
  */
 export const DEFAULT_MAX_CONNECTIONS = 1024
 
@@ -112,7 +112,7 @@ export const DEFAULT_MAX_CONNECTIONS = 1024
  * of nginx (`client_body_timeout`, `send_timeout`) and Apache httpd (`Timeout`).
  *
  * @category constants
- * @since 0.2.0
+ * @since 0.1.0
  */
 export const DEFAULT_IDLE_TIMEOUT: Duration.Duration = Duration.seconds(60)
 
@@ -120,7 +120,7 @@ export const DEFAULT_IDLE_TIMEOUT: Duration.Duration = Duration.seconds(60)
  * How long handlers may keep running after the server's scope closes, by default: 10 s.
  *
  * @category constants
- * @since 0.2.0
+ * @since 0.1.0
  */
 export const DEFAULT_SHUTDOWN_GRACE: Duration.Duration = Duration.seconds(10)
 
@@ -210,7 +210,7 @@ const millisOption = (
  * ```
  *
  * @category constructors
- * @since 0.2.0
+ * @since 0.1.0
  */
 export const connect = (options: ConnectOptions): Effect.Effect<Duplex.Duplex, DuplexError, Scope.Scope> =>
   Effect.gen(function* () {
@@ -272,7 +272,7 @@ export const connect = (options: ConnectOptions): Effect.Effect<Duplex.Duplex, D
  * One accepted connection, as events and handlers see it.
  *
  * @category models
- * @since 0.2.0
+ * @since 0.1.0
  */
 export interface ConnectionInfo {
   /** Sequence number of the connection on this server, from 1. */
@@ -293,7 +293,7 @@ export interface ConnectionInfo {
  *   interrupted and the connection aborted.
  *
  * @category models
- * @since 0.2.0
+ * @since 0.1.0
  */
 export type Ending = "completed" | "failed" | "idleTimeout" | "shutdown"
 
@@ -301,7 +301,7 @@ export type Ending = "completed" | "failed" | "idleTimeout" | "shutdown"
  * What a server reports. Events arrive through the `onEvent` option of {@link serve}.
  *
  * @category models
- * @since 0.2.0
+ * @since 0.1.0
  */
 export type ServerEvent =
   | { readonly _tag: "Accepted"; readonly connection: ConnectionInfo }
@@ -328,7 +328,7 @@ export type ServerEvent =
  * Counters of a server, since it started.
  *
  * @category models
- * @since 0.2.0
+ * @since 0.1.0
  */
 export interface ServerStats {
   readonly accepted: number
@@ -345,7 +345,7 @@ export interface ServerStats {
  * A listening server. Its scope owns it: closing the scope is a graceful shutdown.
  *
  * @category models
- * @since 0.2.0
+ * @since 0.1.0
  */
 export interface Server {
   /** The bound address (the real port when you asked for port 0); pass it to {@link connect}. */
@@ -364,7 +364,7 @@ export interface Server {
  * connection.
  *
  * @category models
- * @since 0.2.0
+ * @since 0.1.0
  */
 export type Handler<E, R> = (duplex: Duplex.Duplex, info: ConnectionInfo) => Effect.Effect<unknown, E, R>
 
@@ -372,7 +372,7 @@ export type Handler<E, R> = (duplex: Duplex.Duplex, info: ConnectionInfo) => Eff
  * Options of {@link serve}.
  *
  * @category models
- * @since 0.2.0
+ * @since 0.1.0
  */
 export interface ServeOptions extends SocketOptions {
   /** Interface to bind. Default `"127.0.0.1"`. Ignored with `path`. */
@@ -469,7 +469,7 @@ const defaultOnEvent = (event: ServerEvent): Effect.Effect<void> => {
  * ```
  *
  * @category constructors
- * @since 0.2.0
+ * @since 0.1.0
  */
 export const serve = <E, R>(
   options: ServeOptions,

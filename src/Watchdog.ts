@@ -7,7 +7,7 @@
  * that state, held for longer than a limit, into a typed `StallDetected` error that names both
  * directions' blocked times and buffered bytes.
  *
- * @since 0.2.0
+ * @since 0.1.0
  */
 import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
@@ -20,7 +20,7 @@ import { DuplexError, InvalidOptions, StallDetected, type StalledDirection } fro
  * Options of {@link watch}.
  *
  * @category models
- * @since 0.2.0
+ * @since 0.1.0
  */
 export interface WatchOptions {
   /** How long the stall must last before it is reported. Default {@link DEFAULT_STALL_TIMEOUT} (10 s). */
@@ -31,7 +31,7 @@ export interface WatchOptions {
  * The default stall limit: 10 s, long enough for a slow but living peer to read something.
  *
  * @category constants
- * @since 0.2.0
+ * @since 0.1.0
  */
 export const DEFAULT_STALL_TIMEOUT: Duration.Duration = Duration.seconds(10)
 
@@ -86,7 +86,7 @@ const direction = (label: string, which: "outbound" | "inbound", stats: Stats): 
  * ```
  *
  * @category watching
- * @since 0.2.0
+ * @since 0.1.0
  */
 export const watch = (duplex: Duplex, options: WatchOptions = {}): Effect.Effect<never, DuplexError> =>
   Effect.gen(function* () {
@@ -144,7 +144,7 @@ export const watch = (duplex: Duplex, options: WatchOptions = {}): Effect.Effect
  * ```
  *
  * @category watching
- * @since 0.2.0
+ * @since 0.1.0
  */
 export const guard: {
   (

@@ -21,27 +21,27 @@ export * as DuplexError from "./DuplexError.js"
 /**
  * Close strategies: lingering close, half-close, abort.
  *
- * @since 0.2.0
+ * @since 0.1.0
  */
 export * as Close from "./Close.js"
 
 /**
  * TCP and Unix-socket connections and servers.
  *
- * @since 0.2.0
+ * @since 0.1.0
  */
 export * as Tcp from "./Tcp.js"
 
 /**
  * Stall detection on a live duplex.
  *
- * @since 0.2.0
+ * @since 0.1.0
  */
 export * as Watchdog from "./Watchdog.js"
 
 /**
  * The safe echo server and its policies.
  *
- * @since 0.2.0
+ * @since 0.1.0
  */
 export * as Echo from "./Echo.js"
