@@ -53,12 +53,36 @@ const defaultLabel = (stream: NodeStream.Duplex): string =>
     : "node-duplex"
 
 /** @internal */
+export interface AdapterOptions {
+  readonly highWaterMark?: number | undefined
+  readonly label?: string | undefined
+}
+
+/** @internal */
 export const make = (
   stream: NodeStream.Duplex,
-  options: { readonly highWaterMark?: number | undefined; readonly label?: string | undefined }
+  options: AdapterOptions
+): Effect.Effect<MakeOptions, DuplexError, Scope.Scope> =>
+  makeParts(stream, stream, { ...options, label: options.label ?? defaultLabel(stream) }, (graceful) => {
+    if (graceful) stream.destroy()
+    else resetOrDestroy(stream)
+  })
+
+/**
+ * The parts of a `Duplex` over a readable (inbound) and a writable (outbound) Node stream, which may be
+ * one and the same object. `destroy(graceful)` closes them at `abort` (false) or scope close (true after
+ * a clean `end`).
+ *
+ * @internal
+ */
+export const makeParts = (
+  input: NodeStream.Readable,
+  output: NodeStream.Writable,
+  options: AdapterOptions & { readonly label: string },
+  destroy: (graceful: boolean) => void
 ): Effect.Effect<MakeOptions, DuplexError, Scope.Scope> =>
   Effect.gen(function* () {
-    const label = options.label ?? defaultLabel(stream)
+    const label = options.label
     const highWaterMark = options.highWaterMark ?? DEFAULT_HIGH_WATER_MARK_BYTES
     if (!Number.isSafeInteger(highWaterMark) || highWaterMark < 1) {
       return yield* new DuplexError({
@@ -75,23 +99,24 @@ export const make = (
 
     // An 'error' event with no listener crashes the process; errors reach us through `finished` and the
     // write callbacks instead. This listener stays for the stream's life: late errors are harmless.
-    stream.on("error", ignore)
-    stream.allowHalfOpen = true
+    input.on("error", ignore)
+    if ((output as unknown) !== input) output.on("error", ignore)
+    if ("allowHalfOpen" in input) (input as NodeStream.Duplex).allowHalfOpen = true
 
     // ---- inbound ------------------------------------------------------------------------------------
     const inbound = new BytePipe(highWaterMark, `${label} (peer)`, label, clock)
     const onData = (chunk: Uint8Array | string) => {
-      if (!inbound.offerUnsafe(typeof chunk === "string" ? Buffer.from(chunk) : chunk)) stream.pause()
+      if (!inbound.offerUnsafe(typeof chunk === "string" ? Buffer.from(chunk) : chunk)) input.pause()
     }
     inbound.onRoom = () => {
-      if (!stream.destroyed) stream.resume()
+      if (!input.destroyed) input.resume()
     }
-    const stopWatchingRead = finished(stream, { writable: false }, (err) => {
+    const stopWatchingRead = finished(input, { writable: false }, (err) => {
       if (err) inbound.abortWriter(false, causeOf(err))
       else inbound.end()
     })
-    stream.on("data", onData)
-    stream.resume() // a stream handed over paused (say, `pauseOnConnect`) would never flow otherwise
+    input.on("data", onData)
+    input.resume() // a stream handed over paused (say, `pauseOnConnect`) would never flow otherwise
 
     // ---- outbound -----------------------------------------------------------------------------------
     const lock = Semaphore.makeUnsafe(1)
@@ -123,8 +148,8 @@ export const make = (
     const writeError = (operation: "write" | "end"): DuplexError | undefined => {
       if (closed) return closedError(operation, "abort")
       if (endResult !== undefined && operation === "write") return closedError(operation, "end")
-      if (stream.destroyed || stream.writableEnded || stream.errored != null) {
-        return brokenError(operation, stream.errored ?? "stream closed")
+      if (output.destroyed || output.writableEnded || output.errored != null) {
+        return brokenError(operation, output.errored ?? "stream closed")
       }
       return undefined
     }
@@ -134,10 +159,10 @@ export const make = (
 
     const waitDrain: Effect.Effect<void, DuplexError> = Effect.callback<void, DuplexError>((resume) => {
       if (closed) return resume(Exit.fail(closedError("write", "abort")))
-      if (!stream.writableNeedDrain) return resume(Exit.void)
+      if (!output.writableNeedDrain) return resume(Exit.void)
       blockedSince = now()
       const off = () => {
-        stream.off("drain", onDrain).off("close", onClose).off("error", onError)
+        output.off("drain", onDrain).off("close", onClose).off("error", onError)
         waiters.delete(onAbort)
         if (blockedSince !== undefined) blockedNanos += now() - blockedSince
         blockedSince = undefined
@@ -148,7 +173,7 @@ export const make = (
       }
       const onClose = () => {
         off()
-        resume(Exit.fail(cutShort("write", stream.errored ?? "closed before drain")))
+        resume(Exit.fail(cutShort("write", output.errored ?? "closed before drain")))
       }
       const onError = (err: Error) => {
         off()
@@ -158,7 +183,7 @@ export const make = (
         off()
         resume(Exit.fail(closedError("write", "abort")))
       }
-      stream.on("drain", onDrain).on("close", onClose).on("error", onError)
+      output.on("drain", onDrain).on("close", onClose).on("error", onError)
       waiters.add(onAbort)
       return Effect.sync(off)
     })
@@ -166,9 +191,9 @@ export const make = (
     const writePiece = (piece: Uint8Array): Effect.Effect<void, DuplexError> => {
       const error = writeError("write")
       if (error !== undefined) return Exit.fail(error)
-      const ok = stream.write(piece)
+      const ok = output.write(piece)
       bytesWritten += piece.length
-      if (stream.writableLength > peakBuffered) peakBuffered = stream.writableLength
+      if (output.writableLength > peakBuffered) peakBuffered = output.writableLength
       return ok ? Exit.void : waitDrain
     }
 
@@ -209,13 +234,13 @@ export const make = (
       Effect.suspend(() => {
         // Fast path, one synchronous step: nobody else is writing, the stream has room and the chunk is one
         // piece. Order is kept: with no write queued or in progress, this one is next in line anyway.
-        if (queuedWrites > 0 || chunk.length > highWaterMark || stream.writableNeedDrain) return lockedWrite(chunk)
+        if (queuedWrites > 0 || chunk.length > highWaterMark || output.writableNeedDrain) return lockedWrite(chunk)
         const error = writeError("write")
         if (error !== undefined) return Exit.fail(error)
         if (chunk.length === 0) return Exit.void
-        const ok = stream.write(chunk)
+        const ok = output.write(chunk)
         bytesWritten += chunk.length
-        if (stream.writableLength > peakBuffered) peakBuffered = stream.writableLength
+        if (output.writableLength > peakBuffered) peakBuffered = output.writableLength
         // The chunk is accepted; wait for room under the lock, so that later writes queue behind this wait.
         return ok ? Exit.void : locked(waitDrain)
       })
@@ -234,13 +259,13 @@ export const make = (
             cleanup()
             Deferred.doneUnsafe(result, Exit.fail(closedError("end", "abort")))
           }
-          const cleanup = finished(stream, { readable: false }, (err) => {
+          const cleanup = finished(output, { readable: false }, (err) => {
             cleanup()
             waiters.delete(onAbort)
             Deferred.doneUnsafe(result, err ? Exit.fail(cutShort("end", err)) : Exit.void)
           })
           waiters.add(onAbort)
-          stream.end()
+          output.end()
           return Deferred.await(result)
         })
       )
@@ -251,17 +276,16 @@ export const make = (
       closed = true
       inbound.closeReader()
       for (const wake of [...waiters]) wake()
-      if (graceful) stream.destroy()
-      else resetOrDestroy(stream)
+      destroy(graceful)
     }
 
     const abort: Effect.Effect<void> = Effect.sync(() => close(false))
 
     yield* Effect.addFinalizer(() =>
       Effect.sync(() => {
-        const endedCleanly = endResult !== undefined && stream.writableFinished
+        const endedCleanly = endResult !== undefined && output.writableFinished
         close(endedCleanly)
-        stream.off("data", onData)
+        input.off("data", onData)
         stopWatchingRead()
       })
     )
@@ -269,7 +293,7 @@ export const make = (
     const stats = Effect.sync(() => ({
       outbound: {
         bytes: bytesWritten,
-        buffered: stream.writableLength,
+        buffered: output.writableLength,
         peakBuffered,
         blocked: blockedSince !== undefined,
         blockedMillis: Number(blockedNanos + (blockedSince === undefined ? 0n : now() - blockedSince)) / 1e6
