@@ -15,6 +15,10 @@
  * | {@link ConnectFailed} | the peer's, the network's or a limit you set | nothing listens there, the connect timed out |
  * | {@link ListenFailed} | yours or the OS's | the address is in use, or not yours to bind |
  * | {@link SpillFailed} | the local disk's | a temporary file for a backlog could not be written or read |
+ * | {@link SpawnFailed} | yours or the OS's | a command that does not exist or may not run |
+ * | {@link ProcessFailed} | the child's | a non-zero exit code or a signal where success was expected |
+ * | {@link MaxBufferExceeded} | a limit you set | more output than a bounded capture holds |
+ * | {@link InputNotConsumed} | the child's, if you say so | the child exited before reading all its input |
  *
  * @since 0.1.0
  */
@@ -48,6 +52,10 @@ const codeMeanings: Record<string, string> = {
 }
 
 const describeCode = (code: string): string => codeMeanings[code] ?? code
+
+/** A command, and the label it runs under when that says something more. */
+const commandAndLabel = (command: string, label: string): string =>
+  label === command ? `\`${command}\`` : `\`${command}\` (${label})`
 
 /** The OS code in words, else the cause's message. */
 const whyOf = (code: string | undefined, cause: unknown): string =>
@@ -284,13 +292,109 @@ export class SpillFailed extends Data.TaggedClass("SpillFailed")<{
 }
 
 /**
+ * A child process could not be started: the command was not found (`ENOENT`), is not executable
+ * (`EACCES`), or the OS refused (`EAGAIN`, `EMFILE`).
+ *
+ * @category reasons
+ * @since 0.1.0
+ */
+export class SpawnFailed extends Data.TaggedClass("SpawnFailed")<{
+  readonly label: string
+  /** The command line, as given. */
+  readonly command: string
+  readonly code?: string | undefined
+  readonly cause?: unknown
+}> {
+  get message(): string {
+    const why = this.code === "ENOENT" ? "no such command (ENOENT)" : whyOf(this.code, this.cause)
+    return `could not start ${commandAndLabel(this.command, this.label)}: ${why}; check the command and the PATH`
+  }
+}
+
+/**
+ * A child process ended with a non-zero exit code or was killed by a signal, where success was expected
+ * (`Subprocess.pipeThrough`, `Subprocess.pipeline`).
+ *
+ * **Details**
+ *
+ * `stderrTail` holds the last bytes the child wrote to stderr, usually the explanation.
+ *
+ * @category reasons
+ * @since 0.1.0
+ */
+export class ProcessFailed extends Data.TaggedClass("ProcessFailed")<{
+  readonly label: string
+  readonly command: string
+  readonly exitCode?: number | undefined
+  readonly signal?: string | undefined
+  readonly stderrTail: Uint8Array
+}> {
+  get message(): string {
+    const how = this.signal !== undefined ? `was killed by ${this.signal}` : `exited with code ${this.exitCode}`
+    const tail = new TextDecoder().decode(this.stderrTail).trim()
+    return `${commandAndLabel(this.command, this.label)} ${how}${tail.length > 0 ? `; stderr ends with:\n${tail}` : " and wrote nothing to stderr"}`
+  }
+}
+
+/**
+ * More output arrived than a bounded capture holds (`maxBuffer`): the child was killed and reaped.
+ *
+ * **Details**
+ *
+ * `captured` holds the first `limit` bytes, which are kept; `stream` says which output overflowed.
+ *
+ * @category reasons
+ * @since 0.1.0
+ */
+export class MaxBufferExceeded extends Data.TaggedClass("MaxBufferExceeded")<{
+  readonly label: string
+  readonly command: string
+  readonly stream: "stdout" | "stderr"
+  readonly limit: number
+  readonly captured: Uint8Array
+}> {
+  get message(): string {
+    return `${commandAndLabel(this.command, this.label)} wrote more than maxBuffer (${formatBytes(this.limit)}) to ${this.stream}; the child was killed. Read ${this.stream} as a stream instead, or raise maxBuffer`
+  }
+}
+
+/**
+ * A child process exited without reading all of its input, and you asked for that to be an error
+ * (`failOnUnconsumedInput`). By default it is not: the count is reported instead.
+ *
+ * @category reasons
+ * @since 0.1.0
+ */
+export class InputNotConsumed extends Data.TaggedClass("InputNotConsumed")<{
+  readonly label: string
+  readonly command: string
+  /** Input bytes that never reached the child's stdin pipe. */
+  readonly unconsumedBytes: number
+}> {
+  get message(): string {
+    return `${commandAndLabel(this.command, this.label)} exited before reading all of its input: ${formatBytes(this.unconsumedBytes)} not consumed`
+  }
+}
+
+/**
  * Every reason a {@link DuplexError} can carry.
  *
  * @category models
  * @since 0.1.0
  */
 export type DuplexErrorReason =
-  Closed | Broken | Timeout | StallDetected | InvalidOptions | ConnectFailed | ListenFailed | SpillFailed
+  | Closed
+  | Broken
+  | Timeout
+  | StallDetected
+  | InvalidOptions
+  | ConnectFailed
+  | ListenFailed
+  | SpillFailed
+  | SpawnFailed
+  | ProcessFailed
+  | MaxBufferExceeded
+  | InputNotConsumed
 
 const TypeId = "~fullduplex/DuplexError" as const
 

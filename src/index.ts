@@ -45,3 +45,10 @@ export * as Watchdog from "./Watchdog.js"
  * @since 0.1.0
  */
 export * as Echo from "./Echo.js"
+
+/**
+ * Child processes as duplexes: spawn, pipeThrough, communicate, pipeline, safe termination.
+ *
+ * @since 0.1.0
+ */
+export * as Subprocess from "./Subprocess.js"
