@@ -180,6 +180,9 @@ export interface Subprocess extends Duplex.Duplex {
   readonly closeStdout: Effect.Effect<void>
 }
 
+/** How long `exit` waits for stderr to close after the child has exited. */
+const STDERR_AFTER_EXIT_MILLIS = 1000
+
 const invalid = (label: string, option: string, value: unknown, expected: string) =>
   new DuplexError({ reason: new InvalidOptions({ label, option, value, expected }) })
 
@@ -441,7 +444,8 @@ export const spawn = (
         })
       }
       const done = yield* status
-      yield* stderrDone
+      // stderr closes with the child, unless a grandchild holds it open: do not wait for that forever.
+      yield* Effect.timeoutOption(stderrDone, STDERR_AFTER_EXIT_MILLIS)
       return { ...done, stdout: Buffer.concat(chunks), stderrTail: tail.value }
     })
 
@@ -486,37 +490,38 @@ const feed = <E, R>(
   failOnUnconsumed: boolean
 ): Effect.Effect<number, DuplexError | E, R> =>
   Effect.suspend(() => {
-    let offered = 0
-    let accepted = 0
-    const write = Stream.runForEach(input, (chunk) => {
-      offered += chunk.length
-      return Effect.map(proc.write(chunk), () => {
-        accepted += chunk.length
-      })
-    })
-    const stopped = (error: DuplexError): Effect.Effect<number, DuplexError | E, R> => {
-      const unconsumed = Stream.runForEach(input, (chunk) =>
-        Effect.sync(() => {
-          offered += chunk.length
-        })
-      )
-      // The rest of the input is counted, not written: a child that stopped reading will not read it.
-      return Effect.flatMap(Effect.ignore(unconsumed), () => {
-        const count = offered - accepted
-        return failOnUnconsumed
-          ? Effect.fail(
-              new DuplexError({
-                reason: new InputNotConsumed({ label: proc.label, command: proc.command, unconsumedBytes: count })
-              })
-            )
-          : error.reason._tag === "Broken"
-            ? Effect.succeed(count)
-            : Effect.fail(error)
-      })
-    }
+    // One pass over the input: once the child has stopped reading (EPIPE), the rest is counted, not
+    // written. (Streams can be re-run from the start, so the count cannot come from a second run.)
+    let unconsumed = 0
+    let stopped = false
     const isBrokenPipe = (error: unknown): error is DuplexError =>
       isDuplexError(error) && error.reason._tag === "Broken"
-    return write.pipe(Effect.andThen(proc.end), Effect.as(0), Effect.catchIf(isBrokenPipe, stopped))
+    return Effect.gen(function* () {
+      const before = (yield* proc.stats).outbound.bytes
+      let offered = 0
+      yield* Stream.runForEach(input, (chunk) => {
+        if (stopped) {
+          unconsumed += chunk.length
+          return Effect.void
+        }
+        offered += chunk.length
+        return proc.write(chunk).pipe(
+          Effect.catchIf(isBrokenPipe, () =>
+            Effect.map(proc.stats, (stats) => {
+              stopped = true
+              unconsumed += offered - (stats.outbound.bytes - before)
+            })
+          )
+        )
+      })
+      if (!stopped) yield* proc.end.pipe(Effect.catchIf(isBrokenPipe, () => Effect.void))
+      if (stopped && failOnUnconsumed) {
+        return yield* new DuplexError({
+          reason: new InputNotConsumed({ label: proc.label, command: proc.command, unconsumedBytes: unconsumed })
+        })
+      }
+      return unconsumed
+    })
   })
 
 const checkStatus = (proc: Subprocess, status: ExitStatus): Effect.Effect<void, DuplexError> =>
@@ -607,7 +612,11 @@ export interface Communicated extends ExitStatus {
   readonly stdout: Uint8Array
   /** The stderr tail (the last `stderrTailBytes`, 64 KiB by default). */
   readonly stderr: Uint8Array
-  /** Input bytes the child never read because it exited first (0 when it read everything). */
+  /**
+   * Input bytes not written because the child had stopped reading (`EPIPE`): the rest of the input is
+   * still pulled, and counted, but not written. (Bytes the pipe accepted that the child then never read
+   * cannot be seen from here and are not counted.) 0 when the child read everything.
+   */
   readonly unconsumedInputBytes: number
 }
 
@@ -623,7 +632,9 @@ export interface Communicated extends ExitStatus {
  *
  * stdout is captured up to `maxBuffer` (of the spawn options; 64 MiB by default); beyond it the child is
  * killed and the result fails `MaxBufferExceeded`. A non-zero exit is reported in `exitCode`, not as an
- * error.
+ * error. A child that exits without reading all of `input` is a success with `unconsumedInputBytes`
+ * (or reason `InputNotConsumed` with `failOnUnconsumedInput`); the input is pulled to its end either way,
+ * so give `communicate` a finite input.
  *
  * **Example** (Sorting lines)
  *
