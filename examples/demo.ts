@@ -1,6 +1,6 @@
 /**
- * `npm run demo`: the duplex deadlock, caught, and its cure — in memory and over TCP on 127.0.0.1 — and the
- * safe echo server's answers to the same naive client.
+ * `npm run demo`: the duplex deadlock, caught, and its cure — in memory, over TCP on 127.0.0.1 and through
+ * a child process — and the safe echo server's answers to the same naive client.
  *
  * A client that writes its whole request before reading, against a peer that echoes as it reads, fills
  * both directions' buffers: each side waits in `write`, neither reads, nothing moves. The testkit's
@@ -8,7 +8,7 @@
  * the same request goes through.
  */
 import { Cause, Effect, Exit, type Scope, Sink, Stream } from "effect"
-import { Duplex, Echo, Tcp } from "fullduplex"
+import { Duplex, Echo, Subprocess, Tcp } from "fullduplex"
 import { assertDeadlockFree, firstDifference, randomBytes } from "fullduplex/testkit"
 
 const MiB = 1024 * 1024
@@ -128,6 +128,8 @@ const main = Effect.scoped(
     // The kernel's socket buffers on loopback hold several MiB each way; 64 MiB is more than all of them.
     yield* show("TCP on 127.0.0.1", Tcp.connect(server.address).pipe(Effect.orDie), randomBytes(64 * MiB, 2))
     yield* echoServers(randomBytes(64 * MiB, 3)).pipe(Effect.orDie)
+    // A child process: `cat` echoes as it reads, through pipes of 64 KiB each way.
+    yield* show("A child process, cat", Subprocess.spawn("cat").pipe(Effect.orDie), randomBytes(64 * MiB, 4))
   })
 )
 
