@@ -33,7 +33,8 @@ describe("package", () => {
         const tarball = join(dir, pack.stdout.trim().split("\n").pop()!)
         const untar = yield* run("tar", ["-xzf", tarball, "-C", pkg, "--strip-components=1"], dir)
         assert.strictEqual(untar.exitCode, 0, untar.all)
-        for (const peer of ["effect", "fast-check", "@types"]) {
+        // The peers, and execa (a dependency that npm would install with the package).
+        for (const peer of ["effect", "fast-check", "@types", "execa"]) {
           symlinkSync(join(root, "node_modules", peer), join(dir, "node_modules", peer))
         }
         writeFileSync(join(dir, "package.json"), JSON.stringify({ name: "consumer", private: true, type: "module" }))
@@ -50,8 +51,8 @@ describe("package", () => {
             'if (!(error instanceof DuplexError.DuplexError)) throw new Error("error class differs")',
             'if (D.pair !== Duplex.pair) throw new Error("subpath and namespace differ")',
             'import * as T from "fullduplex/Tcp"',
-            'import { Close, Echo, Tcp, Watchdog } from "fullduplex"',
-            'for (const [name, sub, ns] of [["Tcp", T, Tcp], ["Close", await import("fullduplex/Close"), Close], ["Echo", await import("fullduplex/Echo"), Echo], ["Watchdog", await import("fullduplex/Watchdog"), Watchdog]]) {',
+            'import { Close, Echo, Subprocess, Tcp, Watchdog } from "fullduplex"',
+            'for (const [name, sub, ns] of [["Tcp", T, Tcp], ["Close", await import("fullduplex/Close"), Close], ["Echo", await import("fullduplex/Echo"), Echo], ["Watchdog", await import("fullduplex/Watchdog"), Watchdog], ["Subprocess", await import("fullduplex/Subprocess"), Subprocess]]) {',
             "  if (Object.keys(sub).length === 0 || Object.keys(sub).some((k) => sub[k] !== ns[k])) throw new Error(`${name}: subpath and namespace differ`)",
             "}",
             'console.log("esm", conformance("x", Duplex.pair()).length)'
