@@ -29,6 +29,7 @@ import type { ChildProcess } from "node:child_process"
 import * as NodeStream from "node:stream"
 import * as Duplex from "./Duplex.js"
 import {
+  Broken,
   DuplexError,
   InputNotConsumed,
   isDuplexError,
@@ -153,7 +154,8 @@ export interface Completed extends ExitStatus {
  * - `stderr`: stderr as it arrives (the `tail` mode). It is read whether or not you consume it; a
  *   consumer that falls behind by more than 64 chunks loses the oldest. `stderrTail` is the last
  *   `stderrTailBytes`.
- * - `abort` kills the child (SIGKILL); `end` closes its stdin.
+ * - `abort` kills the child (SIGKILL); `end` closes its stdin. A write after the child has closed its stdin
+ *   or exited fails `Broken` with code `EPIPE`.
  *
  * **Gotchas**
  *
@@ -168,14 +170,15 @@ export interface Subprocess extends Duplex.Duplex {
   /** The command line, for messages. */
   readonly command: string
   readonly exit: Effect.Effect<Completed, DuplexError>
-  /** The exit status alone, without touching stdout. */
+  /** The exit status alone, without touching stdout (once stderr has closed too, at most 1 s later). */
   readonly status: Effect.Effect<ExitStatus>
   readonly stderr: Stream.Stream<Uint8Array>
   readonly stderrTail: Effect.Effect<Uint8Array>
   readonly kill: (signal?: NodeJS.Signals) => Effect.Effect<void>
   /**
-   * Stops reading stdout and closes our end of the pipe: the child gets SIGPIPE (or `EPIPE`) on its next
-   * write, as the upstream of a shell pipeline does when its downstream exits.
+   * Stops reading stdout and closes our end of the pipe: the child's next write fails (SIGPIPE, `EPIPE`,
+   * or `ECONNRESET`, since Node's child stdio are socket pairs), as the upstream of a shell pipeline's
+   * does when its downstream exits.
    */
   readonly closeStdout: Effect.Effect<void>
 }
@@ -330,7 +333,7 @@ export const spawn = (
       )
     if (child.exitCode !== null || child.signalCode !== null) onExit(child.exitCode, child.signalCode)
     else child.once("exit", onExit)
-    const status = Deferred.await(exited)
+    const exitedStatus = Deferred.await(exited)
     const hasExited = () => Deferred.isDoneUnsafe(exited)
 
     // ---- stderr -------------------------------------------------------------------------------------
@@ -353,16 +356,19 @@ export const spawn = (
       Queue.endUnsafe(live)
       const parts = yield* nodeDuplex.makeParts(child.stderr, nullWritable(), { label: `${label} stderr` }, () => {})
       const sink = stderrOption as Sink.Sink<unknown, Uint8Array, unknown, never, never>
+      const tapped = Stream.tap(parts.readable, (chunk) => Effect.sync(() => tail.append(chunk)))
+      // A sink that is done early (`Sink.head`) must not leave stderr unread: the rest goes to the tail.
       const drained = yield* Effect.forkScoped(
-        Stream.run(
-          Stream.tap(parts.readable, (chunk) => Effect.sync(() => tail.append(chunk))),
-          sink
-        ).pipe(Effect.ignore)
+        Stream.run(tapped, sink).pipe(Effect.andThen(Stream.runDrain(tapped)), Effect.ignore)
       )
       stderrDone = Effect.asVoid(Fiber.await(drained))
     } else {
       Queue.endUnsafe(live)
     }
+
+    // The status once stderr is closed too (so that the tail is complete), unless a grandchild holds
+    // stderr open: that is not waited for longer than a moment.
+    const status = Effect.tap(exitedStatus, () => Effect.timeoutOption(stderrDone, STDERR_AFTER_EXIT_MILLIS))
 
     // ---- stdin and stdout as one duplex -------------------------------------------------------------
     const kill = (signal: NodeJS.Signals = "SIGTERM") =>
@@ -391,20 +397,36 @@ export const spawn = (
               stdin.destroy()
             }
           )
-    const duplex = Duplex.make(parts)
+    // Node destroys stdin when the child exits, and a write then fails without an OS code: it is a broken
+    // pipe all the same, so it says EPIPE, as a write into a child that closed its stdin does.
+    const brokenPipe = <A>(effect: Effect.Effect<A, DuplexError>): Effect.Effect<A, DuplexError> =>
+      Effect.mapError(effect, (error) =>
+        error.reason._tag === "Broken" && error.reason.code === undefined && hasExited()
+          ? new DuplexError({ reason: new Broken({ ...error.reason, code: "EPIPE" }) })
+          : error
+      )
+    const duplex = Duplex.make({
+      ...parts,
+      write: (chunk) => brokenPipe(parts.write(chunk)),
+      writeAll: (chunks) => brokenPipe(Effect.forEach(chunks, parts.write, { discard: true })),
+      end: brokenPipe(parts.end)
+    })
 
     // ---- termination: registered after the adapter, so that it runs before the adapter's own finalizer
     // (finalizers run in reverse order), which would otherwise kill the child at once -----------------
-    const waitExit = (millis: number) => Effect.timeoutOption(status, millis)
+    const waitExit = (millis: number) => Effect.timeoutOption(exitedStatus, millis)
     yield* Effect.addFinalizer(() =>
       Effect.gen(function* () {
+        // Our side first: a read or write still pending fails `Closed` (what it was cut short by), before
+        // the child's end could pass for a complete output. What the child still writes is discarded.
+        parts.closeLocal()
         if (!hasExited()) {
           child.stdin?.end()
           if (Option.isNone(yield* waitExit(stdinGraceMillis))) {
             child.kill("SIGTERM")
             if (Option.isNone(yield* waitExit(killGraceMillis))) {
               child.kill("SIGKILL")
-              yield* status // SIGKILL cannot be ignored: the exit comes, and Node reaps the child
+              yield* exitedStatus // SIGKILL cannot be ignored: the exit comes, and Node reaps the child
             }
           }
         }
@@ -432,7 +454,7 @@ export const spawn = (
       ).pipe(Effect.catchReason("DuplexError", "Closed", () => Effect.void))
       if (overflow) {
         if (!hasExited()) child.kill("SIGKILL")
-        yield* status
+        yield* exitedStatus
         return yield* new DuplexError({
           reason: new MaxBufferExceeded({
             label,
@@ -444,8 +466,6 @@ export const spawn = (
         })
       }
       const done = yield* status
-      // stderr closes with the child, unless a grandchild holds it open: do not wait for that forever.
-      yield* Effect.timeoutOption(stderrDone, STDERR_AFTER_EXIT_MILLIS)
       return { ...done, stdout: Buffer.concat(chunks), stderrTail: tail.value }
     })
 
@@ -717,9 +737,10 @@ export interface Pipeline extends Duplex.Duplex {
  * **Details**
  *
  * A stage that exits early (`head`) makes the copy into it fail with `EPIPE`: the copy stops and closes
- * its end of the upstream's stdout, so the upstream gets SIGPIPE (or `EPIPE`) on its next write and
- * stops, as in a shell. `exit` then reports the upstream's signal; only the last stage's status decides
- * the outcome, as with `set +o pipefail`, unless `pipefail: true`.
+ * its end of the upstream's stdout, so the upstream's next write fails and it stops, as in a shell. Node's
+ * child stdio are socket pairs, not pipes, so the upstream may see `ECONNRESET` (and exit non-zero) where
+ * a shell pipeline would give it SIGPIPE. Only the last stage's status decides the outcome, as with
+ * `set +o pipefail`, unless `pipefail: true` (then such an upstream fails with `ProcessFailed`).
  *
  * **Example** (Counting the first ten lines of a large output)
  *

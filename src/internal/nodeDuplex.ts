@@ -80,7 +80,7 @@ export const makeParts = (
   output: NodeStream.Writable,
   options: AdapterOptions & { readonly label: string },
   destroy: (graceful: boolean) => void
-): Effect.Effect<MakeOptions, DuplexError, Scope.Scope> =>
+): Effect.Effect<MakeOptions & { readonly closeLocal: () => void }, DuplexError, Scope.Scope> =>
   Effect.gen(function* () {
     const label = options.label
     const highWaterMark = options.highWaterMark ?? DEFAULT_HIGH_WATER_MARK_BYTES
@@ -271,11 +271,18 @@ export const makeParts = (
       )
     })
 
-    const close = (graceful: boolean) => {
+    /** Our side is closed: pending and later operations fail `Closed`; the streams are left as they are. */
+    const closeLocal = () => {
       if (closed) return
       closed = true
       inbound.closeReader()
       for (const wake of [...waiters]) wake()
+    }
+    let destroyed = false
+    const close = (graceful: boolean) => {
+      closeLocal()
+      if (destroyed) return
+      destroyed = true
       destroy(graceful)
     }
 
@@ -308,6 +315,7 @@ export const makeParts = (
       write,
       end,
       abort,
-      stats
-    } satisfies MakeOptions
+      stats,
+      closeLocal
+    }
   })
