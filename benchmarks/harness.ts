@@ -8,7 +8,8 @@
  *
  * A case that counts operations rather than bytes (a 1-byte round trip) names its `operation`; its figures
  * are then shown as operations per second. A case may also hold resources over all its runs (`setUp` /
- * `tearDown`, say server processes) and judge targets that are not about throughput (`checks`, say memory).
+ * `tearDown`, say server processes), judge targets that are not about throughput (`checks`, say memory) and
+ * report figures that are not judged (`reports`, say a one-off measurement of another approach).
  */
 import { Data, Effect, Sink } from "effect"
 
@@ -51,6 +52,11 @@ export interface BenchCase {
   readonly tearDown?: (() => Promise<void>) | undefined
   /** Targets that are not about throughput (peak memory, say), judged on what the runs observed. */
   readonly checks?: (() => ReadonlyArray<Check>) | undefined
+  /**
+   * Figures shown beside the target lines but not judged, one sentence each: say, a one-off measurement
+   * of another approach that is too slow to run on every round.
+   */
+  readonly reports?: (() => ReadonlyArray<string>) | undefined
 }
 
 /** A target judged by the case itself, e.g. `peak RSS ≤ 64 MiB above idle`. */
@@ -295,7 +301,7 @@ export const table = (results: ReadonlyArray<CaseResult>): string => {
   return [line(header), line(header.map(() => "---")), ...rows.map(line)].join("\n")
 }
 
-/** One line per target: met or not, with the figure it was judged on. */
+/** One line per target: met or not, with the figure it was judged on; then each case's report lines. */
 export const targetLines = (results: ReadonlyArray<CaseResult>): ReadonlyArray<string> =>
   results.flatMap((r) => {
     const t = r.benchCase.targets ?? {}
@@ -318,5 +324,7 @@ export const targetLines = (results: ReadonlyArray<CaseResult>): ReadonlyArray<s
     for (const check of r.benchCase.checks?.() ?? []) {
       lines.push(`Target \`${r.benchCase.name}\` ${check.target}: ${check.met ? "MET" : "NOT MET"} (${check.figure}).`)
     }
+    for (const report of r.benchCase.reports?.() ?? [])
+      lines.push(`Report \`${r.benchCase.name}\` (no target): ${report}`)
     return lines
   })

@@ -19,9 +19,10 @@ import * as prettier from "prettier"
 import { cases as exchangeCases } from "./exchange.js"
 import { type BenchCase, type CaseResult, describeWork, measure, perWrite, table, targetLines } from "./harness.js"
 import { cases as pairCases } from "./pair.js"
+import { cases as subprocessCases } from "./subprocess.js"
 import { cases as tcpCases } from "./tcp.js"
 
-const allCases: ReadonlyArray<BenchCase> = [...pairCases, ...exchangeCases, ...tcpCases]
+const allCases: ReadonlyArray<BenchCase> = [...pairCases, ...exchangeCases, ...tcpCases, ...subprocessCases]
 
 const { values } = parseArgs({
   options: { runs: { type: "string" }, filter: { type: "string" } },
@@ -116,6 +117,12 @@ if (filter !== "") {
       "reason only once external memory has grown by 64 MiB since the last full one (`kExternalAllocation" +
       "SoftLimit`), so during a 1 GiB echo that garbage is most of any server's RSS growth, `socket.pipe`'s " +
       "included: compare each server's peak RSS with its peak `ArrayBuffer` figure under the memory row.",
+    "- The `subprocess` rows copy every byte into and out of two pipes, and `cat` needs a core of its own: on a " +
+      "2-core machine `cat`, the bench process and V8's garbage-collection helper threads share two cores, so " +
+      "these rows are the most sensitive to other load. A child's stdout is a Node socket over a pipe, read " +
+      "into fresh 64 KiB `Buffer`s as above, on every side: collecting them is a large part of each side's " +
+      "CPU time, and most of each runner's RSS growth in the memory row. The execa `input` line is one run, " +
+      "in a fresh process, before that row's runs; it is reported, not judged.",
     ""
   ].join("\n")
   const path = fileURLToPath(new URL("./RESULTS.md", import.meta.url))

@@ -17,7 +17,7 @@
  * run opens its own server and connection and closes both before it ends (the memory row's server
  * processes live over all runs of the case and are stopped after the last).
  */
-import { Data, Effect, Option, Sink, Stream } from "effect"
+import { Effect, Option, Stream } from "effect"
 import { type ChildProcess, fork } from "node:child_process"
 import * as net from "node:net"
 import { fileURLToPath } from "node:url"
@@ -25,6 +25,7 @@ import { Duplex, Echo, Tcp } from "fullduplex"
 import type { ServerKind, ToChild, ToParent } from "./echoServerProcess.js"
 import { type BenchCase, byteCountError, type Check, countBytes, formatBytes, verifyBytes } from "./harness.js"
 import { type WriteProgress, writeAllThenEnd } from "./nodeStreams.js"
+import { EchoCheck, echoCheckSink, PatternMismatch, patternChunk, repeat } from "./pattern.js"
 
 const KiB = 1024
 const MiB = 1024 * KiB
@@ -43,73 +44,6 @@ const IDLE_TIMEOUT = "10 minutes"
 // -----------------------------------------------------------------------------------------------------
 // payload and checks
 // -----------------------------------------------------------------------------------------------------
-
-/**
- * Byte `i` of the payload is `i & 0xff`. One chunk of a multiple of 256 bytes, sent over and over, keeps
- * the pattern going, so a received piece of any size can be checked by its first and last byte.
- */
-const patternChunk = (size: number): Uint8Array => {
-  if (size % 256 !== 0) throw new Error(`chunk size ${size} is not a multiple of 256`)
-  const chunk = new Uint8Array(size)
-  for (let i = 0; i < size; i++) chunk[i] = i & 0xff
-  return chunk
-}
-
-/** `payloadBytes / chunk.length` references to the same chunk: nothing of the size of the payload is allocated. */
-const repeat = (chunk: Uint8Array, payloadBytes: number): ReadonlyArray<Uint8Array> => {
-  if (payloadBytes % chunk.length !== 0) throw new Error(`payload ${payloadBytes} is not a multiple of ${chunk.length}`)
-  return Array.from({ length: payloadBytes / chunk.length }, () => chunk)
-}
-
-/** A byte that came back is not the byte that was sent. */
-class PatternMismatch extends Data.TaggedError("PatternMismatch")<{ readonly what: string; readonly offset: number }> {
-  override get message(): string {
-    return `${this.what}: the bytes received at offset ${this.offset} are not the bytes sent`
-  }
-}
-
-/** Counts the echoed bytes and checks each piece's first and last byte against the pattern. */
-class EchoCheck {
-  bytes = 0
-  chunks = 0
-  /** Offset of the first piece that broke the pattern. */
-  mismatchAt: number | undefined = undefined
-
-  accept(chunk: Uint8Array): void {
-    const first = this.bytes
-    const last = first + chunk.length - 1
-    if (
-      this.mismatchAt === undefined &&
-      chunk.length > 0 &&
-      (chunk[0] !== (first & 0xff) || chunk[chunk.length - 1] !== (last & 0xff))
-    ) {
-      this.mismatchAt = first
-    }
-    this.bytes += chunk.length
-    this.chunks++
-  }
-
-  /** The check as an error for a Promise-based client, or `undefined` when all is well. */
-  error(what: string, expectedBytes: number): Error | undefined {
-    if (this.mismatchAt !== undefined) return new Error(new PatternMismatch({ what, offset: this.mismatchAt }).message)
-    return byteCountError(what, expectedBytes, this.bytes)
-  }
-
-  verify(what: string, expectedBytes: number) {
-    return this.mismatchAt !== undefined
-      ? Effect.fail(new PatternMismatch({ what, offset: this.mismatchAt }))
-      : verifyBytes(what, expectedBytes, this.bytes)
-  }
-}
-
-/** A sink that runs every received chunk through a fresh {@link EchoCheck} (one per run of the sink). */
-const echoCheckSink: Sink.Sink<EchoCheck, Uint8Array> = Sink.reduceArray(
-  () => new EchoCheck(),
-  (check, chunks) => {
-    for (const chunk of chunks) check.accept(chunk)
-    return check
-  }
-)
 
 /** One-byte pings `0x00` … `0xff`, allocated once; round trip `i` sends `PINGS[i & 0xff]`. */
 const PINGS: ReadonlyArray<Uint8Array> = Array.from({ length: 256 }, (_, i) => Uint8Array.of(i))
