@@ -272,8 +272,40 @@ export const spawn = (
     for (const [option, value, ok, expected] of [
       ["stderrTailBytes", tailBytes, Number.isSafeInteger(tailBytes) && tailBytes >= 0, "a whole number ≥ 0"],
       ["maxBuffer", maxBuffer, Number.isSafeInteger(maxBuffer) && maxBuffer >= 0, "a whole number ≥ 0"],
-      ["stdinGrace", options.stdinGrace, stdinGraceMillis >= 0, "a duration ≥ 0"],
-      ["killGrace", options.killGrace, killGraceMillis >= 0, "a duration ≥ 0"]
+      [
+        "stdinGrace",
+        options.stdinGrace,
+        stdinGraceMillis >= 0 && Number.isFinite(stdinGraceMillis),
+        "a finite duration ≥ 0"
+      ],
+      [
+        "killGrace",
+        options.killGrace,
+        killGraceMillis >= 0 && Number.isFinite(killGraceMillis),
+        "a finite duration ≥ 0"
+      ],
+      [
+        "highWaterMark",
+        options.highWaterMark,
+        options.highWaterMark === undefined ||
+          (Number.isSafeInteger(options.highWaterMark) && options.highWaterMark >= 1),
+        "a whole number of bytes ≥ 1"
+      ],
+      [
+        "stdout",
+        options.stdout,
+        ["pipe", "ignore", "inherit", undefined].includes(options.stdout),
+        "pipe, ignore or inherit"
+      ],
+      [
+        "stderr",
+        typeof options.stderr === "string" ? options.stderr : "a sink",
+        options.stderr === undefined ||
+          (typeof options.stderr === "string"
+            ? ["tail", "ignore", "inherit"].includes(options.stderr)
+            : Sink.isSink(options.stderr)),
+        "tail, ignore, inherit or a Sink"
+      ]
     ] as const) {
       if (!ok) return yield* invalid(label, option, value, expected)
     }
@@ -283,20 +315,20 @@ export const spawn = (
 
     // ---- start --------------------------------------------------------------------------------------
     const child = yield* Effect.callback<ChildProcess, DuplexError>((resume) => {
-      const started = execa(command, [...args], {
-        stdin: "pipe",
-        stdout: stdoutMode,
-        stderr: stderrMode === "tail" || stderrMode === "sink" ? "pipe" : stderrMode,
-        buffer: false,
-        reject: false,
-        encoding: "buffer",
-        stripFinalNewline: false,
-        cleanup: true,
-        extendEnv: options.extendEnv ?? true,
-        ...(options.cwd === undefined ? {} : { cwd: options.cwd }),
-        ...(options.env === undefined ? {} : { env: options.env })
-      })
-      const child: ChildProcess | undefined = started.nodeChildProcess
+      const start = () =>
+        execa(command, [...args], {
+          stdin: "pipe",
+          stdout: stdoutMode,
+          stderr: stderrMode === "tail" || stderrMode === "sink" ? "pipe" : stderrMode,
+          buffer: false,
+          reject: false,
+          encoding: "buffer",
+          stripFinalNewline: false,
+          cleanup: true,
+          extendEnv: options.extendEnv ?? true,
+          ...(options.cwd === undefined ? {} : { cwd: options.cwd }),
+          ...(options.env === undefined ? {} : { env: options.env })
+        })
       let settled = false
       const failed = (err: unknown) => {
         if (settled) return
@@ -307,6 +339,14 @@ export const spawn = (
           )
         )
       }
+      let started: ReturnType<typeof start>
+      try {
+        started = start()
+      } catch (err) {
+        // execa throws at once for what cannot be a command at all (a NUL byte in an argument, …).
+        return failed(err)
+      }
+      const child: ChildProcess | undefined = started.nodeChildProcess
       // execa's own result is used only to learn of a spawn that failed before Node could report it; with
       // `reject: false` it never rejects, but it must never be left to reject unhandled either.
       Promise.resolve(started).then((result) => {
@@ -359,7 +399,8 @@ export const spawn = (
       const tapped = Stream.tap(parts.readable, (chunk) => Effect.sync(() => tail.append(chunk)))
       // A sink that is done early (`Sink.head`) must not leave stderr unread: the rest goes to the tail.
       const drained = yield* Effect.forkScoped(
-        Stream.run(tapped, sink).pipe(Effect.andThen(Stream.runDrain(tapped)), Effect.ignore)
+        // Whatever the sink does (done early, failed, died), the rest of stderr is still read.
+        Effect.exit(Stream.run(tapped, sink)).pipe(Effect.andThen(Stream.runDrain(tapped)), Effect.ignoreCause)
       )
       stderrDone = Effect.asVoid(Fiber.await(drained))
     } else {
@@ -434,25 +475,33 @@ export const spawn = (
       })
     )
 
+    // What `exit` has read of stdout, kept across calls: an interrupted `exit` loses nothing it had read.
+    const capture = { chunks: [] as Array<Uint8Array>, bytes: 0, overflow: false }
+    let stdoutClosedByUs = false
+    const drainStdout = Stream.runForEachWhile(duplex.readable, (chunk) =>
+      Effect.sync(() => {
+        if (capture.bytes + chunk.length > maxBuffer) {
+          capture.chunks.push(chunk.subarray(0, maxBuffer - capture.bytes))
+          capture.bytes = maxBuffer
+          capture.overflow = true
+          return false
+        }
+        capture.chunks.push(chunk)
+        capture.bytes += chunk.length
+        return true
+      })
+    ).pipe(
+      Effect.catchReason("DuplexError", "Closed", () => Effect.void),
+      // Our own `closeStdout` ends stdout early: that is the end of what there is to read.
+      Effect.catchReason("DuplexError", "Broken", (reason) =>
+        stdoutClosedByUs ? Effect.void : Effect.fail(new DuplexError({ reason }))
+      )
+    )
     const exit: Effect.Effect<Completed, DuplexError> = Effect.gen(function* () {
-      // Read what is left of stdout while the child runs, so that it cannot block on a full pipe.
-      const chunks: Array<Uint8Array> = []
-      let captured = 0
-      let overflow = false
-      yield* Stream.runForEachWhile(duplex.readable, (chunk) =>
-        Effect.sync(() => {
-          if (captured + chunk.length > maxBuffer) {
-            chunks.push(chunk.subarray(0, maxBuffer - captured))
-            captured = maxBuffer
-            overflow = true
-            return false
-          }
-          chunks.push(chunk)
-          captured += chunk.length
-          return true
-        })
-      ).pipe(Effect.catchReason("DuplexError", "Closed", () => Effect.void))
-      if (overflow) {
+      // Read what is left of stdout while the child runs, so that it cannot block on a full pipe. Once the
+      // child has exited, stdout gets a moment to end; a grandchild that holds it open is not waited for.
+      yield* Effect.raceFirst(drainStdout, Effect.andThen(exitedStatus, Effect.sleep(STDERR_AFTER_EXIT_MILLIS)))
+      if (capture.overflow) {
         if (!hasExited()) child.kill("SIGKILL")
         yield* exitedStatus
         return yield* new DuplexError({
@@ -461,12 +510,12 @@ export const spawn = (
             command: line,
             stream: "stdout",
             limit: maxBuffer,
-            captured: Buffer.concat(chunks)
+            captured: Buffer.concat(capture.chunks)
           })
         })
       }
       const done = yield* status
-      return { ...done, stdout: Buffer.concat(chunks), stderrTail: tail.value }
+      return { ...done, stdout: Buffer.concat(capture.chunks), stderrTail: tail.value }
     })
 
     const subprocess: Subprocess = Object.assign(Object.create(Object.getPrototypeOf(duplex)), duplex, {
@@ -478,6 +527,7 @@ export const spawn = (
       stderrTail: Effect.sync(() => tail.value),
       kill,
       closeStdout: Effect.sync(() => {
+        stdoutClosedByUs = true
         child.stdout?.destroy()
       })
     })
@@ -503,45 +553,59 @@ export interface RunOptions extends SpawnOptions {
   readonly failOnUnconsumedInput?: boolean | undefined
 }
 
-/** Writes `input` then ends stdin; a child that stopped reading (EPIPE, or already exited) ends the write. */
+/** What feeding a child's stdin came to. */
+interface Fed {
+  /** Whether the child stopped reading (EPIPE) before the input ended. */
+  readonly stopped: boolean
+  /** Input bytes not written because of that. */
+  readonly unconsumed: number
+}
+
+/**
+ * Writes `input` to the child's stdin, then ends it. When the child stops reading (EPIPE) the writing
+ * stops; with `countRest` the rest of the input is still pulled and counted (one pass: a stream can be
+ * re-run from its start, so a second run could not count it). If the input fails, or this is
+ * interrupted, stdin is closed all the same, so the child is never left waiting for an EOF.
+ */
 const feed = <E, R>(
   proc: Subprocess,
   input: Stream.Stream<Uint8Array, E, R>,
-  failOnUnconsumed: boolean
-): Effect.Effect<number, DuplexError | E, R> =>
+  countRest: boolean
+): Effect.Effect<Fed, DuplexError | E, R> =>
   Effect.suspend(() => {
-    // One pass over the input: once the child has stopped reading (EPIPE), the rest is counted, not
-    // written. (Streams can be re-run from the start, so the count cannot come from a second run.)
     let unconsumed = 0
     let stopped = false
     const isBrokenPipe = (error: unknown): error is DuplexError =>
       isDuplexError(error) && error.reason._tag === "Broken"
+    const endQuietly = Effect.ignore(proc.end)
     return Effect.gen(function* () {
       const before = (yield* proc.stats).outbound.bytes
       let offered = 0
-      yield* Stream.runForEach(input, (chunk) => {
+      yield* Stream.runForEachWhile(input, (chunk) => {
         if (stopped) {
           unconsumed += chunk.length
-          return Effect.void
+          return Effect.succeed(true)
         }
         offered += chunk.length
         return proc.write(chunk).pipe(
+          Effect.as(true),
           Effect.catchIf(isBrokenPipe, () =>
             Effect.map(proc.stats, (stats) => {
               stopped = true
               unconsumed += offered - (stats.outbound.bytes - before)
+              return countRest
             })
           )
         )
       })
       if (!stopped) yield* proc.end.pipe(Effect.catchIf(isBrokenPipe, () => Effect.void))
-      if (stopped && failOnUnconsumed) {
-        return yield* new DuplexError({
-          reason: new InputNotConsumed({ label: proc.label, command: proc.command, unconsumedBytes: unconsumed })
-        })
-      }
-      return unconsumed
-    })
+      return { stopped, unconsumed } satisfies Fed
+    }).pipe(Effect.onExit((exit) => (Exit.isSuccess(exit) ? Effect.void : endQuietly)))
+  })
+
+const notConsumed = (proc: Subprocess, fed: Fed) =>
+  new DuplexError({
+    reason: new InputNotConsumed({ label: proc.label, command: proc.command, unconsumedBytes: fed.unconsumed })
   })
 
 const checkStatus = (proc: Subprocess, status: ExitStatus): Effect.Effect<void, DuplexError> =>
@@ -607,18 +671,23 @@ export const pipeThrough: {
     options: RunOptions = {}
   ): Stream.Stream<Uint8Array, DuplexError | E, R> =>
     Stream.unwrap(
-      Effect.map(spawn(command, args, options), (proc) =>
-        Stream.concat(
-          Stream.merge(
-            proc.readable,
-            Stream.drain(Stream.fromEffect(feed(proc, input, options.failOnUnconsumedInput ?? false))),
-            {
-              haltStrategy: "left"
-            }
-          ),
-          Stream.drain(Stream.fromEffect(Effect.flatMap(proc.status, (status) => checkStatus(proc, status))))
+      Effect.gen(function* () {
+        const proc = yield* spawn(command, args, options)
+        // Deadlock freedom: stdin is fed by a fiber of its own while the stream reads stdout.
+        const feeder = yield* Effect.forkScoped(feed(proc, input, false))
+        const fed = Fiber.join(feeder)
+        const outcome = Effect.gen(function* () {
+          // The child's stdout has ended; its stdin is fed to the end (or until it stops reading).
+          const result = yield* fed
+          yield* checkStatus(proc, yield* proc.status)
+          if (result.stopped && options.failOnUnconsumedInput === true) return yield* notConsumed(proc, result)
+        })
+        return Stream.concat(
+          // A failing input fails the output at once, instead of leaving the child waiting for more.
+          Stream.merge(proc.readable, Stream.drain(Stream.fromEffect(fed)), { haltStrategy: "left" }),
+          Stream.drain(Stream.fromEffect(outcome))
         )
-      )
+      })
     )
 )
 
@@ -691,17 +760,19 @@ export const communicate: {
   ): Effect.Effect<Communicated, DuplexError | E, R> =>
     Effect.gen(function* () {
       // Deadlock freedom: stdin is fed in its own fiber while `exit` reads stdout (bounded) here.
-      const writer = yield* Effect.forkChild(feed(proc, input, options.failOnUnconsumedInput ?? false), {
-        startImmediately: true
-      })
-      const completed = yield* Effect.onError(proc.exit, () => Fiber.interrupt(writer))
-      const unconsumedInputBytes = yield* Fiber.join(writer)
+      const writer = yield* Effect.forkChild(feed(proc, input, true), { startImmediately: true })
+      // A failing input fails at once (and `feed` has closed stdin); otherwise wait for the exit.
+      const completed = yield* Effect.raceFirst(proc.exit, Effect.andThen(Fiber.join(writer), Effect.never)).pipe(
+        Effect.onError(() => Effect.andThen(Fiber.interrupt(writer), proc.abort))
+      )
+      const fed = yield* Fiber.join(writer)
+      if (fed.stopped && options.failOnUnconsumedInput === true) return yield* notConsumed(proc, fed)
       return {
         exitCode: completed.exitCode,
         signal: completed.signal,
         stdout: completed.stdout,
         stderr: completed.stderrTail,
-        unconsumedInputBytes
+        unconsumedInputBytes: fed.unconsumed
       }
     })
 )
@@ -726,7 +797,11 @@ export interface Stage {
  */
 export interface Pipeline extends Duplex.Duplex {
   readonly stages: ReadonlyArray<Subprocess>
-  /** Waits for every stage; fails `ProcessFailed` for the first stage that failed, in order. */
+  /**
+   * Waits for every stage, reading what is left of the last stage's stdout as `Subprocess.exit` does
+   * (bounded by its `maxBuffer`, then discarded); fails `ProcessFailed` for the last stage (every stage
+   * with `pipefail`) when it failed.
+   */
   readonly exit: Effect.Effect<ReadonlyArray<ExitStatus>, DuplexError>
 }
 
@@ -777,12 +852,10 @@ export const pipeline = (
       const to = procs[i + 1]!
       const copy = Stream.runForEach(from.readable, (chunk) => to.write(chunk)).pipe(
         Effect.andThen(to.end),
-        Effect.catchReason(
-          "DuplexError",
-          "Broken",
-          () =>
-            // The downstream stopped reading: close our end of the upstream's stdout, as a shell would.
-            from.closeStdout
+        Effect.catchReason("DuplexError", "Broken", () =>
+          // The downstream stopped reading (or the upstream's stdout broke): close our end of the
+          // upstream's stdout, as a shell would, and the downstream's stdin, so neither waits on the other.
+          Effect.andThen(from.closeStdout, Effect.ignore(to.end))
         ),
         Effect.catchReason("DuplexError", "Closed", () => Effect.void)
       )
@@ -791,8 +864,12 @@ export const pipeline = (
     const first = procs[0]!
     const last = procs[procs.length - 1]!
     const exit = Effect.gen(function* () {
+      // The last stage's stdout is read as `Subprocess.exit` reads it (bounded by its maxBuffer), so
+      // that a pipeline nobody reads cannot block on it.
+      const lastCompleted = yield* last.exit
       const statuses: Array<ExitStatus> = []
-      for (const proc of procs) statuses.push(yield* proc.status)
+      for (const proc of procs.slice(0, -1)) statuses.push(yield* proc.status)
+      statuses.push({ exitCode: lastCompleted.exitCode, signal: lastCompleted.signal })
       yield* Fiber.awaitAll(copies)
       const checked = options.pipefail === true ? procs : [last]
       for (const proc of checked) yield* checkStatus(proc, statuses[procs.indexOf(proc)]!)

@@ -20,6 +20,7 @@ import {
   randomChunks,
   readAll
 } from "fullduplex/testkit"
+import { execSync } from "node:child_process"
 import { createHash } from "node:crypto"
 import { fileURLToPath } from "node:url"
 import { patternBytes } from "./fixtures/pattern.mjs"
@@ -642,5 +643,116 @@ describe("Subprocess properties", () => {
         )
       ),
     120_000
+  )
+})
+
+describe("Subprocess never hangs, whatever the child or the input does", () => {
+  class InputFailed extends Error {}
+
+  it.live("pipeThrough finishes when the child's stdout ends before its input (stdout ignored)", () =>
+    Effect.gen(function* () {
+      const out = yield* Stream.runCollect(
+        Stream.make(text("hello\n")).pipe(Subprocess.pipeThrough("cat", [], { stdout: "ignore" }))
+      ).pipe(within("5 seconds", "pipeThrough with stdout ignored"))
+      assert.strictEqual(out.length, 0)
+    })
+  )
+
+  it.live("pipeThrough fails InputNotConsumed when a child that never reads closes stdout first", () =>
+    Effect.gen(function* () {
+      const input = Stream.fromIterable(Array.from({ length: 64 }, () => new Uint8Array(256 * KiB)))
+      const exit = yield* Effect.exit(
+        Stream.runDrain(
+          input.pipe(Subprocess.pipeThrough("sh", ["-c", "exec 1>&- 0<&-; sleep 0.3"], { failOnUnconsumedInput: true }))
+        ).pipe(within("10 seconds", "pipeThrough into a child that reads nothing"))
+      )
+      assert.strictEqual(duplexErrorOf(exit).reason._tag, "InputNotConsumed")
+    })
+  )
+
+  it.live("communicate fails with the input's error, and does not wait for the child, when the input fails", () =>
+    Effect.gen(function* () {
+      const cat = yield* Subprocess.spawn("cat")
+      const input = Stream.concat(Stream.make(text("x")), Stream.fail(new InputFailed("the input broke")))
+      const exit = yield* Effect.exit(Subprocess.communicate(cat, input).pipe(within("5 seconds", "communicate")))
+      assert.isTrue(Exit.isFailure(exit))
+      const error = Exit.isFailure(exit) ? exit.cause.reasons.find((r) => r._tag === "Fail") : undefined
+      assert.instanceOf(error?._tag === "Fail" ? error.error : undefined, InputFailed)
+    })
+  )
+
+  it.live("exit returns once the child has exited, even while a grandchild holds its stdout open", () =>
+    Effect.gen(function* () {
+      const sh = yield* Subprocess.spawn("sh", ["-c", "sleep 3 & echo hi; exit 0"])
+      const completed = yield* sh.exit.pipe(within("2500 millis", "exit with a grandchild holding stdout"))
+      assert.strictEqual(completed.exitCode, 0)
+      assert.strictEqual(decode(completed.stdout), "hi\n")
+    })
+  )
+
+  it.live("pipeline exit reads the last stage's output nobody read, so the pipeline can finish", () =>
+    Effect.gen(function* () {
+      const p = yield* Subprocess.pipeline([
+        { command: process.execPath, args: [fixture("write-bytes.mjs"), String(MiB)] },
+        { command: "cat" }
+      ])
+      const statuses = yield* p.exit.pipe(within("10 seconds", "the pipeline's exit"))
+      assert.deepStrictEqual(
+        statuses.map((s) => s.exitCode),
+        [0, 0]
+      )
+    })
+  )
+
+  it.live("scope close drains a child blocked on a full stdout, so it ends by itself at stdin EOF", () =>
+    Effect.gen(function* () {
+      const started = yield* Clock.currentTimeMillis
+      const child = yield* Effect.scoped(
+        Effect.gen(function* () {
+          const child = yield* Subprocess.spawn(process.execPath, [fixture("write-bytes.mjs"), String(MiB)], {
+            stdinGrace: "3 seconds"
+          })
+          yield* Effect.sleep("100 millis") // the child fills its stdout pipe and blocks
+          return child
+        })
+      )
+      const took = (yield* Clock.currentTimeMillis) - started
+      assert.deepStrictEqual(yield* child.status, { exitCode: 0, signal: undefined })
+      assert.isBelow(took, 2500, "the child was not drained: it waited out stdinGrace and got SIGTERM")
+    })
+  )
+
+  it.live("an exit interrupted and retried still returns every byte of stdout", () =>
+    Effect.gen(function* () {
+      const child = yield* Subprocess.spawn("sh", ["-c", `head -c ${4 * MiB} /dev/zero; sleep 0.5`])
+      yield* Effect.timeoutOption(child.exit, "200 millis") // interrupted while the child still runs
+      const completed = yield* child.exit.pipe(within("5 seconds", "the retried exit"))
+      assert.strictEqual(completed.stdout.length, 4 * MiB)
+    })
+  )
+
+  it.live("bad options and impossible commands fail typed, and leave no child behind", () =>
+    Effect.gen(function* () {
+      const badHighWaterMark = yield* Effect.exit(Subprocess.spawn("sleep", ["31"], { highWaterMark: 0 }))
+      assert.strictEqual(duplexErrorOf(badHighWaterMark).reason._tag, "InvalidOptions")
+      const infiniteGrace = yield* Effect.exit(Subprocess.spawn("sleep", ["31"], { killGrace: Infinity }))
+      assert.strictEqual(duplexErrorOf(infiniteGrace).reason._tag, "InvalidOptions")
+      const nulByte = yield* Effect.exit(Subprocess.spawn("echo", ["a\u0000b"]))
+      assert.strictEqual(duplexErrorOf(nulByte).reason._tag, "SpawnFailed")
+      const running = execSync("pgrep -x sleep -a || true").toString()
+      assert.notInclude(running, "sleep 31", "a child was started before its options were checked")
+    })
+  )
+
+  it.live("a stderr sink that dies does not stop stderr from being read", () =>
+    Effect.gen(function* () {
+      const dying = Sink.forEach((_: Uint8Array) => Effect.die(new Error("the sink died")))
+      const child = yield* Subprocess.spawn(process.execPath, [fixture("stderr-flood.mjs"), String(4 * MiB)], {
+        stderr: dying
+      })
+      yield* child.end // the fixture copies its stdin to stdout once stderr is written
+      const completed = yield* child.exit.pipe(within("10 seconds", "exit with a dying stderr sink"))
+      assert.strictEqual(completed.exitCode, 0)
+    })
   )
 })

@@ -277,6 +277,8 @@ export const makeParts = (
       closed = true
       inbound.closeReader()
       for (const wake of [...waiters]) wake()
+      // A paused source would hold its writer back for good: let it flow, into a pipe that discards.
+      if (!input.destroyed) input.resume()
     }
     let destroyed = false
     const close = (graceful: boolean) => {
