@@ -199,12 +199,34 @@ const fullduplexNotes = (o: CatObservation): string =>
   `the fullduplex reader got ${o.reads} chunks (${formatBytes(Math.round(PAYLOAD_BYTES / Math.max(1, o.reads)))} ` +
   `on average) and its writes waited ${o.writerBlockedMillis.toFixed(0)} ms for 'drain'`
 
+/**
+ * CPU time (user + system) of this process per call of `run`, which covers the JavaScript thread and V8's
+ * garbage-collection helper threads but not `cat`: what a side costs, whatever else the machine runs.
+ */
+class CpuTimes {
+  readonly millis: Array<number> = []
+  wrap(run: () => Promise<void>): () => Promise<void> {
+    return async () => {
+      const before = process.cpuUsage()
+      await run()
+      const { user, system } = process.cpuUsage(before)
+      this.millis.push((user + system) / 1000)
+    }
+  }
+  /** Median of every call but the first (the warm-up), e.g. `812 ms`. */
+  median(): string {
+    const sorted = this.millis.slice(1).sort((a, b) => a - b)
+    return sorted.length === 0 ? "n/a" : `${sorted[Math.floor(sorted.length / 2)]!.toFixed(0)} ms`
+  }
+}
+
 /** The throughput row against one baseline: `spawn` (by hand) or execa's `duplex()`. */
 const throughputCase = (baseline: "spawn" | "execa duplex"): BenchCase => {
   const chunks = repeat(patternChunk(WRITE_SIZE), PAYLOAD_BYTES)
   const input = Stream.fromIterable(chunks)
   const fullduplex = emptyCatObservation()
   const node = emptyCatObservation()
+  const cpu = { fullduplex: new CpuTimes(), node: new CpuTimes() }
   const baselineDescription =
     baseline === "spawn"
       ? `\`child_process.spawn("cat")\` (stderr piped and drained, as fullduplex does), writing stdin with ` +
@@ -224,14 +246,17 @@ const throughputCase = (baseline: "spawn" | "execa duplex"): BenchCase => {
       `${baseline === "spawn" ? "execa duplex" : "spawn"} one, is on both rows`,
     subject: {
       label: "Subprocess.spawn",
-      run: () => Effect.runPromise(fullduplexCat(input, PAYLOAD_BYTES, fullduplex))
+      run: cpu.fullduplex.wrap(() => Effect.runPromise(fullduplexCat(input, PAYLOAD_BYTES, fullduplex)))
     },
     baseline:
       baseline === "spawn"
-        ? { label: "child_process.spawn", run: () => spawnCat(chunks, PAYLOAD_BYTES, node) }
-        : { label: "execa duplex()", run: () => execaDuplexCat(chunks, PAYLOAD_BYTES, node) },
+        ? { label: "child_process.spawn", run: cpu.node.wrap(() => spawnCat(chunks, PAYLOAD_BYTES, node)) }
+        : { label: "execa duplex()", run: cpu.node.wrap(() => execaDuplexCat(chunks, PAYLOAD_BYTES, node)) },
     targets: { minRatio: MIN_RATIO },
-    observed: () => `in the last runs ${fullduplexNotes(fullduplex)}; ${writerNotes(`the ${baseline} pump`, node)}`
+    observed: () =>
+      `in the last runs ${fullduplexNotes(fullduplex)}; ${writerNotes(`the ${baseline} pump`, node)}; median CPU ` +
+      `time of the bench process (its garbage-collection threads included, \`cat\` not) per timed run: ` +
+      `fullduplex ${cpu.fullduplex.median()}, the ${baseline} pump ${cpu.node.median()}`
   }
 }
 
