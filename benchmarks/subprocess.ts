@@ -21,6 +21,7 @@ import * as os from "node:os"
 import { fileURLToPath } from "node:url"
 import type { RunnerKind, ToChild, ToParent } from "./catProcess.js"
 import { type CatObservation, emptyCatObservation, execaDuplexCat, fullduplexCat, spawnCat } from "./catTransfers.js"
+import { emptyMemoryObservation, formatMiB, type MemoryObservation, recordMemory, signedMiB, worst } from "./memory.js"
 import { type BenchCase, type Check, formatBytes, formatRate } from "./harness.js"
 import { patternChunk, repeat } from "./pattern.js"
 
@@ -110,35 +111,6 @@ class CatRunner {
     })
   }
 }
-
-/** What one runner's memory did, run by run (the warm-up included). */
-interface MemoryObservation {
-  idleRssBytes: number
-  /** Peak RSS above idle, per run. */
-  aboveIdle: Array<number>
-  /** Peak memory in `ArrayBuffer`s above idle, per run. */
-  arrayBuffersAboveIdle: Array<number>
-  /** The kernel's high-water mark (`ru_maxrss`) of the process, minus its idle RSS, after the last run. */
-  maxRssAboveIdle: number
-}
-
-const emptyMemoryObservation = (): MemoryObservation => ({
-  idleRssBytes: 0,
-  aboveIdle: [],
-  arrayBuffersAboveIdle: [],
-  maxRssAboveIdle: 0
-})
-
-const recordMemory = ({ idle, peak, maxRssBytes }: Ran, observation: MemoryObservation): void => {
-  observation.idleRssBytes = idle.rssBytes
-  observation.aboveIdle.push(peak.rssBytes - idle.rssBytes)
-  observation.arrayBuffersAboveIdle.push(peak.arrayBuffersBytes - idle.arrayBuffersBytes)
-  observation.maxRssAboveIdle = maxRssBytes - idle.rssBytes
-}
-
-const formatMiB = (bytes: number): string => `${(bytes / MiB).toFixed(1)} MiB`
-const signedMiB = (bytes: number): string => `${bytes < 0 ? "−" : "+"}${formatMiB(Math.abs(bytes))}`
-const worst = (values: ReadonlyArray<number>): number => Math.max(...values)
 
 /** The one-off execa `input` measurement, and why its size was chosen. */
 interface ExecaInputReport {

@@ -23,6 +23,7 @@ import * as net from "node:net"
 import { fileURLToPath } from "node:url"
 import { Duplex, Echo, Tcp } from "fullduplex"
 import type { ServerKind, ToChild, ToParent } from "./echoServerProcess.js"
+import { emptyMemoryObservation, formatMiB, type MemoryObservation, recordMemory, signedMiB, worst } from "./memory.js"
 import { type BenchCase, byteCountError, type Check, countBytes, formatBytes, verifyBytes } from "./harness.js"
 import { type WriteProgress, writeAllThenEnd } from "./nodeStreams.js"
 import { EchoCheck, echoCheckSink, PatternMismatch, patternChunk, repeat } from "./pattern.js"
@@ -253,35 +254,6 @@ class EchoServerProcess {
     })
   }
 }
-
-/** What one server process's memory did, run by run (the warm-up included). */
-interface MemoryObservation {
-  idleRssBytes: number
-  /** Peak RSS above idle, per run. */
-  aboveIdle: Array<number>
-  /** Peak memory in `ArrayBuffer`s above idle, per run. */
-  arrayBuffersAboveIdle: Array<number>
-  /** The kernel's high-water mark (`ru_maxrss`) of the process, minus its idle RSS, after the last run. */
-  maxRssAboveIdle: number
-}
-
-const emptyMemoryObservation = (): MemoryObservation => ({
-  idleRssBytes: 0,
-  aboveIdle: [],
-  arrayBuffersAboveIdle: [],
-  maxRssAboveIdle: 0
-})
-
-const recordMemory = ({ idle, peak, maxRssBytes }: Memory, observation: MemoryObservation): void => {
-  observation.idleRssBytes = idle.rssBytes
-  observation.aboveIdle.push(peak.rssBytes - idle.rssBytes)
-  observation.arrayBuffersAboveIdle.push(peak.arrayBuffersBytes - idle.arrayBuffersBytes)
-  observation.maxRssAboveIdle = maxRssBytes - idle.rssBytes
-}
-
-const formatMiB = (bytes: number): string => `${(bytes / MiB).toFixed(1)} MiB`
-const signedMiB = (bytes: number): string => `${bytes < 0 ? "−" : "+"}${formatMiB(Math.abs(bytes))}`
-const worst = (values: ReadonlyArray<number>): number => Math.max(...values)
 
 // -----------------------------------------------------------------------------------------------------
 // cases
