@@ -1,7 +1,10 @@
 /**
  * Memory figures of a process that reports its idle and peak RSS (the echo server and cat runner
- * processes): what one such process did, run by run, and how the figures are printed.
+ * processes): what one such process did, run by run, how the figures are printed and judged, and how the
+ * process is stopped.
  */
+import type { ChildProcess } from "node:child_process"
+import type { Check } from "./harness.js"
 
 const MiB = 1024 * 1024
 
@@ -40,3 +43,43 @@ export const recordMemory = ({ idle, peak, maxRssBytes }: MemoryReport, observat
 export const formatMiB = (bytes: number): string => `${(bytes / MiB).toFixed(1)} MiB`
 export const signedMiB = (bytes: number): string => `${bytes < 0 ? "−" : "+"}${formatMiB(Math.abs(bytes))}`
 export const worst = (values: ReadonlyArray<number>): number => Math.max(...values)
+
+/** The issues' memory target: peak RSS at most 64 MiB above the idle process. */
+export const MAX_RSS_ABOVE_IDLE_BYTES = 64 * MiB
+
+/** One process's figures, for a case's notes. */
+export const describeMemory = (label: string, m: MemoryObservation): string =>
+  `${label}: idle ${formatMiB(m.idleRssBytes)}, peak ${signedMiB(worst(m.aboveIdle))} in its worst run ` +
+  `(run by run ${m.aboveIdle.map(signedMiB).join(", ")}; kernel high-water mark ` +
+  `${signedMiB(m.maxRssAboveIdle)}), of which \`ArrayBuffer\`s at most ` +
+  `${signedMiB(worst(m.arrayBuffersAboveIdle))}`
+
+/** The memory target, judged on the subject's worst run, with the baseline's worst beside it. */
+export const peakRssCheck = (
+  what: string,
+  subject: { readonly label: string; readonly memory: MemoryObservation },
+  baseline: { readonly label: string; readonly memory: MemoryObservation }
+): Check => {
+  const subjectWorst = worst(subject.memory.aboveIdle)
+  return {
+    target: `peak RSS of ${what} ≤ ${formatMiB(MAX_RSS_ABOVE_IDLE_BYTES)} above idle`,
+    met: subjectWorst <= MAX_RSS_ABOVE_IDLE_BYTES,
+    figure:
+      `${subject.label} ${signedMiB(subjectWorst)} in its worst run; ${baseline.label} ` +
+      `${signedMiB(worst(baseline.memory.aboveIdle))}`
+  }
+}
+
+/** Asks a forked process to stop (`send(stop)`), kills it if it has not exited within 5 s; resolves once it has. */
+export const stopProcess = (child: ChildProcess, stop: unknown): Promise<void> => {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve()
+  return new Promise((resolve) => {
+    const kill = setTimeout(() => child.kill("SIGKILL"), 5000)
+    child.once("exit", () => {
+      clearTimeout(kill)
+      resolve()
+    })
+    if (child.connected) child.send(stop as never)
+    else child.kill("SIGTERM")
+  })
+}

@@ -21,7 +21,15 @@ import * as os from "node:os"
 import { fileURLToPath } from "node:url"
 import type { RunnerKind, ToChild, ToParent } from "./catProcess.js"
 import { type CatObservation, emptyCatObservation, execaDuplexCat, fullduplexCat, spawnCat } from "./catTransfers.js"
-import { emptyMemoryObservation, formatMiB, type MemoryObservation, recordMemory, signedMiB, worst } from "./memory.js"
+import {
+  describeMemory,
+  emptyMemoryObservation,
+  formatMiB,
+  peakRssCheck,
+  recordMemory,
+  signedMiB,
+  stopProcess
+} from "./memory.js"
 import { type BenchCase, type Check, formatBytes, formatRate } from "./harness.js"
 import { patternChunk, repeat } from "./pattern.js"
 
@@ -34,7 +42,6 @@ const PAYLOAD_BYTES = GiB
 /** The issue's throughput target: at least this ratio to the faster of the two baselines. */
 const MIN_RATIO = 0.9
 /** The memory target: the fullduplex runner's peak RSS at most this far above its idle RSS (from the issue). */
-const MAX_RSS_ABOVE_IDLE_BYTES = 64 * MiB
 /**
  * execa's `input` holds the payload three times at its peak (the input, stdout's chunks and their
  * concatenation; about 3.2 GiB measured for 1 GiB): 1 GiB of input only with this much memory available.
@@ -99,16 +106,7 @@ class CatRunner {
 
   /** Asks it to exit; kills it if it has not exited within 5 s. Resolves once it has exited. */
   stop(): Promise<void> {
-    if (this.child.exitCode !== null || this.child.signalCode !== null) return Promise.resolve()
-    return new Promise((resolve) => {
-      const kill = setTimeout(() => this.child.kill("SIGKILL"), 5000)
-      this.child.once("exit", () => {
-        clearTimeout(kill)
-        resolve()
-      })
-      if (this.child.connected) this.child.send({ _tag: "Stop" } satisfies ToChild)
-      else this.child.kill("SIGTERM")
-    })
+    return stopProcess(this.child, { _tag: "Stop" } satisfies ToChild)
   }
 }
 
@@ -241,11 +239,6 @@ const memoryCase = (): BenchCase => {
     if (runner === undefined) throw new Error(`the ${which} cat runner is not running`)
     recordMemory(await runner.run(), memory[which])
   }
-  const describe = (label: string, m: MemoryObservation) =>
-    `${label}: idle ${formatMiB(m.idleRssBytes)}, peak ${signedMiB(worst(m.aboveIdle))} in its worst run ` +
-    `(run by run ${m.aboveIdle.map(signedMiB).join(", ")}; kernel high-water mark ` +
-    `${signedMiB(m.maxRssAboveIdle)}), of which \`ArrayBuffer\`s at most ` +
-    `${signedMiB(worst(m.arrayBuffersAboveIdle))}`
   return {
     name: "subprocess cat memory",
     writeSize: WRITE_SIZE,
@@ -274,20 +267,15 @@ const memoryCase = (): BenchCase => {
       await Promise.all([runners.fullduplex?.stop(), runners.spawn?.stop()])
     },
     observed: () =>
-      `peak RSS above idle, warm-up first: ${describe("Subprocess.spawn process", memory.fullduplex)}; ` +
-      `${describe("child_process.spawn process", memory.spawn)}`,
-    checks: (): ReadonlyArray<Check> => {
-      const fullduplexWorst = worst(memory.fullduplex.aboveIdle)
-      return [
-        {
-          target: `peak RSS of the fullduplex process ≤ ${formatMiB(MAX_RSS_ABOVE_IDLE_BYTES)} above idle`,
-          met: fullduplexWorst <= MAX_RSS_ABOVE_IDLE_BYTES,
-          figure:
-            `Subprocess.spawn process ${signedMiB(fullduplexWorst)} in its worst run; child_process.spawn ` +
-            `process ${signedMiB(worst(memory.spawn.aboveIdle))}`
-        }
-      ]
-    },
+      `peak RSS above idle, warm-up first: ${describeMemory("Subprocess.spawn process", memory.fullduplex)}; ` +
+      `${describeMemory("child_process.spawn process", memory.spawn)}`,
+    checks: (): ReadonlyArray<Check> => [
+      peakRssCheck(
+        "the fullduplex process",
+        { label: "Subprocess.spawn process", memory: memory.fullduplex },
+        { label: "child_process.spawn process", memory: memory.spawn }
+      )
+    ],
     reports: () => (execaInput === undefined ? [] : [describeExecaInput(execaInput)])
   }
 }

@@ -23,7 +23,7 @@ import * as net from "node:net"
 import { fileURLToPath } from "node:url"
 import { Duplex, Echo, Tcp } from "fullduplex"
 import type { ServerKind, ToChild, ToParent } from "./echoServerProcess.js"
-import { emptyMemoryObservation, formatMiB, type MemoryObservation, recordMemory, signedMiB, worst } from "./memory.js"
+import { describeMemory, emptyMemoryObservation, peakRssCheck, recordMemory, stopProcess } from "./memory.js"
 import { type BenchCase, byteCountError, type Check, countBytes, formatBytes, verifyBytes } from "./harness.js"
 import { type WriteProgress, writeAllThenEnd } from "./nodeStreams.js"
 import { EchoCheck, echoCheckSink, PatternMismatch, patternChunk, repeat } from "./pattern.js"
@@ -38,7 +38,6 @@ const ECHO_PAYLOAD_BYTES = GiB
 /** About 1 s per run for `net` on this machine (≈ 60k round trips/s when quiet, fewer under load). */
 const ROUND_TRIPS = 50_000
 /** The memory target: the echo server's peak RSS at most this far above its idle RSS (from the issue). */
-const MAX_RSS_ABOVE_IDLE_BYTES = 64 * MiB
 /** `Echo.serve`'s idle timeout: never reached by a working run (the harness times out a hung one). */
 const IDLE_TIMEOUT = "10 minutes"
 
@@ -242,16 +241,7 @@ class EchoServerProcess {
 
   /** Asks it to close its server and exit; kills it if it has not exited within 5 s. */
   stop(): Promise<void> {
-    if (this.child.exitCode !== null || this.child.signalCode !== null) return Promise.resolve()
-    return new Promise((resolve) => {
-      const kill = setTimeout(() => this.child.kill("SIGKILL"), 5000)
-      this.child.once("exit", () => {
-        clearTimeout(kill)
-        resolve()
-      })
-      if (this.child.connected) this.send({ _tag: "Stop" })
-      else this.child.kill("SIGTERM")
-    })
+    return stopProcess(this.child, { _tag: "Stop" } satisfies ToChild)
   }
 }
 
@@ -331,11 +321,6 @@ const memoryCase = (): BenchCase => {
     await nodeEchoClient(server.port, chunks, ECHO_PAYLOAD_BYTES, client)
     recordMemory(await server.measure(), memory[which])
   }
-  const describe = (label: string, m: MemoryObservation) =>
-    `${label}: idle ${formatMiB(m.idleRssBytes)}, peak ${signedMiB(worst(m.aboveIdle))} in its worst run ` +
-    `(run by run ${m.aboveIdle.map(signedMiB).join(", ")}; kernel high-water mark ` +
-    `${signedMiB(m.maxRssAboveIdle)}), of which \`ArrayBuffer\`s at most ` +
-    `${signedMiB(worst(m.arrayBuffersAboveIdle))}`
   return {
     name: "tcp echo server memory",
     writeSize: WRITE_SIZE,
@@ -363,20 +348,15 @@ const memoryCase = (): BenchCase => {
       await Promise.all([processes.fullduplex?.stop(), processes.node?.stop()])
     },
     observed: () =>
-      `peak RSS above idle, warm-up first: ${describe("Echo.serve process", memory.fullduplex)}; ` +
-      `${describe("socket.pipe process", memory.node)}`,
-    checks: (): ReadonlyArray<Check> => {
-      const fullduplexWorst = worst(memory.fullduplex.aboveIdle)
-      return [
-        {
-          target: `peak RSS of the echo server ≤ ${formatMiB(MAX_RSS_ABOVE_IDLE_BYTES)} above idle`,
-          met: fullduplexWorst <= MAX_RSS_ABOVE_IDLE_BYTES,
-          figure:
-            `Echo.serve process ${signedMiB(fullduplexWorst)} in its worst run; socket.pipe process ` +
-            `${signedMiB(worst(memory.node.aboveIdle))}`
-        }
-      ]
-    }
+      `peak RSS above idle, warm-up first: ${describeMemory("Echo.serve process", memory.fullduplex)}; ` +
+      `${describeMemory("socket.pipe process", memory.node)}`,
+    checks: (): ReadonlyArray<Check> => [
+      peakRssCheck(
+        "the echo server",
+        { label: "Echo.serve process", memory: memory.fullduplex },
+        { label: "socket.pipe process", memory: memory.node }
+      )
+    ]
   }
 }
 

@@ -16,6 +16,7 @@ import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import { dual } from "effect/Function"
 import * as Stream from "effect/Stream"
 import { type Duplex, isDuplex } from "./Duplex.js"
 import { type DuplexError, DuplexError as DuplexErrorClass, Timeout } from "./DuplexError.js"
@@ -106,8 +107,11 @@ const idleFor = (idleMillis: number, progress: { lastAt: number }, now: () => nu
     return left <= 0 ? Effect.void : Effect.flatMap(Effect.sleep(left), () => idleFor(idleMillis, progress, now))
   })
 
-// Each function below is dual by its first argument: a Duplex runs the close, anything else (options or
-// nothing) returns the Strategy.
+/**
+ * Each function below is dual by its first argument: a Duplex runs the close, anything else (options or
+ * nothing) returns the Strategy.
+ */
+const isCloseCall = (args: IArguments): boolean => isDuplex(args[0])
 
 const lingeringImpl = (duplex: Duplex, options: LingeringOptions = {}): Effect.Effect<CloseOutcome, DuplexError> =>
   Effect.gen(function* () {
@@ -195,8 +199,7 @@ const lingeringImpl = (duplex: Duplex, options: LingeringOptions = {}): Effect.E
 export const lingering: {
   (options?: LingeringOptions): Strategy
   (duplex: Duplex, options?: LingeringOptions): Effect.Effect<CloseOutcome, DuplexError>
-} = (...args: ReadonlyArray<any>): any =>
-  isDuplex(args[0]) ? lingeringImpl(args[0], args[1]) : (duplex: Duplex) => lingeringImpl(duplex, args[0])
+} = dual(isCloseCall, lingeringImpl)
 
 /**
  * Options of {@link halfClose}.
@@ -283,8 +286,7 @@ const halfCloseImpl = (duplex: Duplex, options: HalfCloseOptions = {}): Effect.E
 export const halfClose: {
   (options?: HalfCloseOptions): Strategy
   (duplex: Duplex, options?: HalfCloseOptions): Effect.Effect<CloseOutcome, DuplexError>
-} = (...args: ReadonlyArray<any>): any =>
-  isDuplex(args[0]) ? halfCloseImpl(args[0], args[1]) : (duplex: Duplex) => halfCloseImpl(duplex, args[0])
+} = dual(isCloseCall, halfCloseImpl)
 
 const abortImpl = (duplex: Duplex): Effect.Effect<CloseOutcome> =>
   Effect.as(duplex.abort, { ending: "aborted", discardedBytes: 0, millis: 0 } as const)
@@ -311,4 +313,4 @@ const abortImpl = (duplex: Duplex): Effect.Effect<CloseOutcome> =>
 export const abort: {
   (): Strategy
   (duplex: Duplex): Effect.Effect<CloseOutcome>
-} = (...args: ReadonlyArray<any>): any => (isDuplex(args[0]) ? abortImpl(args[0]) : abortImpl)
+} = dual(isCloseCall, abortImpl)

@@ -21,7 +21,8 @@ import * as Stream from "effect/Stream"
 import * as fs from "node:fs/promises"
 import * as os from "node:os"
 import type { Duplex } from "./Duplex.js"
-import { DuplexError, InvalidOptions } from "./DuplexError.js"
+import type { DuplexError } from "./DuplexError.js"
+import { checkFinitePositiveDuration, invalidOptions } from "./internal/errors.js"
 import { SpillQueue } from "./internal/spillQueue.js"
 import * as Tcp from "./Tcp.js"
 import * as Watchdog from "./Watchdog.js"
@@ -270,15 +271,8 @@ const spillEcho = (duplex: Duplex, policy: SpillPolicy, counters: Counters): Eff
   )
 
 const checkPolicy = (label: string, policy: Policy): DuplexError | undefined => {
-  const bad = (option: string, value: unknown, expected: string) =>
-    new DuplexError({ reason: new InvalidOptions({ label, option, value, expected }) })
-  const stall = (timeout: Duration.Input | undefined) => {
-    if (timeout === undefined) return undefined
-    const millis = Duration.toMillis(timeout)
-    return millis > 0 && Number.isFinite(millis)
-      ? undefined
-      : bad("stallTimeout", timeout, "a finite duration above zero")
-  }
+  const bad = (option: string, value: unknown, expected: string) => invalidOptions(label, option, value, expected)
+  const stall = (timeout: Duration.Input | undefined) => checkFinitePositiveDuration(label, "stallTimeout", timeout)
   switch (policy._tag) {
     case "Stream":
       return stall(policy.stallTimeout)
@@ -308,14 +302,12 @@ const checkDirectory = (label: string, directory: string): Effect.Effect<void, D
       await fs.access(directory, fs.constants.W_OK)
     },
     catch: (err) =>
-      new DuplexError({
-        reason: new InvalidOptions({
-          label,
-          option: "directory",
-          value: directory,
-          expected: `a writable directory (${err instanceof Error ? err.message : String(err)})`
-        })
-      })
+      invalidOptions(
+        label,
+        "directory",
+        directory,
+        `a writable directory (${err instanceof Error ? err.message : String(err)})`
+      )
   })
 
 const handlerWith =

@@ -29,16 +29,15 @@ import type { ChildProcess } from "node:child_process"
 import * as NodeStream from "node:stream"
 import * as Duplex from "./Duplex.js"
 import {
-  Broken,
   DuplexError,
   InputNotConsumed,
   isDuplexError,
-  InvalidOptions,
   MaxBufferExceeded,
   ProcessFailed,
   SpawnFailed
 } from "./DuplexError.js"
 import * as nodeDuplex from "./internal/nodeDuplex.js"
+import { codeOf, invalidOptions } from "./internal/errors.js"
 
 /**
  * Default size of the stderr tail kept for error messages: 64 KiB.
@@ -186,12 +185,6 @@ export interface Subprocess extends Duplex.Duplex {
 /** How long `exit` waits for stderr to close after the child has exited. */
 const STDERR_AFTER_EXIT_MILLIS = 1000
 
-const invalid = (label: string, option: string, value: unknown, expected: string) =>
-  new DuplexError({ reason: new InvalidOptions({ label, option, value, expected }) })
-
-const codeOf = (err: unknown): string | undefined =>
-  typeof err === "object" && err !== null && "code" in err && typeof err.code === "string" ? err.code : undefined
-
 const quote = (arg: string) => (/^[\w@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replace(/'/g, `'\\''`)}'`)
 
 const commandLine = (command: string, args: ReadonlyArray<string>) => [command, ...args].map(quote).join(" ")
@@ -307,7 +300,7 @@ export const spawn = (
         "tail, ignore, inherit or a Sink"
       ]
     ] as const) {
-      if (!ok) return yield* invalid(label, option, value, expected)
+      if (!ok) return yield* invalidOptions(label, option, value, expected)
     }
     const stdoutMode = options.stdout ?? "pipe"
     const stderrOption = options.stderr ?? "tail"
@@ -417,12 +410,15 @@ export const spawn = (
         if (!hasExited()) child.kill(signal)
       })
     const stdin = child.stdin!
+    // Node destroys stdin when the child exits, and a write then finds it closed with no error of its
+    // own: that is a broken pipe all the same, as a write into a child that closed its stdin is.
+    const closedCode = () => (hasExited() ? "EPIPE" : undefined)
     const parts =
       child.stdout !== null
         ? yield* nodeDuplex.makeParts(
             child.stdout,
             stdin,
-            { label, highWaterMark: options.highWaterMark },
+            { label, highWaterMark: options.highWaterMark, closedCode },
             (graceful) => {
               if (!graceful && !hasExited()) child.kill("SIGKILL")
               child.stdout?.destroy()
@@ -432,26 +428,13 @@ export const spawn = (
         : yield* nodeDuplex.makeParts(
             emptyReadable(),
             stdin,
-            { label, highWaterMark: options.highWaterMark },
+            { label, highWaterMark: options.highWaterMark, closedCode },
             (graceful) => {
               if (!graceful && !hasExited()) child.kill("SIGKILL")
               stdin.destroy()
             }
           )
-    // Node destroys stdin when the child exits, and a write then fails without an OS code: it is a broken
-    // pipe all the same, so it says EPIPE, as a write into a child that closed its stdin does.
-    const brokenPipe = <A>(effect: Effect.Effect<A, DuplexError>): Effect.Effect<A, DuplexError> =>
-      Effect.mapError(effect, (error) =>
-        error.reason._tag === "Broken" && error.reason.code === undefined && hasExited()
-          ? new DuplexError({ reason: new Broken({ ...error.reason, code: "EPIPE" }) })
-          : error
-      )
-    const duplex = Duplex.make({
-      ...parts,
-      write: (chunk) => brokenPipe(parts.write(chunk)),
-      writeAll: (chunks) => brokenPipe(Effect.forEach(chunks, parts.write, { discard: true })),
-      end: brokenPipe(parts.end)
-    })
+    const duplex = Duplex.make(parts)
 
     // ---- termination: registered after the adapter, so that it runs before the adapter's own finalizer
     // (finalizers run in reverse order), which would otherwise kill the child at once -----------------
@@ -518,7 +501,7 @@ export const spawn = (
       return { ...done, stdout: Buffer.concat(capture.chunks), stderrTail: tail.value }
     })
 
-    const subprocess: Subprocess = Object.assign(Object.create(Object.getPrototypeOf(duplex)), duplex, {
+    const subprocess: Subprocess = extend(duplex, {
       pid: child.pid,
       command: line,
       exit,
@@ -533,6 +516,10 @@ export const spawn = (
     })
     return subprocess
   })
+
+/** A duplex with more members: the same duplex (its type id and `pipe` included), plus `extra`. */
+const extend = <X extends object>(duplex: Duplex.Duplex, extra: X): Duplex.Duplex & X =>
+  Object.assign(Object.create(Object.getPrototypeOf(duplex)), duplex, extra)
 
 const emptyReadable = (): NodeStream.Readable => NodeStream.Readable.from([])
 
@@ -843,7 +830,7 @@ export const pipeline = (
   options: { readonly pipefail?: boolean | undefined } = {}
 ): Effect.Effect<Pipeline, DuplexError, Scope.Scope> =>
   Effect.gen(function* () {
-    if (stages.length === 0) return yield* invalid("pipeline", "stages", stages, "at least one stage")
+    if (stages.length === 0) return yield* invalidOptions("pipeline", "stages", stages, "at least one stage")
     const procs: Array<Subprocess> = []
     for (const stage of stages) procs.push(yield* spawn(stage.command, stage.args ?? [], stage.options))
     const copies: Array<Fiber.Fiber<void, DuplexError>> = []
@@ -885,8 +872,5 @@ export const pipeline = (
       abort: Effect.forEach(procs, (p) => p.abort, { discard: true }),
       stats: Effect.zipWith(first.stats, last.stats, (a, b) => ({ outbound: a.outbound, inbound: b.inbound }))
     })
-    return Object.assign(Object.create(Object.getPrototypeOf(pipelineDuplex)), pipelineDuplex, {
-      stages: procs,
-      exit
-    }) as Pipeline
+    return extend(pipelineDuplex, { stages: procs, exit }) satisfies Pipeline
   })

@@ -20,7 +20,8 @@ import type * as Scope from "effect/Scope"
 import * as net from "node:net"
 import * as Close from "./Close.js"
 import * as Duplex from "./Duplex.js"
-import { ConnectFailed, DuplexError, InvalidOptions, isDuplexError, ListenFailed } from "./DuplexError.js"
+import { ConnectFailed, DuplexError, isDuplexError, ListenFailed } from "./DuplexError.js"
+import { codeOf, invalidOptions } from "./internal/errors.js"
 
 /**
  * A TCP address. `host` defaults to `"127.0.0.1"`.
@@ -127,29 +128,23 @@ export const DEFAULT_SHUTDOWN_GRACE: Duration.Duration = Duration.seconds(10)
 const describeAddress = (address: Address): string =>
   "path" in address ? address.path : `${address.host ?? "127.0.0.1"}:${address.port}`
 
-const codeOf = (err: unknown): string | undefined =>
-  typeof err === "object" && err !== null && "code" in err && typeof err.code === "string" ? err.code : undefined
-
 const socketLabel = (socket: net.Socket, address: Address): string =>
   "path" in address
     ? `unix ${address.path}`
     : `tcp ${socket.localAddress}:${socket.localPort}→${socket.remoteAddress}:${socket.remotePort}`
 
-const invalid = (label: string, option: string, value: unknown, expected: string) =>
-  new DuplexError({ reason: new InvalidOptions({ label, option, value, expected }) })
-
 const countOption = (label: string, option: string, value: number, min: number): DuplexError | undefined =>
-  Number.isInteger(value) && value >= min ? undefined : invalid(label, option, value, `a whole number ≥ ${min}`)
+  Number.isInteger(value) && value >= min ? undefined : invalidOptions(label, option, value, `a whole number ≥ ${min}`)
 
 const checkAddress = (label: string, address: Address): DuplexError | undefined => {
   if ("path" in address) {
     return typeof address.path === "string" && address.path.length > 0
       ? undefined
-      : invalid(label, "path", address.path, "a non-empty socket path")
+      : invalidOptions(label, "path", address.path, "a non-empty socket path")
   }
   return Number.isInteger(address.port) && address.port >= 0 && address.port <= 65535
     ? undefined
-    : invalid(label, "port", address.port, "a whole number from 0 to 65535")
+    : invalidOptions(label, "port", address.port, "a whole number from 0 to 65535")
 }
 
 /** Milliseconds of a duration option that must be ≥ 0 (`Infinity` allowed where `infinite` is true). */
@@ -160,7 +155,7 @@ const millisOption = (
   fallback: Duration.Duration
 ): number | DuplexError => {
   const millis = value === undefined ? Duration.toMillis(fallback) : Duration.toMillis(value)
-  return millis >= 0 ? millis : invalid(label, option, value, "a duration ≥ 0")
+  return millis >= 0 ? millis : invalidOptions(label, option, value, "a duration ≥ 0")
 }
 
 /**

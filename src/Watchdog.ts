@@ -14,7 +14,8 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import { dual } from "effect/Function"
 import type { Duplex, Stats } from "./Duplex.js"
-import { DuplexError, InvalidOptions, StallDetected, type StalledDirection } from "./DuplexError.js"
+import { DuplexError, StallDetected, type StalledDirection } from "./DuplexError.js"
+import { checkFinitePositiveDuration } from "./internal/errors.js"
 
 /**
  * Options of {@link watch}.
@@ -90,17 +91,9 @@ const direction = (label: string, which: "outbound" | "inbound", stats: Stats): 
  */
 export const watch = (duplex: Duplex, options: WatchOptions = {}): Effect.Effect<never, DuplexError> =>
   Effect.gen(function* () {
+    const invalid = checkFinitePositiveDuration(duplex.label, "stallTimeout", options.stallTimeout)
+    if (invalid !== undefined) return yield* invalid
     const stallMillis = Duration.toMillis(options.stallTimeout ?? DEFAULT_STALL_TIMEOUT)
-    if (!(stallMillis > 0) || !Number.isFinite(stallMillis)) {
-      return yield* new DuplexError({
-        reason: new InvalidOptions({
-          label: duplex.label,
-          option: "stallTimeout",
-          value: options.stallTimeout,
-          expected: "a finite duration above zero"
-        })
-      })
-    }
     const pollMillis = Math.max(1, Math.floor(stallMillis / 10))
     let since: number | undefined // when the current two-way stall was first seen
     let acceptedAtStart = 0

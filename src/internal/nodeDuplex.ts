@@ -20,13 +20,14 @@ import type * as NodeStream from "node:stream"
 import type { MakeOptions } from "../Duplex.js"
 import { Broken, Closed, DuplexError, InvalidOptions } from "../DuplexError.js"
 import { type BrokenCause, BytePipe } from "./bytePipe.js"
+import { codeOf } from "./errors.js"
 
 const DEFAULT_HIGH_WATER_MARK_BYTES = 64 * 1024
 
 const ignore = () => {}
 
 const causeOf = (err: unknown): BrokenCause => ({
-  code: typeof err === "object" && err !== null && "code" in err && typeof err.code === "string" ? err.code : undefined,
+  code: codeOf(err),
   cause: err
 })
 
@@ -56,6 +57,11 @@ const defaultLabel = (stream: NodeStream.Duplex): string =>
 export interface AdapterOptions {
   readonly highWaterMark?: number | undefined
   readonly label?: string | undefined
+  /**
+   * The OS code to report when the outbound stream is found closed without an error of its own (Node
+   * destroys a child's stdin when the child exits: that is a broken pipe all the same).
+   */
+  readonly closedCode?: (() => string | undefined) | undefined
 }
 
 /** @internal */
@@ -139,7 +145,7 @@ export const makeParts = (
           direction: "outbound",
           operation,
           bytes: bytesWritten,
-          code: c.code,
+          code: c.code ?? options.closedCode?.(),
           cause: c.cause
         })
       })

@@ -13,6 +13,7 @@ import { randomBytes } from "node:crypto"
 import * as fs from "node:fs/promises"
 import * as path from "node:path"
 import { DuplexError, SpillFailed } from "../DuplexError.js"
+import { codeOf } from "./errors.js"
 
 /** The largest piece read back from the file at once. */
 const READ_PIECE_BYTES = 64 * 1024
@@ -52,8 +53,7 @@ export class SpillQueue {
   }
 
   private fail(operation: "open" | "write" | "read", err: unknown): DuplexError {
-    const code =
-      typeof err === "object" && err !== null && "code" in err && typeof err.code === "string" ? err.code : undefined
+    const code = codeOf(err)
     return new DuplexError({
       reason: new SpillFailed({
         label: this.options.label,
