@@ -9,6 +9,7 @@ export default defineConfig({
     DuplexError: "src/DuplexError.ts",
     Close: "src/Close.ts",
     Echo: "src/Echo.ts",
+    Proxy: "src/Proxy.ts",
     Subprocess: "src/Subprocess.ts",
     Tcp: "src/Tcp.ts",
     Watchdog: "src/Watchdog.ts",

@@ -19,6 +19,10 @@
  * | {@link ProcessFailed} | the child's | a non-zero exit code or a signal where success was expected |
  * | {@link MaxBufferExceeded} | a limit you set | more output than a bounded capture holds |
  * | {@link InputNotConsumed} | the child's, if you say so | the child exited before reading all its input |
+ * | {@link FrameTooLarge} | the peer's (inbound) or yours (outbound) | a frame length over `maxFrameBytes` |
+ * | {@link FrameTruncated} | the peer's | the stream ended in the middle of a frame |
+ * | {@link ProtocolError} | the peer's | bytes that are not the protocol: an unknown frame type, a message out of place |
+ * | {@link NotProcessed} | nobody's: the server is going away, or you are closing | a request that was never sent; safe to retry |
  *
  * @since 0.1.0
  */
@@ -377,6 +381,107 @@ export class InputNotConsumed extends Data.TaggedClass("InputNotConsumed")<{
 }
 
 /**
+ * A frame's length is over the maximum frame size.
+ *
+ * **Details**
+ *
+ * Inbound, the peer announced a frame longer than `limit`: nothing was allocated for it and the stream
+ * cannot be resynchronised, so the connection should be closed (frames read before it were delivered).
+ * Outbound, you tried to send one: nothing of it was written, and the connection is still usable.
+ *
+ * @category reasons
+ * @since 0.1.0
+ */
+export class FrameTooLarge extends Data.TaggedClass("FrameTooLarge")<{
+  readonly label: string
+  readonly direction: Direction
+  /** The frame's payload length in bytes. */
+  readonly length: number
+  /** The maximum payload length (`maxFrameBytes`). */
+  readonly limit: number
+}> {
+  get message(): string {
+    return this.direction === "inbound"
+      ? `${this.label} received a frame header announcing ${formatBytes(this.length)}, over maxFrameBytes (${formatBytes(this.limit)}); nothing was allocated for it. The peer is not speaking this protocol or uses a larger limit: close the connection, or raise maxFrameBytes on both ends`
+      : `a frame of ${formatBytes(this.length)} is over maxFrameBytes (${formatBytes(this.limit)}) on ${this.label}; nothing was sent. Split the message, or raise maxFrameBytes on both ends`
+  }
+}
+
+/**
+ * The byte stream ended (the peer half-closed) in the middle of a frame.
+ *
+ * **Details**
+ *
+ * `part` says whether the header or the payload was cut; `receivedBytes` of `expectedBytes` of it had
+ * arrived. Frames before it were delivered whole; the partial one is dropped.
+ *
+ * @category reasons
+ * @since 0.1.0
+ */
+export class FrameTruncated extends Data.TaggedClass("FrameTruncated")<{
+  readonly label: string
+  readonly part: "header" | "payload"
+  readonly expectedBytes: number
+  readonly receivedBytes: number
+}> {
+  get message(): string {
+    return `${this.label} ended in the middle of a frame: ${this.receivedBytes} of ${this.expectedBytes} bytes of its ${this.part} arrived before EOF. The peer closed its side mid-message (it crashed, or does not speak this framing)`
+  }
+}
+
+/**
+ * The peer sent something the protocol does not allow: an unknown frame type, a message out of place.
+ *
+ * **Details**
+ *
+ * `problem` says what was wrong, in words. The connection cannot be trusted after it and should be closed.
+ *
+ * @category reasons
+ * @since 0.1.0
+ */
+export class ProtocolError extends Data.TaggedClass("ProtocolError")<{
+  readonly label: string
+  readonly problem: string
+}> {
+  get message(): string {
+    return `protocol error on ${this.label}: ${this.problem}; close the connection (the peer does not speak this protocol, or a different version of it)`
+  }
+}
+
+/**
+ * A request was not processed, and never reached the peer: it is safe to retry, on another connection.
+ *
+ * **Details**
+ *
+ * `why` is `goingAway` when the server announced its shutdown before the request could be sent,
+ * `closing` when the client was already closing (or closed) by your own call, and `connectionLost` when
+ * the connection ended or broke first. In every case the request's bytes were not written, so the server
+ * cannot have acted on it.
+ *
+ * @category reasons
+ * @since 0.1.0
+ */
+export class NotProcessed extends Data.TaggedClass("NotProcessed")<{
+  readonly label: string
+  readonly why: "goingAway" | "closing" | "connectionLost"
+}> {
+  /** Always true: the request never left, so sending it again cannot do it twice. */
+  get retryable(): true {
+    return true
+  }
+
+  get message(): string {
+    const why =
+      this.why === "goingAway"
+        ? "the server announced it is going away before the request was sent"
+        : this.why === "closing"
+          ? "the client was closing before the request was sent"
+          : "the connection ended before the request was sent"
+    return `request on ${this.label} not processed: ${why}; it was never sent, so it is safe to retry on a new connection`
+  }
+}
+
+/**
  * Every reason a {@link DuplexError} can carry.
  *
  * @category models
@@ -395,6 +500,10 @@ export type DuplexErrorReason =
   | ProcessFailed
   | MaxBufferExceeded
   | InputNotConsumed
+  | FrameTooLarge
+  | FrameTruncated
+  | ProtocolError
+  | NotProcessed
 
 const TypeId = "~fullduplex/DuplexError" as const
 

@@ -276,6 +276,11 @@ export interface ConnectionInfo {
   readonly remote: string
   /** The duplex's label. */
   readonly label: string
+  /**
+   * Completes when the server starts its graceful shutdown (scope close or `server.shutdown`): the moment
+   * for a handler to tell its peer it is going away (see `Shutdown.handler`). It never fails.
+   */
+  readonly shuttingDown: Effect.Effect<void>
 }
 
 /**
@@ -418,8 +423,27 @@ const isPeerReset = (cause: Cause.Cause<unknown>): boolean => {
  * The default `onEvent`: a connection that failed through the server's own doing (a handler error, a
  * stall, a failed close) is logged at warning level; a peer that reset is routine and logged at debug
  * level; accept errors at warning level; the rest is not logged.
+ *
+ * **When to use**
+ *
+ * To keep the default logging in an `onEvent` of your own: handle the events you care about and pass the
+ * rest to `Tcp.logEvent`.
+ *
+ * **Example** (Counting accepts, logging as by default)
+ *
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Tcp } from "fullduplex"
+ *
+ * let accepted = 0
+ * const onEvent = (event: Tcp.ServerEvent) =>
+ *   event._tag === "Accepted" ? Effect.sync(() => void accepted++) : Tcp.logEvent(event)
+ * ```
+ *
+ * @category utils
+ * @since 0.1.0
  */
-const defaultOnEvent = (event: ServerEvent): Effect.Effect<void> => {
+export const logEvent = (event: ServerEvent): Effect.Effect<void> => {
   if (event._tag === "ConnectionClosed" && event.ending === "failed" && event.cause !== undefined) {
     const line = `${event.connection.label}: connection failed: ${describeCause(event.cause)}`
     return isPeerReset(event.cause) ? Effect.logDebug(line) : Effect.logWarning(line)
@@ -445,7 +469,9 @@ const defaultOnEvent = (event: ServerEvent): Effect.Effect<void> => {
  * - Beyond `maxConnections`, new connections are closed at once and reported as `Refused`.
  * - `idleTimeout`: no byte either way for that long aborts the connection (`ending: "idleTimeout"`).
  * - Shutdown (scope close or `server.shutdown`): stop accepting; handlers still running get
- *   `shutdownGrace` to finish (and close); the rest are interrupted and their connections aborted.
+ *   `shutdownGrace` to finish (and close); the rest are interrupted and their connections aborted. A
+ *   handler learns that shutdown started from `info.shuttingDown`, in time to tell its peer
+ *   (`Shutdown.handler` sends the "going away" notice then).
  * - Listening errors are reason `ListenFailed`; bad options `InvalidOptions`.
  *
  * **Example** (A greeting server on an ephemeral port)
@@ -493,7 +519,7 @@ export const serve = <E, R>(
     const idle = idleMillis as number
     const grace = graceMillis as number
     const closeStrategy = options.close ?? Close.lingering()
-    const onEvent = options.onEvent ?? defaultOnEvent
+    const onEvent = options.onEvent ?? logEvent
     const context = yield* Effect.context<R>()
     const run = Effect.runForkWith(context)
     // Events are handed to `onEvent` in a fiber of their own: a slow or stuck consumer of events never holds
@@ -510,12 +536,18 @@ export const serve = <E, R>(
     const fibers = new Set<Fiber.Fiber<void>>()
     let onEmpty: (() => void) | undefined
     let shuttingDown = false
+    const shutdownStarted = Deferred.makeUnsafe<void>()
     let nextId = 0
     /** Connections counted from accept to their `ConnectionClosed` event, so stats and events agree. */
     let active = 0
 
     const serveConnection = (socket: net.Socket, id: number): Effect.Effect<void, never, R> => {
-      let info: ConnectionInfo = { id, remote: remoteOf(socket, requested), label: `${label} #${id}` }
+      let info: ConnectionInfo = {
+        id,
+        remote: remoteOf(socket, requested),
+        label: `${label} #${id}`,
+        shuttingDown: Deferred.await(shutdownStarted)
+      }
       let duplex: Duplex.Duplex | undefined
       let reported = false
       /** Counts and reports the end of the connection, once, whichever path gets there first. */
@@ -641,6 +673,7 @@ export const serve = <E, R>(
     const shutdown: Effect.Effect<void> = Effect.suspend(() => {
       if (shuttingDown) return Deferred.await(shutdownDone)
       shuttingDown = true
+      Deferred.doneUnsafe(shutdownStarted, Exit.void)
       return Effect.gen(function* () {
         // Stop accepting; connections already accepted go on. The callback comes once every socket is gone.
         const closed = Deferred.makeUnsafe<void>()

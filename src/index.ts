@@ -52,3 +52,24 @@ export * as Echo from "./Echo.js"
  * @since 0.1.0
  */
 export * as Subprocess from "./Subprocess.js"
+
+/**
+ * A TCP proxy with half-close propagation and lingering close on both legs.
+ *
+ * @since 0.1.0
+ */
+export * as Proxy from "./Proxy.js"
+
+/**
+ * Length-prefixed messages (data and control frames) over a duplex, with a maximum frame size.
+ *
+ * @since 0.1.0
+ */
+export * as Framing from "./Framing.js"
+
+/**
+ * The asymmetric terminal handshake: "going away" notice, drain, grace, forced close.
+ *
+ * @since 0.1.0
+ */
+export * as Shutdown from "./Shutdown.js"

@@ -1,0 +1,175 @@
+/**
+ * A TCP proxy that keeps half-closed conversations whole.
+ *
+ * A proxy that tears down both directions at the first FIN loses the reply to a client that half-closed
+ * after its request, and one that closes a leg with unread input resets bytes still in flight. `Proxy`
+ * relays each direction on its own ({@link Duplex.splice}): a FIN from one side becomes a half-close on
+ * the other once every byte already read from it has been written, while the other direction keeps
+ * flowing; the pair is closed only when both directions are done, and then with a lingering close on
+ * both legs.
+ *
+ * @since 0.1.0
+ */
+import * as Effect from "effect/Effect"
+import type * as Scope from "effect/Scope"
+import * as Close from "./Close.js"
+import * as Duplex from "./Duplex.js"
+import type { DuplexError } from "./DuplexError.js"
+import * as Tcp from "./Tcp.js"
+
+/**
+ * What a proxy reports: every event of its listening server (see `Tcp.ServerEvent`), and the upstream
+ * connections that could not be made.
+ *
+ * **Details**
+ *
+ * `UpstreamConnectFailed` comes before the client's own `ConnectionClosed`: the client was closed cleanly
+ * (lingering close: FIN, then its input discarded until its EOF), so it reads EOF, not a reset.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export type ProxyEvent =
+  | Tcp.ServerEvent
+  | {
+      readonly _tag: "UpstreamConnectFailed"
+      readonly connection: Tcp.ConnectionInfo
+      /** Reason `ConnectFailed` (nothing listens, the connect timed out) or `InvalidOptions`. */
+      readonly error: DuplexError
+    }
+
+/**
+ * Options of {@link serve}.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface ServeOptions {
+  /** Where to listen, and the server's limits: backlog, connections, idle timeout, the client leg's close. */
+  readonly listen: Omit<Tcp.ServeOptions, "onEvent">
+  /** Where each client is relayed to: a TCP address or a Unix socket path, with connect options. */
+  readonly target: Tcp.ConnectOptions
+  /** How the upstream leg is closed once both directions are done. Default `Close.lingering()`. */
+  readonly upstreamClose?: Close.Strategy | undefined
+  /**
+   * Receives every {@link ProxyEvent}, each in a fiber of its own (see `Tcp.ServeOptions.onEvent`).
+   * Default: server events as `Tcp.serve` logs them, and each failed upstream connect at warning level.
+   */
+  readonly onEvent?: ((event: ProxyEvent) => Effect.Effect<void>) | undefined
+}
+
+const defaultOnEvent = (event: ProxyEvent): Effect.Effect<void> =>
+  event._tag === "UpstreamConnectFailed"
+    ? Effect.logWarning(`${event.connection.label}: upstream connect failed: ${event.error.message}`)
+    : Tcp.logEvent(event)
+
+/**
+ * Relays one client connection to `target`: connects upstream, splices, closes the upstream leg.
+ *
+ * **When to use**
+ *
+ * Inside your own `Tcp.serve` handler, to proxy some connections and not others, or over connections that
+ * do not come from `Tcp.serve` at all. {@link serve} is this handler on a server.
+ *
+ * **Details**
+ *
+ * Upstream is connected with `Tcp.connect(target)` in the relay's own scope. The two directions are
+ * copied by {@link Duplex.splice}: a FIN from either side reaches the other after every byte read before
+ * it, and the other direction goes on. When both are done, `upstreamClose` (lingering by default) closes
+ * the upstream leg; the client leg is yours (with `Tcp.serve`, its `close` strategy). If the upstream
+ * connect fails, `onUpstreamFailure` is told and the relay succeeds without relaying, so the server closes
+ * the client cleanly.
+ *
+ * **Closing**
+ *
+ * A failure in either direction (a reset, a write to a closed peer) aborts both legs and fails the relay
+ * with it. Interruption aborts both legs.
+ *
+ * **Example** (Proxying only connections from the local machine)
+ *
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Close, Proxy, Tcp } from "fullduplex"
+ *
+ * const relay = Proxy.relay({ target: { host: "127.0.0.1", port: 8080 } })
+ * const server = Tcp.serve({ port: 0 }, (client, info) =>
+ *   info.remote.startsWith("127.") ? relay(client, info) : Effect.asVoid(Close.abort(client))
+ * )
+ * ```
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const relay =
+  (options: {
+    readonly target: Tcp.ConnectOptions
+    readonly upstreamClose?: Close.Strategy | undefined
+    readonly onUpstreamFailure?: ((error: DuplexError, info: Tcp.ConnectionInfo) => Effect.Effect<void>) | undefined
+  }) =>
+  (client: Duplex.Duplex, info: Tcp.ConnectionInfo): Effect.Effect<Duplex.SpliceResult | undefined, DuplexError> =>
+    Effect.scoped(
+      Effect.gen(function* () {
+        const upstream = yield* Effect.result(Tcp.connect(options.target))
+        if (upstream._tag === "Failure") {
+          if (options.onUpstreamFailure !== undefined) yield* options.onUpstreamFailure(upstream.failure, info)
+          return undefined
+        }
+        const relayed = yield* Duplex.splice(client, upstream.success)
+        yield* (options.upstreamClose ?? Close.lingering())(upstream.success)
+        return relayed
+      })
+    )
+
+/**
+ * Listens and relays every connection to `target`, with half-close propagation and lingering close on
+ * both legs.
+ *
+ * **When to use**
+ *
+ * For a TCP (or Unix-socket) forwarder that must not lose the end of a conversation: a client that sends
+ * its request and half-closes still gets the whole reply, and an upstream that half-closes first still
+ * gets the rest of the client's bytes.
+ *
+ * **Details**
+ *
+ * A `Tcp.serve` server whose handler is {@link relay}: limits (`maxConnections`, `idleTimeout`, backlog),
+ * graceful shutdown and the client leg's close strategy come from `listen`. Each connection's upstream is a
+ * fresh `Tcp.connect(target)`. Per direction, memory is bounded by the two legs' `highWaterMark`s: a slow
+ * reader on one side holds back reading from the other side, never the opposite direction. A failed
+ * upstream connect is reported (`UpstreamConnectFailed`) and the client closed cleanly; a failure in
+ * either direction aborts both legs and is reported as the connection's failure.
+ *
+ * **Example** (A forwarder from an ephemeral port to a local service)
+ *
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Proxy } from "fullduplex"
+ *
+ * const program = Effect.scoped(
+ *   Effect.gen(function* () {
+ *     const server = yield* Proxy.serve({
+ *       listen: { host: "127.0.0.1", port: 0 },
+ *       target: { host: "127.0.0.1", port: 8080 }
+ *     })
+ *     yield* Effect.log(`proxying from ${JSON.stringify(server.address)}`)
+ *     return yield* Effect.never
+ *   })
+ * )
+ * ```
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const serve = (options: ServeOptions): Effect.Effect<Tcp.Server, DuplexError, Scope.Scope> => {
+  const onEvent = options.onEvent ?? defaultOnEvent
+  return Tcp.serve(
+    { ...options.listen, onEvent },
+    relay({
+      target: options.target,
+      upstreamClose: options.upstreamClose,
+      onUpstreamFailure: (error, connection) =>
+        // Delivered like the server's own events: in a fiber of its own, never waited for.
+        Effect.asVoid(Effect.forkDetach(onEvent({ _tag: "UpstreamConnectFailed", connection, error })))
+    })
+  )
+}

@@ -1,0 +1,647 @@
+import { assert, describe, it } from "@effect/vitest"
+import { Cause, Deferred, Duration, Effect, Exit, Fiber, Option, Queue } from "effect"
+import { TestClock } from "effect/testing"
+import { Duplex, type DuplexError, Framing, Shutdown, Tcp } from "fullduplex"
+import { duplexErrorOf, EventLog, within } from "./helpers.js"
+
+const idBytes = (id: number): Uint8Array => {
+  const bytes = new Uint8Array(8)
+  new DataView(bytes.buffer).setUint32(0, id)
+  return bytes
+}
+const idOf = (bytes: Uint8Array): number => new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getUint32(0)
+
+/** Lets forked fibers run until they block. */
+const settle = Effect.gen(function* () {
+  for (let i = 0; i < 20; i++) yield* Effect.yieldNow
+})
+
+/**
+ * What happened to every request of a run: what the server read, and what each caller was told. The
+ * handshake's promise is that these agree exactly: a request is answered if and only if the server read
+ * it, every other one is `NotProcessed`, and nothing ends any other way.
+ */
+class Ledger {
+  readonly serverRead = new Set<number>()
+  readonly answered = new Set<number>()
+  readonly notProcessed = new Set<number>()
+  /** Requests that ended any other way: an ambiguous end, the failure the handshake exists to prevent. */
+  readonly other: Array<string> = []
+  issued = 0
+
+  /** A handler that records what the server read and answers with the request itself. */
+  readonly handle = (request: Uint8Array) =>
+    Effect.sync(() => {
+      this.serverRead.add(idOf(request))
+      return request
+    })
+
+  /** A caller that sends requests back to back until one is refused or fails. */
+  caller(client: Shutdown.Client): Effect.Effect<void> {
+    const self = this
+    return Effect.gen(function* () {
+      while (true) {
+        const id = self.issued++
+        const result = yield* Effect.exit(client.request(idBytes(id)))
+        if (Exit.isSuccess(result)) {
+          if (idOf(result.value) !== id) self.other.push(`request ${id} got the answer of ${idOf(result.value)}`)
+          else self.answered.add(id)
+          continue
+        }
+        const error = Cause.squash(result.cause) as DuplexError.DuplexError
+        if (error.reason?._tag === "NotProcessed") self.notProcessed.add(id)
+        else self.other.push(`request ${id}: ${String(error.message ?? error)}`)
+        return
+      }
+    })
+  }
+
+  /** The handshake's promise, with the facts in the message when it is broken. */
+  check(what: string): void {
+    const summary = `${what}: issued ${this.issued}, read ${this.serverRead.size}, answered ${this.answered.size}, not processed ${this.notProcessed.size}`
+    assert.deepStrictEqual(this.other, [], `${summary}; requests that ended ambiguously`)
+    const readNotAnswered = [...this.serverRead].filter((id) => !this.answered.has(id))
+    assert.deepStrictEqual(readNotAnswered, [], `${summary}; read by the server and never answered`)
+    const refusedButRead = [...this.notProcessed].filter((id) => this.serverRead.has(id))
+    assert.deepStrictEqual(refusedButRead, [], `${summary}; reported not processed, yet the server read them`)
+    assert.strictEqual(this.answered.size + this.notProcessed.size, this.issued, `${summary}; some never ended`)
+  }
+}
+
+const random = (seed: number) => {
+  let state = seed >>> 0 || 1
+  return (n: number): number => {
+    state ^= state << 13
+    state ^= state >>> 17
+    state ^= state << 5
+    return (state >>> 0) % n
+  }
+}
+
+const SEED = Number(process.env.SHUTDOWN_SEED ?? Date.now() % 2 ** 31)
+
+describe("Shutdown, one connection", () => {
+  it.effect("answers pipelined requests from several fibers, each with its own response, in order", () =>
+    Effect.gen(function* () {
+      const [a, b] = yield* Duplex.pair({ capacity: 256 })
+      const ledger = new Ledger()
+      const served = yield* Shutdown.server(b, { handle: ledger.handle })
+      const client = yield* Shutdown.client(a, { maxQueued: 4 })
+      const answers = yield* Effect.forEach(
+        Array.from({ length: 200 }, (_, i) => i),
+        (i) => Effect.map(client.request(idBytes(i)), idOf),
+        { concurrency: 16 }
+      )
+      assert.deepStrictEqual(
+        answers,
+        Array.from({ length: 200 }, (_, i) => i)
+      )
+      const report = yield* client.close
+      assert.deepStrictEqual(report, { sent: 200, answered: 200, notProcessed: 0, noticeReceived: false })
+      const done = yield* served.done
+      assert.strictEqual(done.answered, 200)
+      assert.isFalse(done.noticeSent)
+    })
+  )
+
+  it.effect(
+    "after the notice the connection still works: a client that keeps sending is answered until it half-closes",
+    () =>
+      Effect.gen(function* () {
+        const [a, b] = yield* Duplex.pair({ capacity: 64 })
+        const served = yield* Shutdown.server(b, { handle: (r) => Effect.succeed(r), grace: "10 seconds" })
+        // A raw framed peer, so the test sees the notice itself and can keep sending after it.
+        const peer = yield* Framing.make(a)
+        yield* peer.send(Framing.data(idBytes(1)))
+        assert.strictEqual(idOf(Option.getOrThrow(yield* peer.read).payload), 1)
+        yield* served.goingAway
+        const notice = Option.getOrThrow(yield* peer.read)
+        assert.strictEqual(notice._tag, "Control", "the notice is a control frame")
+        assert.deepStrictEqual([...notice.payload], [...Shutdown.GOING_AWAY])
+        for (const id of [2, 3, 4]) {
+          yield* peer.send(Framing.data(idBytes(id)))
+          const answer = Option.getOrThrow(yield* peer.read)
+          assert.strictEqual(answer._tag, "Data")
+          assert.strictEqual(idOf(answer.payload), id, "answered after the notice")
+        }
+        yield* TestClock.adjust("5 seconds") // within the grace
+        yield* peer.end
+        assert.isTrue(Option.isNone(yield* peer.read), "the server's EOF comes after the client's")
+        const done = yield* served.done
+        assert.strictEqual(done.answered, 4)
+        assert.isTrue(done.noticeSent)
+        assert.strictEqual(done.drainMillis, 5000)
+      })
+  )
+
+  it.effect("the server never half-closes before the client does, however long after the notice", () =>
+    Effect.gen(function* () {
+      const [a, b] = yield* Duplex.pair({ capacity: 64 })
+      const served = yield* Shutdown.server(b, { handle: (r) => Effect.succeed(r), grace: "1 minute" })
+      const peer = yield* Framing.make(a)
+      yield* served.goingAway
+      yield* served.goingAway // idempotent: one notice
+      assert.strictEqual(Option.getOrThrow(yield* peer.read)._tag, "Control")
+      yield* TestClock.adjust("59 seconds")
+      const early = yield* Effect.forkChild(peer.read, { startImmediately: true })
+      yield* settle
+      assert.isUndefined(early.pollUnsafe(), "no EOF (nor anything else) while the client has not half-closed")
+      yield* peer.end
+      assert.isTrue(Option.isNone(yield* Fiber.join(early)))
+      assert.isTrue((yield* served.done).noticeSent)
+    })
+  )
+
+  it.effect("a client that ignores the notice is aborted at grace, and done fails Timeout", () =>
+    Effect.gen(function* () {
+      const [a, b] = yield* Duplex.pair({ capacity: 64 })
+      const served = yield* Shutdown.server(b, { handle: (r) => Effect.succeed(r), grace: "3 seconds" })
+      const peer = yield* Framing.make(a)
+      yield* served.goingAway
+      assert.strictEqual(Option.getOrThrow(yield* peer.read)._tag, "Control")
+      yield* peer.send(Framing.data(idBytes(7))) // still answered within the grace
+      assert.strictEqual(idOf(Option.getOrThrow(yield* peer.read).payload), 7)
+      yield* TestClock.adjust("2999 millis")
+      const done = yield* Effect.forkChild(served.done, { startImmediately: true })
+      yield* settle
+      assert.isUndefined(done.pollUnsafe(), "not cut before the grace")
+      yield* TestClock.adjust("1 millis")
+      const error = duplexErrorOf(yield* Fiber.await(done), "done")
+      assert.strictEqual(error.reason._tag, "Timeout")
+      assert.include(error.message, "did not half-close")
+      const afterCut = duplexErrorOf(yield* Effect.exit(peer.read), "the peer's read after the cut")
+      assert.strictEqual(afterCut.reason._tag, "Broken", "the client sees the abort")
+    })
+  )
+
+  it.effect("goingAway after the client's half-close sends nothing and changes nothing", () =>
+    Effect.gen(function* () {
+      const [a, b] = yield* Duplex.pair({ capacity: 64 })
+      const served = yield* Shutdown.server(b, { handle: (r) => Effect.succeed(r), grace: "1 second" })
+      const peer = yield* Framing.make(a)
+      yield* peer.end
+      const report = yield* served.done
+      yield* served.goingAway
+      yield* TestClock.adjust("10 seconds")
+      assert.isTrue(Option.isNone(yield* peer.read), "EOF, with no notice before it")
+      assert.isFalse(report.noticeSent)
+    })
+  )
+
+  it.effect(
+    "on the notice the client refuses new requests as NotProcessed goingAway, answers the ones in flight, then half-closes",
+    () =>
+      Effect.gen(function* () {
+        const [a, b] = yield* Duplex.pair({ capacity: 4096 })
+        const release = yield* Deferred.make<void>()
+        const read: Array<number> = []
+        // The server holds the first request until released, so that later ones queue behind it.
+        const served = yield* Shutdown.server(b, {
+          handle: (r) =>
+            Effect.gen(function* () {
+              read.push(idOf(r))
+              if (idOf(r) === 0) yield* Deferred.await(release)
+              return r
+            })
+        })
+        const client = yield* Shutdown.client(a, { maxQueued: 64 })
+        const requests = yield* Effect.forkChild(
+          Effect.forEach([0, 1, 2], (i) => Effect.exit(client.request(idBytes(i))), { concurrency: "unbounded" }),
+          { startImmediately: true }
+        )
+        yield* settle
+        yield* served.goingAway
+        yield* settle
+        yield* client.goingAway // the notice has arrived
+        const refused = duplexErrorOf(yield* Effect.exit(client.request(idBytes(9))), "a request after the notice")
+        assert.strictEqual(refused.reason._tag, "NotProcessed")
+        assert.strictEqual(refused.reason._tag === "NotProcessed" && refused.reason.why, "goingAway")
+        assert.isTrue(refused.reason._tag === "NotProcessed" && refused.reason.retryable)
+        yield* Deferred.succeed(release, undefined)
+        const exits = yield* Fiber.join(requests)
+        assert.deepStrictEqual(
+          exits.map((e) => Exit.isSuccess(e)),
+          [true, true, true],
+          "the three were sent before the notice"
+        )
+        const report = yield* client.close
+        assert.deepStrictEqual(report, { sent: 3, answered: 3, notProcessed: 1, noticeReceived: true })
+        assert.deepStrictEqual(read, [0, 1, 2])
+        assert.strictEqual((yield* served.done).answered, 3)
+      })
+  )
+
+  it.effect("requests still queued when the notice arrives are NotProcessed and never reach the server", () =>
+    Effect.gen(function* () {
+      // A tiny pair: the client's writer blocks after a few requests, so most of them wait in its queue.
+      const [a, b] = yield* Duplex.pair({ capacity: 16 })
+      const peer = yield* Framing.make(b)
+      const client = yield* Shutdown.client(a, { maxQueued: 64 })
+      const exits = yield* Effect.forkChild(
+        Effect.forEach(
+          Array.from({ length: 20 }, (_, i) => i),
+          (i) => Effect.exit(client.request(idBytes(i))),
+          { concurrency: "unbounded" }
+        ),
+        { startImmediately: true }
+      )
+      yield* settle
+      yield* peer.send(Framing.control(Shutdown.GOING_AWAY))
+      yield* settle
+      // Now read what was sent, answer it, and half-close when the client has.
+      const seen: Array<number> = []
+      while (true) {
+        const frame = yield* peer.read
+        if (Option.isNone(frame)) break
+        seen.push(idOf(frame.value.payload))
+        yield* peer.send(Framing.data(frame.value.payload))
+      }
+      yield* peer.end
+      const results = yield* Fiber.join(exits)
+      const answered = results.flatMap((e, i) => (Exit.isSuccess(e) ? [i] : []))
+      const refused = results.flatMap((e, i) =>
+        Exit.isFailure(e) && duplexErrorOf(e).reason._tag === "NotProcessed" ? [i] : []
+      )
+      assert.deepStrictEqual(answered, seen, "answered exactly what the server saw")
+      assert.isAbove(refused.length, 0, "some requests were still queued")
+      assert.strictEqual(answered.length + refused.length, 20)
+      const report = yield* client.close
+      assert.isTrue(report.noticeReceived)
+    })
+  )
+
+  it.effect(
+    "close sends what was queued, half-closes, and reads every answer; later requests are NotProcessed closing",
+    () =>
+      Effect.gen(function* () {
+        const [a, b] = yield* Duplex.pair({ capacity: 32 })
+        const served = yield* Shutdown.server(b, { handle: (r) => Effect.succeed(r) })
+        const client = yield* Shutdown.client(a)
+        const exits = yield* Effect.forkChild(
+          Effect.forEach(
+            Array.from({ length: 30 }, (_, i) => i),
+            (i) => Effect.exit(client.request(idBytes(i))),
+            { concurrency: "unbounded" }
+          ),
+          { startImmediately: true }
+        )
+        yield* settle
+        const report = yield* client.close
+        assert.deepStrictEqual(report, { sent: 30, answered: 30, notProcessed: 0, noticeReceived: false })
+        assert.isTrue((yield* Fiber.join(exits)).every(Exit.isSuccess))
+        const late = duplexErrorOf(yield* Effect.exit(client.request(idBytes(99))), "a request after close")
+        assert.strictEqual(late.reason._tag === "NotProcessed" && late.reason.why, "closing")
+        assert.deepStrictEqual(yield* client.close, { ...report, notProcessed: 1 }, "close is idempotent")
+        assert.strictEqual((yield* served.done).answered, 30)
+      })
+  )
+
+  it.effect(
+    "when the connection breaks, sent requests fail with the break and queued ones NotProcessed connectionLost",
+    () =>
+      Effect.gen(function* () {
+        const [a, b] = yield* Duplex.pair({ capacity: 16 })
+        const peer = yield* Framing.make(b)
+        const client = yield* Shutdown.client(a)
+        const exits = yield* Effect.forkChild(
+          Effect.forEach(
+            Array.from({ length: 10 }, (_, i) => i),
+            (i) => Effect.exit(client.request(idBytes(i))),
+            { concurrency: "unbounded" }
+          ),
+          { startImmediately: true }
+        )
+        yield* settle
+        const first = Option.getOrThrow(yield* peer.read)
+        yield* peer.send(Framing.data(first.payload)) // one answered
+        yield* settle
+        yield* b.abort
+        const reasons = (yield* Fiber.join(exits)).map((e) =>
+          Exit.isSuccess(e) ? "answered" : duplexErrorOf(e).reason._tag === "NotProcessed" ? "notProcessed" : "broken"
+        )
+        assert.strictEqual(reasons[0], "answered")
+        assert.include(reasons, "broken", "requests written before the reset")
+        assert.include(reasons, "notProcessed", "requests still queued")
+        assert.deepStrictEqual([...reasons].sort(), reasons.slice().sort(), "each request ends once")
+        const lostWhy = duplexErrorOf(yield* Effect.exit(client.request(idBytes(50))))
+        assert.strictEqual(lostWhy.reason._tag === "NotProcessed" && lostWhy.reason.why, "connectionLost")
+      })
+  )
+
+  it.effect("a server that closes with requests unanswered fails them ProtocolError, not NotProcessed", () =>
+    Effect.gen(function* () {
+      const [a, b] = yield* Duplex.pair({ capacity: 1024 })
+      const peer = yield* Framing.make(b)
+      const client = yield* Shutdown.client(a)
+      const pending = yield* Effect.forkChild(Effect.exit(client.request(idBytes(1))), { startImmediately: true })
+      assert.strictEqual(idOf(Option.getOrThrow(yield* peer.read).payload), 1, "the request reached the server")
+      yield* peer.end // the symmetric mistake: close without answering
+      const error = duplexErrorOf(yield* Fiber.join(pending), "the unanswered request")
+      assert.strictEqual(error.reason._tag, "ProtocolError")
+      assert.include(error.message, "may or may not have been processed")
+    })
+  )
+
+  it.effect(
+    "protocol violations fail typed: an unknown control frame, an answer nobody asked for, a control frame to the server",
+    () =>
+      Effect.gen(function* () {
+        const [a1, b1] = yield* Duplex.pair({ capacity: 1024 })
+        const peer1 = yield* Framing.make(b1)
+        const client1 = yield* Shutdown.client(a1)
+        yield* peer1.send(Framing.control(Uint8Array.of(0x7f)))
+        assert.strictEqual(duplexErrorOf(yield* Effect.exit(client1.close)).reason._tag, "ProtocolError")
+
+        const [a2, b2] = yield* Duplex.pair({ capacity: 1024 })
+        const peer2 = yield* Framing.make(b2)
+        const client2 = yield* Shutdown.client(a2)
+        yield* peer2.send(Framing.data(idBytes(5)))
+        const unasked = duplexErrorOf(yield* Effect.exit(client2.close))
+        assert.strictEqual(unasked.reason._tag, "ProtocolError")
+        assert.include(unasked.message, "no request outstanding")
+
+        const [a3, b3] = yield* Duplex.pair({ capacity: 1024 })
+        const served = yield* Shutdown.server(b3, { handle: (r) => Effect.succeed(r) })
+        const peer3 = yield* Framing.make(a3)
+        yield* peer3.send(Framing.control(Shutdown.GOING_AWAY))
+        assert.strictEqual(duplexErrorOf(yield* Effect.exit(served.done)).reason._tag, "ProtocolError")
+      })
+  )
+
+  it.effect("closing the client's scope fails every pending request instead of leaving it waiting", () =>
+    Effect.gen(function* () {
+      const [a, b] = yield* Duplex.pair({ capacity: 16 })
+      const peer = yield* Framing.make(b) // reads nothing, answers nothing
+      const outcome = yield* Effect.scoped(
+        Effect.gen(function* () {
+          const client = yield* Shutdown.client(a)
+          return yield* Effect.forkDetach(
+            Effect.forEach([1, 2, 3, 4, 5, 6, 7, 8], (i) => Effect.exit(client.request(idBytes(i))), {
+              concurrency: "unbounded"
+            }),
+            { startImmediately: true }
+          )
+        }).pipe(Effect.tap(() => settle))
+      )
+      const exits = yield* Fiber.join(outcome)
+      assert.isTrue(exits.every(Exit.isFailure), "every request failed")
+      assert.isTrue(
+        exits.every((e) => ["NotProcessed", "Closed"].includes(duplexErrorOf(e).reason._tag)),
+        "NotProcessed if unsent, Closed if sent"
+      )
+      yield* peer.abort
+    })
+  )
+
+  it.effect("bad options fail InvalidOptions before anything runs", () =>
+    Effect.gen(function* () {
+      const [a, b] = yield* Duplex.pair()
+      const grace = duplexErrorOf(
+        yield* Effect.exit(Shutdown.server(b, { handle: (r) => Effect.succeed(r), grace: Duration.millis(-1) }))
+      )
+      assert.strictEqual(grace.reason._tag, "InvalidOptions")
+      const queued = duplexErrorOf(yield* Effect.exit(Shutdown.client(a, { maxQueued: 0 })))
+      assert.strictEqual(queued.reason._tag, "InvalidOptions")
+      const frame = duplexErrorOf(yield* Effect.exit(Shutdown.client(a, { maxFrameBytes: -1 })))
+      assert.strictEqual(frame.reason._tag, "InvalidOptions")
+    })
+  )
+})
+
+/** One connection under continuous requests; the server announces at `delayMillis`, the client may close at the same instant. */
+const oneShutdown = (
+  conn: { readonly client: Duplex.Duplex; readonly server: Duplex.Duplex },
+  options: {
+    readonly delayMillis: number
+    readonly simultaneous: boolean
+    readonly callers: number
+    /** Whether the handler yields once per request, so that requests are still in flight when the shutdown lands. */
+    readonly slowHandler?: boolean
+  }
+) =>
+  Effect.scoped(
+    Effect.gen(function* () {
+      const ledger = new Ledger()
+      const handle = options.slowHandler
+        ? (request: Uint8Array) => Effect.andThen(Effect.sleep(0), ledger.handle(request))
+        : ledger.handle
+      const served = yield* Shutdown.server(conn.server, { handle, grace: "5 seconds" })
+      const client = yield* Shutdown.client(conn.client, { maxQueued: 8 })
+      const callers = yield* Effect.forkChild(
+        Effect.all(
+          Array.from({ length: options.callers }, () => ledger.caller(client)),
+          { concurrency: "unbounded" }
+        ),
+        { startImmediately: true }
+      )
+      if (options.delayMillis > 0) yield* Effect.sleep(options.delayMillis)
+      else yield* Effect.yieldNow
+      if (options.simultaneous) {
+        // Both ends shut down at the same instant: the client half-closes as the server announces.
+        yield* Effect.all([served.goingAway, Effect.asVoid(client.close)], { concurrency: 2 })
+      } else {
+        yield* served.goingAway
+      }
+      yield* Fiber.join(callers)
+      yield* client.close
+      const report = yield* served.done
+      return { ledger, report }
+    })
+  )
+
+describe("Shutdown under load", () => {
+  it.live(
+    "every request is answered or NotProcessed when the server announces at a random moment (pair, 200 runs)",
+    () =>
+      Effect.gen(function* () {
+        const next = random(SEED)
+        for (let run = 0; run < 200; run++) {
+          const [client, server] = yield* Duplex.pair({ capacity: [16, 256, 4096, 65536][next(4)]! })
+          const { ledger } = yield* oneShutdown(
+            { client, server },
+            { delayMillis: next(4), simultaneous: false, callers: 1 + next(4) }
+          ).pipe(within("5 seconds", `run ${run}, seed ${SEED}`))
+          ledger.check(`run ${run} (SHUTDOWN_SEED=${SEED})`)
+        }
+      }),
+    60_000
+  )
+
+  it.live(
+    "both peers shutting down at the same moment lose nothing: 500 runs over TCP loopback",
+    () =>
+      Effect.gen(function* () {
+        const next = random(SEED + 1)
+        // One listener; each run takes the next accepted connection's duplex from the queue.
+        const accepted = yield* Queue.unbounded<{ duplex: Duplex.Duplex; done: Deferred.Deferred<void> }>()
+        const server = yield* Tcp.serve({ port: 0, idleTimeout: 0 }, (duplex) =>
+          Effect.gen(function* () {
+            const done = yield* Deferred.make<void>()
+            yield* Queue.offer(accepted, { duplex, done })
+            yield* Deferred.await(done)
+          })
+        )
+        let notProcessedRuns = 0
+        let answered = 0
+        for (let run = 0; run < 500; run++) {
+          yield* Effect.scoped(
+            Effect.gen(function* () {
+              const client = yield* Tcp.connect(server.address)
+              const { duplex, done } = yield* Queue.take(accepted)
+              const { ledger, report } = yield* oneShutdown(
+                { client, server: duplex },
+                { delayMillis: next(3), simultaneous: true, callers: 1 + next(3), slowHandler: run % 2 === 1 }
+              ).pipe(
+                within("10 seconds", `run ${run}, seed ${SEED + 1}`),
+                Effect.ensuring(Deferred.succeed(done, undefined))
+              )
+              ledger.check(`run ${run} (SHUTDOWN_SEED=${SEED})`)
+              assert.strictEqual(report.answered, ledger.answered.size)
+              if (ledger.notProcessed.size > 0) notProcessedRuns++
+              answered += ledger.answered.size
+            })
+          )
+        }
+        assert.isAbove(answered, 500, "requests were flowing when the shutdowns landed")
+        assert.isAbove(notProcessedRuns, 0, "some shutdowns landed with requests still unsent")
+      }),
+    120_000
+  )
+
+  it.live(
+    "the control: a symmetric shutdown (the server half-closes at once) leaves requests ambiguous",
+    () =>
+      Effect.gen(function* () {
+        // The same load against a server that closes the way TCP alone would: stop reading, FIN. The
+        // ledger must catch it, or the tests above prove nothing.
+        let ambiguousRuns = 0
+        for (let run = 0; run < 20; run++) {
+          yield* Effect.scoped(
+            Effect.gen(function* () {
+              const [client, server] = yield* Duplex.pair({ capacity: 4096 })
+              const ledger = new Ledger()
+              const framed = yield* Framing.make(server)
+              const stop = yield* Deferred.make<void>()
+              const naive = Effect.gen(function* () {
+                while (true) {
+                  const frame = yield* Effect.raceFirst(
+                    framed.read,
+                    Effect.as(Deferred.await(stop), Option.none<Framing.Frame>())
+                  )
+                  if (Option.isNone(frame)) break
+                  yield* framed.send(Framing.data(yield* ledger.handle(frame.value.payload)))
+                }
+                yield* framed.end
+              })
+              const serving = yield* Effect.forkChild(Effect.ignore(naive), { startImmediately: true })
+              const shutdownClient = yield* Shutdown.client(client, { maxQueued: 8 })
+              const callers = yield* Effect.forkChild(
+                Effect.all([ledger.caller(shutdownClient), ledger.caller(shutdownClient)], { concurrency: 2 }),
+                { startImmediately: true }
+              )
+              yield* Effect.sleep(2)
+              yield* Deferred.succeed(stop, undefined)
+              yield* Fiber.join(callers).pipe(within("5 seconds", "the callers against the naive server"))
+              yield* Fiber.join(serving)
+              if (ledger.other.length > 0) ambiguousRuns++
+            })
+          )
+        }
+        assert.isAbove(ambiguousRuns, 0, "the ledger detects requests lost to a symmetric shutdown")
+      }),
+    60_000
+  )
+})
+
+describe("Shutdown.serve: server-wide graceful shutdown", () => {
+  it.live(
+    "shutdown tells every connection and drains each within the grace; nothing is aborted",
+    () =>
+      Effect.gen(function* () {
+        const log = new EventLog()
+        const ledgers = Array.from({ length: 8 }, () => new Ledger())
+        const handle = (request: Uint8Array) =>
+          Effect.sync(() => {
+            ledgers[idOf(request.subarray(4)) % 8]!.serverRead.add(idOf(request))
+            return request
+          })
+        const server = yield* Shutdown.serve({ port: 0, grace: "5 seconds", onEvent: log.onEvent, handle })
+        const clients = yield* Effect.forEach(ledgers, (ledger, index) =>
+          Effect.gen(function* () {
+            const conn = yield* Tcp.connect(server.address)
+            const client = yield* Shutdown.client(conn)
+            // Each request carries its id and its client's index, so the server's handler can file it.
+            const tagged: Shutdown.Client = {
+              ...client,
+              request: (payload) => {
+                const bytes = new Uint8Array(8)
+                bytes.set(payload.subarray(0, 4))
+                new DataView(bytes.buffer).setUint32(4, index)
+                return Effect.map(client.request(bytes), (answer) => answer.subarray(0, 4))
+              }
+            }
+            const callers = yield* Effect.forkChild(
+              Effect.all([ledger.caller(tagged), ledger.caller(tagged)], { concurrency: 2 }),
+              { startImmediately: true }
+            )
+            return { client, callers }
+          })
+        )
+        yield* Effect.sleep(50)
+        const started = Date.now()
+        yield* server.shutdown.pipe(within("8 seconds", "the server's shutdown"))
+        const took = Date.now() - started
+        for (const { client, callers } of clients) {
+          yield* Fiber.join(callers).pipe(within("2 seconds", "the callers after shutdown"))
+          assert.isTrue((yield* client.report).noticeReceived, "every client got the notice")
+        }
+        ledgers.forEach((ledger, i) => ledger.check(`client ${i}`))
+        assert.isAbove(
+          ledgers.reduce((n, l) => n + l.answered.size, 0),
+          100,
+          "requests were flowing"
+        )
+        const stats = yield* server.stats
+        assert.deepInclude(stats, { completed: 8, failed: 0, shutdownAborts: 0, active: 0 }, log.describe())
+        assert.isBelow(took, 5000, "the drain did not need the grace")
+      }),
+    30_000
+  )
+
+  it.live(
+    "a client that ignores the notice is cut at the grace and reported; the others drain",
+    () =>
+      Effect.gen(function* () {
+        const log = new EventLog()
+        const ledger = new Ledger()
+        const server = yield* Shutdown.serve({
+          port: 0,
+          grace: "300 millis",
+          onEvent: log.onEvent,
+          handle: ledger.handle
+        })
+        const good = yield* Shutdown.client(yield* Tcp.connect(server.address))
+        const callers = yield* Effect.forkChild(ledger.caller(good), { startImmediately: true })
+        // The deaf client: frames, but never looks for the notice and never half-closes.
+        const deaf = yield* Framing.make(yield* Tcp.connect(server.address))
+        yield* deaf.send(Framing.data(idBytes(1_000_000)))
+        assert.strictEqual(Option.getOrThrow(yield* deaf.read)._tag, "Data")
+        yield* server.shutdown.pipe(within("3 seconds", "the shutdown"))
+        yield* Fiber.join(callers).pipe(within("2 seconds", "the good client's callers"))
+        ledger.serverRead.delete(1_000_000)
+        ledger.check("the good client")
+        const closed = yield* log.waitFor("ConnectionClosed", { count: 2 })
+        const cut = closed.filter((e) => e.ending === "failed")
+        assert.strictEqual(cut.length, 1, log.describe())
+        const reason = Cause.squash(cut[0]!.cause!) as DuplexError.DuplexError
+        assert.strictEqual(reason.reason._tag, "Timeout", log.describe())
+        assert.deepInclude(yield* server.stats, { completed: 1, failed: 1, shutdownAborts: 0 })
+        // The deaf client read the notice, then the abort.
+        const notice = yield* deaf.read
+        assert.strictEqual(Option.getOrThrow(notice)._tag, "Control")
+        const after = yield* Effect.exit(deaf.read)
+        assert.isTrue(Exit.isFailure(after), "the deaf client is cut")
+      }),
+    30_000
+  )
+})
