@@ -51,8 +51,8 @@ describe("package", () => {
             'if (!(error instanceof DuplexError.DuplexError)) throw new Error("error class differs")',
             'if (D.pair !== Duplex.pair) throw new Error("subpath and namespace differ")',
             'import * as T from "fullduplex/Tcp"',
-            'import { Close, Echo, Subprocess, Tcp, Watchdog } from "fullduplex"',
-            'for (const [name, sub, ns] of [["Tcp", T, Tcp], ["Close", await import("fullduplex/Close"), Close], ["Echo", await import("fullduplex/Echo"), Echo], ["Watchdog", await import("fullduplex/Watchdog"), Watchdog], ["Subprocess", await import("fullduplex/Subprocess"), Subprocess]]) {',
+            'import { Close, Echo, Framing, Proxy, Shutdown, Subprocess, Tcp, Watchdog } from "fullduplex"',
+            'for (const [name, sub, ns] of [["Tcp", T, Tcp], ["Close", await import("fullduplex/Close"), Close], ["Echo", await import("fullduplex/Echo"), Echo], ["Watchdog", await import("fullduplex/Watchdog"), Watchdog], ["Subprocess", await import("fullduplex/Subprocess"), Subprocess], ["Framing", await import("fullduplex/Framing"), Framing], ["Shutdown", await import("fullduplex/Shutdown"), Shutdown], ["Proxy", await import("fullduplex/Proxy"), Proxy]]) {',
             "  if (Object.keys(sub).length === 0 || Object.keys(sub).some((k) => sub[k] !== ns[k])) throw new Error(`${name}: subpath and namespace differ`)",
             "}",
             'console.log("esm", conformance("x", Duplex.pair()).length)'
@@ -69,12 +69,13 @@ describe("package", () => {
             'const { randomBytes } = require("fullduplex/testkit")',
             'const { Tcp } = require("fullduplex")',
             'const Echo = require("fullduplex/Echo")',
-            'console.log("cjs", typeof Duplex.pair, randomBytes(4, 1).length, typeof Tcp.serve, typeof Echo.serve)'
+            'const Shutdown = require("fullduplex/Shutdown")',
+            'console.log("cjs", typeof Duplex.pair, randomBytes(4, 1).length, typeof Tcp.serve, typeof Echo.serve, typeof Shutdown.client)'
           ].join("\n")
         )
         const cjs = yield* run("node", ["cjs.cjs"], dir)
         assert.strictEqual(cjs.exitCode, 0, cjs.all)
-        assert.strictEqual(cjs.stdout, "cjs function 4 function function")
+        assert.strictEqual(cjs.stdout, "cjs function 4 function function function")
 
         // Inferred types that mention DuplexError, with no import of it in the consumer: the compiler must
         // be able to name them (TS2883 / TS4023 otherwise).
@@ -84,7 +85,11 @@ describe("package", () => {
             'import { Duplex } from "fullduplex"',
             'import { assertDeadlockFree, conformance } from "fullduplex/testkit"',
             'export const cases = conformance("x", Duplex.pair())',
-            "export const guarded = assertDeadlockFree(Duplex.pair())"
+            "export const guarded = assertDeadlockFree(Duplex.pair())",
+            'import { Framing, Proxy, Shutdown } from "fullduplex"',
+            "export const framed = (d: Duplex.Duplex) => Framing.make(d)",
+            "export const client = (d: Duplex.Duplex) => Shutdown.client(d)",
+            'export const proxy = Proxy.serve({ listen: {}, target: { host: "127.0.0.1", port: 1 } })'
           ].join("\n")
         )
         writeFileSync(
