@@ -5,7 +5,15 @@ import { readFileSync } from "node:fs"
 const read = (path: string) => readFileSync(new URL(`../${path}`, import.meta.url), "utf8")
 
 describe("README", () => {
-  for (const example of ["quickstart.ts", "echoServer.ts", "subprocess.ts", "property.ts", "conformance.ts"]) {
+  for (const example of [
+    "quickstart.ts",
+    "echoServer.ts",
+    "shutdown.ts",
+    "proxy.ts",
+    "subprocess.ts",
+    "property.ts",
+    "conformance.ts"
+  ]) {
     it(`shows examples/${example} verbatim`, () => {
       const source = read(`examples/${example}`)
       const code = source.slice(source.indexOf("import ")).trimEnd()
