@@ -6,9 +6,15 @@
  * both directions' buffers: each side waits in `write`, neither reads, nothing moves. The testkit's
  * `assertDeadlockFree` turns that hang into a diagnostic. `Duplex.exchange` writes and reads at once, and
  * the same request goes through.
+ *
+ * Then two ways a conversation's end goes wrong over TCP, and their cures: a server shutting down while
+ * requests flow (symmetric close: answers lost, with no way to tell; `Shutdown`: each request answered or
+ * safely refused), and a proxy between a client that half-closes and a server that answers after it (a
+ * proxy that closes at the first FIN loses the answer; `Proxy` passes the FIN on).
  */
-import { Cause, Effect, Exit, type Scope, Sink, Stream } from "effect"
-import { Duplex, Echo, Subprocess, Tcp } from "fullduplex"
+import { Cause, Deferred, Effect, Exit, Fiber, Option, type Scope, Sink, Stream } from "effect"
+import * as net from "node:net"
+import { Duplex, Echo, Framing, Proxy, Shutdown, Subprocess, Tcp } from "fullduplex"
 import { assertDeadlockFree, firstDifference, randomBytes } from "fullduplex/testkit"
 
 const MiB = 1024 * 1024
@@ -119,6 +125,122 @@ const echoServers = (request: Uint8Array) =>
     if (!exact) return yield* Effect.die(new Error("echo mismatch"))
   })
 
+/** Requests from four callers over one connection until the server goes away; what became of each. */
+const requestsUntilRefused = (client: Shutdown.Client) =>
+  Effect.gen(function* () {
+    const tally = { answered: 0, notProcessed: 0, ambiguous: 0 }
+    const caller = Effect.gen(function* () {
+      while (true) {
+        const result = yield* Effect.exit(client.request(new Uint8Array(16)))
+        if (Exit.isSuccess(result)) tally.answered++
+        else {
+          const error = Cause.squash(result.cause)
+          if (error instanceof Error && "reason" in error && (error.reason as { _tag: string })._tag === "NotProcessed")
+            tally.notProcessed++
+          else tally.ambiguous++
+          return
+        }
+      }
+    })
+    const callers = yield* Effect.forkChild(Effect.all([caller, caller, caller, caller], { concurrency: 4 }), {
+      startImmediately: true
+    })
+    return { tally, done: Fiber.join(callers) }
+  })
+
+/** A server shutting down while requests flow: the symmetric close, then `Shutdown.serve`. */
+const shutdowns = Effect.gen(function* () {
+  console.log("\nA server shutting down while four callers send requests over one TCP connection")
+  // The symmetric close, as TCP alone offers it: at shutdown, stop reading and send FIN.
+  const stop = yield* Deferred.make<void>()
+  const naive = yield* Tcp.serve({ port: 0 }, (conn) =>
+    Effect.gen(function* () {
+      const framed = yield* Framing.make(conn)
+      while (true) {
+        const frame = yield* Effect.raceFirst(framed.read, Effect.as(Deferred.await(stop), Option.none()))
+        if (Option.isNone(frame)) break
+        yield* framed.send(Framing.data(frame.value.payload))
+      }
+      yield* framed.end
+    })
+  )
+  const before = yield* Effect.scoped(
+    Effect.gen(function* () {
+      const client = yield* Shutdown.client(yield* Tcp.connect(naive.address))
+      const { tally, done } = yield* requestsUntilRefused(client)
+      yield* Effect.sleep("200 millis")
+      yield* Deferred.succeed(stop, undefined)
+      yield* done
+      return tally
+    })
+  )
+  console.log(
+    `  symmetric close (the server just sends FIN): ${before.answered} answered, ${before.ambiguous} ended with no answer and no way to know whether the server acted on them`
+  )
+
+  const server = yield* Shutdown.serve({ port: 0, grace: "5 seconds", handle: (request) => Effect.succeed(request) })
+  const after = yield* Effect.scoped(
+    Effect.gen(function* () {
+      const client = yield* Shutdown.client(yield* Tcp.connect(server.address))
+      const { tally, done } = yield* requestsUntilRefused(client)
+      yield* Effect.sleep("200 millis")
+      yield* server.shutdown
+      yield* done
+      return tally
+    })
+  )
+  console.log(
+    `  Shutdown.serve (notice, drain, then close): ${after.answered} answered, ${after.notProcessed} refused as NotProcessed (never sent, safe to retry), ${after.ambiguous} ambiguous`
+  )
+})
+
+/** A client sends 1 MiB and half-closes; the upstream reads it all, then answers 4 MiB. */
+const proxies = Effect.gen(function* () {
+  console.log("\nA proxy between a client that half-closes after its request and a server that answers after it")
+  const upstream = yield* Effect.acquireRelease(
+    Effect.callback<net.Server>((resume) => {
+      const server = net.createServer({ allowHalfOpen: true }, (socket) => {
+        socket.on("error", () => {})
+        socket.resume()
+        socket.on("end", () => setTimeout(() => socket.end(new Uint8Array(4 * MiB).fill(1)), 50))
+      })
+      server.listen(0, "127.0.0.1", () => resume(Effect.succeed(server)))
+    }),
+    (server) => Effect.sync(() => server.close())
+  )
+  const target = { host: "127.0.0.1", port: (upstream.address() as net.AddressInfo).port }
+  const receivedThrough = (port: number) =>
+    Effect.callback<number>((resume) => {
+      const socket = net.connect({ host: "127.0.0.1", port, allowHalfOpen: true })
+      let received = 0
+      socket.on("data", (chunk) => (received += chunk.length))
+      socket.on("close", () => resume(Effect.succeed(received)))
+      socket.on("error", () => {})
+      socket.end(new Uint8Array(MiB))
+    })
+  // The usual mistake: the first FIN (either side's) closes the whole pair.
+  const naive = yield* Effect.acquireRelease(
+    Effect.callback<net.Server>((resume) => {
+      const server = net.createServer({ allowHalfOpen: true }, (client) => {
+        const up = net.connect({ ...target, allowHalfOpen: true })
+        const closeBoth = () => {
+          client.destroy()
+          up.destroy()
+        }
+        client.on("error", closeBoth).on("end", closeBoth).pipe(up)
+        up.on("error", closeBoth).on("end", closeBoth).pipe(client)
+      })
+      server.listen(0, "127.0.0.1", () => resume(Effect.succeed(server)))
+    }),
+    (server) => Effect.sync(() => server.close())
+  )
+  const lost = yield* receivedThrough((naive.address() as net.AddressInfo).port)
+  console.log(`  a proxy that closes at the first FIN: the client received ${lost} of ${4 * MiB} bytes`)
+  const proxy = yield* Proxy.serve({ listen: { port: 0 }, target })
+  const kept = yield* receivedThrough((proxy.address as Tcp.TcpAddress).port)
+  console.log(`  Proxy.serve (the FIN passed on, the other direction kept open): ${kept} of ${4 * MiB} bytes`)
+})
+
 const main = Effect.scoped(
   Effect.gen(function* () {
     console.log("fullduplex demo: the duplex deadlock and its cure")
@@ -130,6 +252,8 @@ const main = Effect.scoped(
     yield* echoServers(randomBytes(64 * MiB, 3)).pipe(Effect.orDie)
     // A child process: `cat` echoes as it reads, through pipes of 64 KiB each way.
     yield* show("A child process, cat", Subprocess.spawn("cat").pipe(Effect.orDie), randomBytes(64 * MiB, 4))
+    yield* Effect.scoped(shutdowns).pipe(Effect.orDie)
+    yield* Effect.scoped(proxies).pipe(Effect.orDie)
   })
 )
 
