@@ -10,11 +10,14 @@
  *
  * @since 0.1.0
  */
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as FiberSet from "effect/FiberSet"
 import type * as Scope from "effect/Scope"
 import * as Close from "./Close.js"
 import * as Duplex from "./Duplex.js"
 import type { DuplexError } from "./DuplexError.js"
+import { checkConnectOptions, connectLabel } from "./internal/tcpOptions.js"
 import * as Tcp from "./Tcp.js"
 
 /**
@@ -137,7 +140,8 @@ export const relay =
  * fresh `Tcp.connect(target)`. Per direction, memory is bounded by the two legs' `highWaterMark`s: a slow
  * reader on one side holds back reading from the other side, never the opposite direction. A failed
  * upstream connect is reported (`UpstreamConnectFailed`) and the client closed cleanly; a failure in
- * either direction aborts both legs and is reported as the connection's failure.
+ * either direction aborts both legs and is reported as the connection's failure. A `target` with a bad
+ * option fails `InvalidOptions` before the proxy listens.
  *
  * **Example** (A forwarder from an ephemeral port to a local service)
  *
@@ -160,16 +164,27 @@ export const relay =
  * @category constructors
  * @since 0.1.0
  */
-export const serve = (options: ServeOptions): Effect.Effect<Tcp.Server, DuplexError, Scope.Scope> => {
-  const onEvent = options.onEvent ?? defaultOnEvent
-  return Tcp.serve(
-    { ...options.listen, onEvent },
-    relay({
-      target: options.target,
-      upstreamClose: options.upstreamClose,
-      onUpstreamFailure: (error, connection) =>
-        // Delivered like the server's own events: in a fiber of its own, never waited for.
-        Effect.asVoid(Effect.forkDetach(onEvent({ _tag: "UpstreamConnectFailed", connection, error })))
-    })
-  )
-}
+export const serve = (options: ServeOptions): Effect.Effect<Tcp.Server, DuplexError, Scope.Scope> =>
+  Effect.gen(function* () {
+    // A bad target fails here, once, rather than every connection with `UpstreamConnectFailed`.
+    const badTarget = checkConnectOptions(connectLabel(options.target), options.target, Duration.zero)
+    if (typeof badTarget !== "number") return yield* badTarget
+    const onEvent = options.onEvent ?? defaultOnEvent
+    // `UpstreamConnectFailed` events are delivered as the server's own are: each in a fiber of its own that
+    // nothing waits for; at shutdown (after the server's, as finalizers run in reverse) those still running
+    // get a moment to finish, then are interrupted.
+    const deliveries = yield* FiberSet.make<void>()
+    yield* Effect.addFinalizer(() => Effect.timeoutOption(FiberSet.awaitEmpty(deliveries), EVENTS_GONE_MILLIS))
+    return yield* Tcp.serve(
+      { ...options.listen, onEvent },
+      relay({
+        target: options.target,
+        upstreamClose: options.upstreamClose,
+        onUpstreamFailure: (error, connection) =>
+          Effect.asVoid(FiberSet.run(deliveries, onEvent({ _tag: "UpstreamConnectFailed", connection, error })))
+      })
+    )
+  })
+
+/** At shutdown, how long event deliveries still running may take before they are interrupted (as `Tcp.serve`). */
+const EVENTS_GONE_MILLIS = 1000

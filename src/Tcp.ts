@@ -21,7 +21,15 @@ import * as net from "node:net"
 import * as Close from "./Close.js"
 import * as Duplex from "./Duplex.js"
 import { ConnectFailed, DuplexError, isDuplexError, ListenFailed } from "./DuplexError.js"
-import { codeOf, invalidOptions } from "./internal/errors.js"
+import { codeOf } from "./internal/errors.js"
+import {
+  checkAddress,
+  checkConnectOptions,
+  connectLabel,
+  countOption,
+  describeAddress,
+  millisOption
+} from "./internal/tcpOptions.js"
 
 /**
  * A TCP address. `host` defaults to `"127.0.0.1"`.
@@ -125,38 +133,10 @@ export const DEFAULT_IDLE_TIMEOUT: Duration.Duration = Duration.seconds(60)
  */
 export const DEFAULT_SHUTDOWN_GRACE: Duration.Duration = Duration.seconds(10)
 
-const describeAddress = (address: Address): string =>
-  "path" in address ? address.path : `${address.host ?? "127.0.0.1"}:${address.port}`
-
 const socketLabel = (socket: net.Socket, address: Address): string =>
   "path" in address
     ? `unix ${address.path}`
     : `tcp ${socket.localAddress}:${socket.localPort}→${socket.remoteAddress}:${socket.remotePort}`
-
-const countOption = (label: string, option: string, value: number, min: number): DuplexError | undefined =>
-  Number.isInteger(value) && value >= min ? undefined : invalidOptions(label, option, value, `a whole number ≥ ${min}`)
-
-const checkAddress = (label: string, address: Address): DuplexError | undefined => {
-  if ("path" in address) {
-    return typeof address.path === "string" && address.path.length > 0
-      ? undefined
-      : invalidOptions(label, "path", address.path, "a non-empty socket path")
-  }
-  return Number.isInteger(address.port) && address.port >= 0 && address.port <= 65535
-    ? undefined
-    : invalidOptions(label, "port", address.port, "a whole number from 0 to 65535")
-}
-
-/** Milliseconds of a duration option that must be ≥ 0 (`Infinity` allowed where `infinite` is true). */
-const millisOption = (
-  label: string,
-  option: string,
-  value: Duration.Input | undefined,
-  fallback: Duration.Duration
-): number | DuplexError => {
-  const millis = value === undefined ? Duration.toMillis(fallback) : Duration.toMillis(value)
-  return millis >= 0 ? millis : invalidOptions(label, option, value, "a duration ≥ 0")
-}
 
 /**
  * Opens a TCP connection (or a Unix domain socket connection with `{ path }`) as a {@link Duplex.Duplex}.
@@ -210,14 +190,8 @@ const millisOption = (
 export const connect = (options: ConnectOptions): Effect.Effect<Duplex.Duplex, DuplexError, Scope.Scope> =>
   Effect.gen(function* () {
     const address = describeAddress(options)
-    const initialLabel = options.label ?? ("path" in options ? `unix ${options.path}` : `tcp →${address}`)
-    const bad =
-      checkAddress(initialLabel, options) ??
-      (options.highWaterMark === undefined
-        ? undefined
-        : countOption(initialLabel, "highWaterMark", options.highWaterMark, 1))
-    if (bad !== undefined) return yield* bad
-    const timeoutMillis = millisOption(initialLabel, "connectTimeout", options.connectTimeout, DEFAULT_CONNECT_TIMEOUT)
+    const initialLabel = connectLabel(options)
+    const timeoutMillis = checkConnectOptions(initialLabel, options, DEFAULT_CONNECT_TIMEOUT)
     if (typeof timeoutMillis !== "number") return yield* timeoutMillis
 
     const held: { socket?: net.Socket } = {}
