@@ -159,16 +159,23 @@ const COALESCE_BYTES = 16 * 1024
  *
  * **Details**
  *
- * See {@link Framed} for what each member does and how it fails. The reader holds at most one frame's
- * payload besides the chunk it is decoding; a payload that arrives inside one chunk is a view of that
- * chunk, without a copy. Both ends must agree on `maxFrameBytes`, or the smaller side rejects the larger
- * side's frames.
+ * See {@link Framed} for what each member does and how it fails. Besides the chunk it is decoding, the
+ * reader holds only the bytes of one frame that have arrived: a header announcing a large payload costs
+ * nothing until the payload comes. A payload that arrives inside one chunk is a view of that chunk when it
+ * is most of it, and a copy otherwise (so a small message kept for later does not keep a large chunk
+ * alive). Both ends must agree on `maxFrameBytes`, or the smaller side rejects the larger side's frames.
  *
  * **Interruption**
  *
- * An interrupted `read` loses no whole frame: a frame is delivered when it is complete, and partial bytes
- * stay in the decoder for the next read. An interrupted `send` may have written part of a frame, which
- * leaves the stream unusable; abort the duplex then.
+ * A `read` interrupted while it waits for bytes loses nothing: the bytes of a partial frame stay in the
+ * decoder for the next read. (Interrupting a fiber at the moment a read completes can lose that frame, as
+ * for any value an interrupted fiber was about to receive.) An interrupted `send` may have written part
+ * of a frame, which leaves the stream unusable; abort the duplex then.
+ *
+ * **Gotchas**
+ *
+ * `send` hands the payload over like `Duplex.write`: a payload above 16 KiB is written by reference, so
+ * do not modify it after sending.
  *
  * **Closing**
  *

@@ -34,18 +34,21 @@ export const writeHeader = (target: Uint8Array, offset: number, kind: number, le
 /**
  * Incremental decoder: `push` a chunk, then call `next` until it returns `undefined` (needs more bytes).
  *
- * Memory: besides the chunk being decoded, it holds at most one payload, allocated only after its length
- * was checked against the limit. A payload that lies whole inside one chunk is returned as a view of that
- * chunk, without a copy.
+ * Memory: besides the chunk being decoded, it holds the pieces of at most one payload, as they arrive; the
+ * payload is allocated once all of it has arrived, after its length was checked against the limit, so a
+ * header alone (announcing up to `maxFrameBytes`) costs nothing. A payload that lies whole inside one chunk
+ * is returned as a view of that chunk when it is most of it, and copied out of it otherwise.
  */
 export class FrameReader {
   private chunk: Uint8Array = EMPTY
   private pos = 0
   private readonly header = new Uint8Array(HEADER_BYTES)
   private headerFill = 0
-  /** The payload being assembled across chunks, once its header has been read. */
-  private payload: Uint8Array | undefined = undefined
-  private payloadFill = 0
+  /** The announced length of the payload being assembled across chunks, or -1 between frames. */
+  private length = -1
+  /** The pieces of that payload received so far: memory follows the bytes that arrived, not the header. */
+  private pieces: Array<Uint8Array> = []
+  private received = 0
   private kind: typeof KIND_DATA | typeof KIND_CONTROL = KIND_DATA
 
   constructor(
@@ -62,7 +65,7 @@ export class FrameReader {
   /** The next whole frame, `undefined` when more bytes are needed, or the error that stops decoding. */
   next(): RawFrame | DuplexError | undefined {
     const chunk = this.chunk
-    if (this.payload === undefined) {
+    if (this.length < 0) {
       let length: number
       let kind: number
       if (this.headerFill === 0 && chunk.length - this.pos >= HEADER_BYTES) {
@@ -75,7 +78,7 @@ export class FrameReader {
         this.header.set(chunk.subarray(this.pos, this.pos + take), this.headerFill)
         this.headerFill += take
         this.pos += take
-        if (this.headerFill < HEADER_BYTES) return undefined
+        if (this.headerFill < HEADER_BYTES) return this.usedUp()
         this.headerFill = 0
         const h = this.header
         kind = h[0]!
@@ -96,33 +99,53 @@ export class FrameReader {
         })
       }
       if (chunk.length - this.pos >= length) {
-        const payload = chunk.subarray(this.pos, this.pos + length)
+        const payload = ownPayload(chunk, this.pos, length)
         this.pos += length
         return { kind, payload }
       }
       this.kind = kind
-      this.payload = new Uint8Array(length)
-      this.payloadFill = 0
+      this.length = length
     }
-    const payload = this.payload
-    const take = Math.min(payload.length - this.payloadFill, chunk.length - this.pos)
-    payload.set(chunk.subarray(this.pos, this.pos + take), this.payloadFill)
-    this.payloadFill += take
+    const take = Math.min(this.length - this.received, chunk.length - this.pos)
+    if (take > 0) this.pieces.push(chunk.subarray(this.pos, this.pos + take))
+    this.received += take
     this.pos += take
-    if (this.payloadFill < payload.length) return undefined
-    this.payload = undefined
+    if (this.received < this.length) return this.usedUp()
+    const payload = new Uint8Array(this.length)
+    let offset = 0
+    for (const piece of this.pieces) {
+      payload.set(piece, offset)
+      offset += piece.length
+    }
+    this.length = -1
+    this.pieces = []
+    this.received = 0
     return { kind: this.kind, payload }
+  }
+
+  /** The chunk is used up: let it go (a partial payload keeps only its own pieces of it). */
+  private usedUp(): undefined {
+    this.chunk = EMPTY
+    this.pos = 0
+    return undefined
   }
 
   /** At the input's end: `undefined` between frames, `FrameTruncated` in the middle of one. */
   atEnd(): DuplexError | undefined {
-    if (this.payload !== undefined) {
-      return truncated(this.label, "payload", this.payload.length, this.payloadFill)
-    }
+    if (this.length >= 0) return truncated(this.label, "payload", this.length, this.received)
     if (this.headerFill > 0) return truncated(this.label, "header", HEADER_BYTES, this.headerFill)
     return undefined
   }
 }
+
+/**
+ * A payload found whole inside one chunk: a view of the chunk when it is most of it (no copy), a copy when
+ * it is a small part, so that a small message kept by the application does not keep a large chunk alive.
+ */
+const ownPayload = (chunk: Uint8Array, offset: number, length: number): Uint8Array =>
+  length * 2 >= chunk.length
+    ? chunk.subarray(offset, offset + length)
+    : new Uint8Array(chunk.subarray(offset, offset + length))
 
 const truncated = (label: string, part: "header" | "payload", expectedBytes: number, receivedBytes: number) =>
   new DuplexError({ reason: new FrameTruncated({ label, part, expectedBytes, receivedBytes }) })
