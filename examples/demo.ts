@@ -157,6 +157,7 @@ const shutdowns = Effect.gen(function* () {
     Effect.gen(function* () {
       const framed = yield* Framing.make(conn)
       while (true) {
+        if (yield* Deferred.isDone(stop)) break // checked first: a read that is ready at once wins any race
         const frame = yield* Effect.raceFirst(framed.read, Effect.as(Deferred.await(stop), Option.none()))
         if (Option.isNone(frame)) break
         yield* framed.send(Framing.data(frame.value.payload))

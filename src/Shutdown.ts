@@ -22,11 +22,13 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
+import * as Latch from "effect/Latch"
 import * as Option from "effect/Option"
 import * as Queue from "effect/Queue"
 import type * as Scope from "effect/Scope"
+import * as Semaphore from "effect/Semaphore"
 import type { Duplex } from "./Duplex.js"
-import { Closed, DuplexError, NotProcessed, ProtocolError, Timeout } from "./DuplexError.js"
+import { Closed, DuplexError, FrameTooLarge, NotProcessed, ProtocolError, Timeout } from "./DuplexError.js"
 import * as Framing from "./Framing.js"
 import { invalidOptions } from "./internal/errors.js"
 import * as Tcp from "./Tcp.js"
@@ -57,8 +59,40 @@ export const DEFAULT_GRACE: Duration.Duration = Duration.seconds(10)
  */
 export const DEFAULT_MAX_QUEUED = 64
 
-/** What `Shutdown.serve` adds to `grace` for the server's own backstop (`shutdownGrace`). */
+/**
+ * After the notice, how long the whole connection has to finish (the client's half-close, every answer
+ * written and read, our FIN) by default: 30 s, Kubernetes' default termination grace period.
+ *
+ * @category constants
+ * @since 0.1.0
+ */
+export const DEFAULT_DRAIN_TIMEOUT: Duration.Duration = Duration.seconds(30)
+
+/**
+ * Requests read ahead of the handler by default, in bytes: 1 MiB.
+ *
+ * @category constants
+ * @since 0.1.0
+ */
+export const DEFAULT_MAX_PENDING_BYTES = 1024 * 1024
+
+/**
+ * How many requests a client sends ahead of their answers by default: 64.
+ *
+ * @category constants
+ * @since 0.1.0
+ */
+export const DEFAULT_MAX_IN_FLIGHT = 64
+
+/** What `Shutdown.serve` adds to `drainTimeout` for the server's own backstop (`shutdownGrace`). */
 const BACKSTOP_MILLIS = 1000
+
+/**
+ * When the grace ends while the server is behind (its read-ahead full), how long a later read may wait on
+ * the client: the client's FIN may be queued behind requests, and a socket paused by a full buffer needs a
+ * moment to deliver it once reading resumes.
+ */
+const PEER_ALLOWANCE_MILLIS = 250
 
 // ---------------------------------------------------------------------------------------------------------
 // Server role
@@ -78,6 +112,17 @@ export interface ServerOptions<E, R> extends Framing.FramingOptions {
    * Default {@link DEFAULT_GRACE} (10 s).
    */
   readonly grace?: Duration.Input | undefined
+  /**
+   * After the notice, how long the whole connection has to finish (answers written and read, our FIN)
+   * before it is aborted; at least `grace`. Default {@link DEFAULT_DRAIN_TIMEOUT} (30 s).
+   */
+  readonly drainTimeout?: Duration.Input | undefined
+  /**
+   * Requests read and not yet answered, in bytes: the server reads this far ahead of the handler, so it
+   * sees the client's half-close while it works. A single larger request is still read, alone.
+   * Default {@link DEFAULT_MAX_PENDING_BYTES} (1 MiB).
+   */
+  readonly maxPendingBytes?: number | undefined
 }
 
 /**
@@ -109,17 +154,38 @@ export interface ServerConnection<E> {
   readonly goingAway: Effect.Effect<void>
   /**
    * Waits for the end: the client's EOF, every request read answered, our FIN sent. Fails with the
-   * handler's error, the connection's, or `Timeout` (operation `"shutdown grace"`) when the client did not
-   * half-close within `grace` of the notice and was aborted.
+   * handler's error, the connection's, or `Timeout` when the connection was cut: the client did not
+   * half-close within `grace` of the notice, or the connection did not finish within `drainTimeout`.
    */
   readonly done: Effect.Effect<ServerReport, DuplexError | E>
 }
 
-const checkGrace = (label: string, grace: Duration.Input | undefined): number | DuplexError => {
-  const millis = grace === undefined ? Duration.toMillis(DEFAULT_GRACE) : Duration.toMillis(grace)
-  return millis >= 0 && Number.isFinite(millis)
-    ? millis
-    : invalidOptions(label, "grace", grace, "a finite duration ≥ 0")
+interface ServerLimits {
+  readonly graceMillis: number
+  readonly drainMillis: number
+  readonly maxPendingBytes: number
+}
+
+const checkServerOptions = (
+  label: string,
+  options: Pick<ServerOptions<unknown, unknown>, "grace" | "drainTimeout" | "maxPendingBytes">
+): ServerLimits | DuplexError => {
+  const graceMillis = Duration.toMillis(options.grace ?? DEFAULT_GRACE)
+  if (!(graceMillis >= 0 && Number.isFinite(graceMillis))) {
+    return invalidOptions(label, "grace", options.grace, "a finite duration ≥ 0")
+  }
+  const drainMillis =
+    options.drainTimeout === undefined
+      ? Math.max(Duration.toMillis(DEFAULT_DRAIN_TIMEOUT), graceMillis)
+      : Duration.toMillis(options.drainTimeout)
+  if (!(drainMillis >= graceMillis && Number.isFinite(drainMillis))) {
+    return invalidOptions(label, "drainTimeout", options.drainTimeout, `a finite duration ≥ grace (${graceMillis} ms)`)
+  }
+  const maxPendingBytes = options.maxPendingBytes ?? DEFAULT_MAX_PENDING_BYTES
+  if (!(Number.isInteger(maxPendingBytes) && maxPendingBytes >= 1)) {
+    return invalidOptions(label, "maxPendingBytes", maxPendingBytes, "a whole number of bytes ≥ 1")
+  }
+  return { graceMillis, drainMillis, maxPendingBytes }
 }
 
 /**
@@ -133,16 +199,25 @@ const checkGrace = (label: string, grace: Duration.Input | undefined): number | 
  *
  * **Details**
  *
- * A loop reads a request, runs `handle`, sends the response, until the client's EOF; then it half-closes
- * (after every response is flushed) and `done` succeeds. `goingAway` sends the notice, in order with the
- * responses, and leaves the connection fully working: the loop still reads and answers everything the
- * client sends until its EOF. If the client has not half-closed `grace` after the notice, the connection
- * is aborted and `done` fails `Timeout`. A control frame from the client, or anything that is not a frame,
- * fails `ProtocolError` (or `FrameTooLarge`, `FrameTruncated`).
+ * Two fibers: a reader reads requests ahead of the handler (up to `maxPendingBytes`), and a worker runs
+ * `handle` on each, in order, and sends the response. At the client's EOF the worker answers what is left,
+ * then half-closes (after every response is flushed) and `done` succeeds. `goingAway` sends the notice, in
+ * order with the responses, and leaves the connection fully working: everything the client sends until its
+ * EOF is read and answered. Two limits run from the notice:
+ *
+ * - `grace`: if the client's EOF has not been read by then, and the reader is waiting on the client (it
+ *   has read everything that arrived), the connection is aborted. If the reader is held back by the
+ *   server's own backlog instead, the client's FIN may be queued behind it: the reader goes on, and the
+ *   connection is aborted the first time it then waits on the client for more than 250 ms.
+ * - `drainTimeout`: if the whole connection has not finished by then (a slow handler, a client that
+ *   half-closed but does not read its answers), it is aborted.
+ *
+ * Either way `done` fails `Timeout`, saying which. A control frame from the client, or anything that is
+ * not a frame, fails `ProtocolError` (or `FrameTooLarge`, `FrameTruncated`).
  *
  * **Interruption**
  *
- * Closing the scope interrupts the loop and the grace timer; the duplex is then closed by its own scope.
+ * Closing the scope interrupts both fibers and the timers; the duplex is then closed by its own scope.
  *
  * **Closing**
  *
@@ -177,71 +252,140 @@ export const server = <E, R>(
   options: ServerOptions<E, R>
 ): Effect.Effect<ServerConnection<E>, DuplexError, Scope.Scope | R> =>
   Effect.gen(function* () {
-    const graceMillis = checkGrace(duplex.label, options.grace)
-    if (typeof graceMillis !== "number") return yield* graceMillis
-    const framed = yield* Framing.make(duplex, options)
     const label = duplex.label
+    const limits = checkServerOptions(label, options)
+    if (limits instanceof DuplexError) return yield* limits
+    const { graceMillis, drainMillis, maxPendingBytes } = limits
+    const framed = yield* Framing.make(duplex, options)
     const handle = options.handle
-    let noticeAt: number | undefined
-    let drainMillis: number | undefined
-    let clientDone = false
-    let graceExpired = false
-    const timers: Array<Fiber.Fiber<unknown>> = []
     const scope = yield* Effect.scope
 
-    const serveLoop = Effect.gen(function* () {
-      let answered = 0
+    let noticeAt: number | undefined
+    let drainMillisTaken: number | undefined
+    let finished = false
+    /** What the reader is waiting on: the client (`peer`), room in the read-ahead (`backlog`), or nothing. */
+    let reader: "peer" | "backlog" | "busy" | "eof" = "busy"
+    /** Set when the grace ended while the reader was held back by the backlog. */
+    let graceOverBehind = false
+    /** Why the connection was cut, once it was. */
+    let cut: "grace" | "drain" | undefined
+    const timers: Array<Fiber.Fiber<unknown>> = []
+    const pending = yield* Queue.unbounded<Uint8Array, Cause.Done>()
+    const budget = Semaphore.makeUnsafe(maxPendingBytes)
+    const weightOf = (payload: Uint8Array) => Math.max(1, Math.min(payload.length, maxPendingBytes))
+
+    const cutNow = (why: "grace" | "drain"): Effect.Effect<void> =>
+      Effect.suspend(() => {
+        if (finished || cut !== undefined) return Effect.void
+        cut = why
+        return framed.abort
+      })
+
+    const readNext: Effect.Effect<Option.Option<Framing.Frame>, DuplexError> = Effect.suspend(() => {
+      reader = "peer"
+      const read = graceOverBehind
+        ? Effect.raceFirst(
+            framed.read,
+            Effect.andThen(Effect.sleep(PEER_ALLOWANCE_MILLIS), Effect.andThen(cutNow("grace"), framed.read))
+          )
+        : framed.read
+      return Effect.ensuring(
+        read,
+        Effect.sync(() => {
+          reader = "busy"
+        })
+      )
+    })
+
+    const readLoop = Effect.gen(function* () {
       while (true) {
-        const frame = yield* framed.read
+        const frame = yield* readNext
         if (Option.isNone(frame)) break
         if (frame.value._tag === "Control") {
           return yield* new DuplexError({
             reason: new ProtocolError({ label, problem: "a control frame from the client (only servers send them)" })
           })
         }
-        const response = yield* handle(frame.value.payload)
+        reader = "backlog"
+        yield* budget.take(weightOf(frame.value.payload))
+        reader = "busy"
+        yield* Queue.offer(pending, frame.value.payload)
+      }
+      reader = "eof"
+      if (noticeAt !== undefined) drainMillisTaken = (yield* Clock.currentTimeMillis) - noticeAt
+      yield* Queue.end(pending)
+    })
+
+    const answerLoop = Effect.gen(function* () {
+      let answered = 0
+      while (true) {
+        const next = yield* Effect.exit(Queue.take(pending))
+        if (Exit.isFailure(next)) break // the client's EOF, and every request before it answered
+        const response = yield* handle(next.value)
         yield* framed.send(Framing.data(response))
         answered++
+        yield* budget.release(weightOf(next.value))
       }
-      clientDone = true
-      if (noticeAt !== undefined) drainMillis = (yield* Clock.currentTimeMillis) - noticeAt
       // Only now, after the client's FIN and every answer: no request can be left behind by our FIN.
       yield* framed.end
-      return { answered, noticeSent: noticeAt !== undefined, drainMillis } satisfies ServerReport
-    }).pipe(
+      return answered
+    })
+
+    const serveLoop = Effect.all([readLoop, answerLoop], { concurrency: 2 }).pipe(
+      Effect.map(([, answered]): ServerReport => ({
+        answered,
+        noticeSent: noticeAt !== undefined,
+        drainMillis: drainMillisTaken
+      })),
       Effect.catch((error) =>
         Effect.fail(
-          graceExpired
-            ? new DuplexError({
+          cut === undefined
+            ? error
+            : new DuplexError({
                 reason: new Timeout({
                   label,
-                  operation: "shutdown grace (the client did not half-close after the notice)",
-                  timeoutMillis: graceMillis
+                  operation:
+                    cut === "grace"
+                      ? "shutdown grace (the client did not half-close after the notice)"
+                      : "shutdown drain (the connection did not finish after the notice)",
+                  timeoutMillis: cut === "grace" ? graceMillis : drainMillis
                 })
               })
-            : error
         )
       ),
-      Effect.ensuring(Effect.suspend(() => Fiber.interruptAll(timers)))
+      Effect.ensuring(
+        Effect.suspend(() => {
+          finished = true
+          return Fiber.interruptAll(timers)
+        })
+      )
     )
     const loop = yield* Effect.forkScoped(serveLoop, { startImmediately: true })
 
     const goingAway: Effect.Effect<void> = Effect.suspend(() => {
-      if (noticeAt !== undefined || clientDone || loop.pollUnsafe() !== undefined) return Effect.void
+      if (noticeAt !== undefined || reader === "eof" || finished) return Effect.void
       return Effect.gen(function* () {
         noticeAt = yield* Clock.currentTimeMillis
         // The notice goes out in its own fiber: behind a response that waits for the client to read, it
-        // must not hold back the grace timer, which starts now.
+        // must not hold back the timers, which start now.
         const notice = Effect.ignore(framed.send(Framing.control(GOING_AWAY)))
-        const expire = Effect.andThen(
+        const grace = Effect.andThen(
           Effect.sleep(graceMillis),
           Effect.suspend(() => {
-            if (clientDone) return Effect.void
-            graceExpired = true
-            return framed.abort
+            if (reader === "eof") return Effect.void
+            // Waiting on the client, with everything it sent read: it did not half-close.
+            if (reader === "peer") return cutNow("grace")
+            // Behind our own backlog: the FIN may be queued; judge at the next wait on the client.
+            graceOverBehind = true
+            return Effect.void
           })
         )
-        timers.push(yield* Effect.forkIn(notice, scope), yield* Effect.forkIn(expire, scope))
+        const drain = Effect.andThen(Effect.sleep(drainMillis), cutNow("drain"))
+        timers.push(
+          yield* Effect.forkIn(notice, scope),
+          yield* Effect.forkIn(grace, scope),
+          yield* Effect.forkIn(drain, scope)
+        )
       })
     })
 
@@ -260,7 +404,8 @@ export const server = <E, R>(
  * **Details**
  *
  * Each connection runs {@link server}; when `info.shuttingDown` completes, `goingAway`. Give `Tcp.serve` a
- * `shutdownGrace` longer than `grace`, or the server interrupts connections that are still draining.
+ * `shutdownGrace` longer than `drainTimeout`, or the server interrupts connections that are still
+ * draining.
  *
  * **Example** (A server that drains on shutdown)
  *
@@ -269,7 +414,7 @@ export const server = <E, R>(
  * import { Shutdown, Tcp } from "fullduplex"
  *
  * const server = Tcp.serve(
- *   { port: 0, shutdownGrace: "6 seconds" },
+ *   { port: 0, shutdownGrace: "31 seconds" }, // longer than the drain timeout (30 s by default)
  *   Shutdown.handler({ handle: (request) => Effect.succeed(request), grace: "5 seconds" })
  * )
  * ```
@@ -306,8 +451,8 @@ export interface ServeOptions<E, R> extends Omit<Tcp.ServeOptions, "shutdownGrac
  *
  * **Details**
  *
- * `Tcp.serve` with {@link handler}, and `shutdownGrace` set to `grace` plus one second, so that connections
- * draining on time are never interrupted. At shutdown (scope close or `server.shutdown`) the server stops
+ * `Tcp.serve` with {@link handler}, and `shutdownGrace` set to `drainTimeout` plus one second, so that
+ * connections draining on time are never interrupted. At shutdown (scope close or `server.shutdown`) the server stops
  * accepting and every connection gets the notice; a client that half-closes in time has every request it
  * sent answered; one that does not is aborted at `grace` and reported (a `ConnectionClosed` event with
  * `ending: "failed"` and a `Timeout`).
@@ -332,12 +477,12 @@ export interface ServeOptions<E, R> extends Omit<Tcp.ServeOptions, "shutdownGrac
  */
 export const serve = <E, R>(options: ServeOptions<E, R>): Effect.Effect<Tcp.Server, DuplexError, Scope.Scope | R> =>
   Effect.suspend(() => {
-    const graceMillis = checkGrace(options.label ?? "Shutdown.serve", options.grace)
-    if (typeof graceMillis !== "number") return Effect.fail(graceMillis)
-    const { handle, grace, maxFrameBytes, ...listen } = options
+    const limits = checkServerOptions(options.label ?? "Shutdown.serve", options)
+    if (limits instanceof DuplexError) return Effect.fail(limits)
+    const { handle, grace, drainTimeout, maxPendingBytes, maxFrameBytes, ...listen } = options
     return Tcp.serve(
-      { ...listen, shutdownGrace: graceMillis + BACKSTOP_MILLIS },
-      handler({ handle, grace, maxFrameBytes })
+      { ...listen, shutdownGrace: limits.drainMillis + BACKSTOP_MILLIS },
+      handler({ handle, grace, drainTimeout, maxPendingBytes, maxFrameBytes })
     )
   })
 
@@ -354,6 +499,11 @@ export const serve = <E, R>(options: ServeOptions<E, R>): Effect.Effect<Tcp.Serv
 export interface ClientOptions extends Framing.FramingOptions {
   /** Requests queued, not yet sent, before `request` waits for room. Default {@link DEFAULT_MAX_QUEUED} (64). */
   readonly maxQueued?: number | undefined
+  /**
+   * Requests sent and not yet answered before the writer waits for answers. Default
+   * {@link DEFAULT_MAX_IN_FLIGHT} (64).
+   */
+  readonly maxInFlight?: number | undefined
 }
 
 /**
@@ -387,11 +537,15 @@ export interface Client {
    * `close`, or the end of the connection came first.
    */
   readonly request: (payload: Uint8Array) => Effect.Effect<Uint8Array, DuplexError>
-  /** Completes when the server's notice arrives: the moment to open a new connection for new requests. */
+  /**
+   * Completes when the server's notice arrives: the moment to open a new connection for new requests. It
+   * never completes if the connection ends without a notice; wait on `close` (or a request) for that.
+   */
   readonly goingAway: Effect.Effect<void>
   /**
    * Closes gracefully: no new requests (they fail `NotProcessed`), the queued ones are sent, then a
-   * half-close, then every response is read until the server's EOF. Idempotent.
+   * half-close, then every response is read until the server's EOF. Idempotent. It waits for the server
+   * as long as the server takes; bound it with `Effect.timeout` if need be (the scope then aborts).
    */
   readonly close: Effect.Effect<ClientReport, DuplexError>
   /** What the client has done so far. */
@@ -399,7 +553,8 @@ export interface Client {
 }
 
 interface Pending {
-  readonly payload: Uint8Array
+  /** Emptied once written, so that an abandoned request waiting for its answer holds no payload. */
+  payload: Uint8Array
   readonly answer: Deferred.Deferred<Uint8Array, DuplexError>
   cancelled: boolean
 }
@@ -464,8 +619,14 @@ export const client = (duplex: Duplex, options: ClientOptions = {}): Effect.Effe
     if (!Number.isInteger(maxQueued) || maxQueued < 1) {
       return yield* invalidOptions(label, "maxQueued", maxQueued, "a whole number ≥ 1")
     }
+    const maxInFlight = options.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT
+    if (!Number.isInteger(maxInFlight) || maxInFlight < 1) {
+      return yield* invalidOptions(label, "maxInFlight", maxInFlight, "a whole number ≥ 1")
+    }
     const framed = yield* Framing.make(duplex, options)
     const queue = yield* Queue.bounded<Pending, Cause.Done>(maxQueued)
+    /** Opened by the reader when it takes an answer: the writer waits on it while `maxInFlight` are out. */
+    const answerTaken = Latch.makeUnsafe(false)
     /** Sent and not yet answered, oldest first. */
     const inFlight: Array<Pending> = []
     let inFlightHead = 0
@@ -473,12 +634,19 @@ export const client = (duplex: Duplex, options: ClientOptions = {}): Effect.Effe
     const counts = { sent: 0, answered: 0, notProcessed: 0 }
     const notice = Deferred.makeUnsafe<void>()
 
+    /** Why a request cannot be sent now. A connection lost while closing was lost all the same. */
     const whyNow = (): NotProcessed["why"] =>
-      state === "goingAway" ? "goingAway" : state === "lost" ? "connectionLost" : "closing"
-    const notProcessed = (why: NotProcessed["why"]) => {
-      counts.notProcessed++
-      return new DuplexError({ reason: new NotProcessed({ label, why }) })
-    }
+      state === "goingAway" ? "goingAway" : state === "lost" || ended ? "connectionLost" : "closing"
+    /** Set when the connection ended or broke, whatever the state was. */
+    let ended = false
+    const notProcessed = (why: NotProcessed["why"]) => new DuplexError({ reason: new NotProcessed({ label, why }) })
+    /** Ends a request with `error`, once (counting it when it is `NotProcessed`). */
+    const fail = (pending: Pending, error: DuplexError): Effect.Effect<void> =>
+      Effect.suspend(() => {
+        if (Deferred.isDoneUnsafe(pending.answer)) return Effect.void
+        if (error.reason._tag === "NotProcessed") counts.notProcessed++
+        return Deferred.fail(pending.answer, error)
+      })
     const stopSending = (next: ClientState): void => {
       // Closing by our own call is expected to end in the server's EOF; only the notice overrides it.
       if (state === "open" || (state === "closing" && next === "goingAway")) state = next
@@ -487,20 +655,37 @@ export const client = (duplex: Duplex, options: ClientOptions = {}): Effect.Effe
     const takeInFlight = (): Pending | undefined => {
       if (inFlightHead === inFlight.length) return undefined
       const pending = inFlight[inFlightHead++]!
+      answerTaken.openUnsafe()
       if (inFlightHead > 1024 && inFlightHead * 2 > inFlight.length) {
         inFlight.splice(0, inFlightHead)
         inFlightHead = 0
       }
       return pending
     }
-    /** Fails every request still waiting: the written ones with `error`, the queued ones `NotProcessed`. */
+    /** The first failure of the connection: the cause, not our own abort that follows it. */
+    let lostWith: DuplexError | undefined
+    /** The request being written, and the outbound byte count before it: whether any of it left. */
+    let writing: { readonly pending: Pending; readonly before: number } | undefined
+    /**
+     * Fails every request still waiting, once the connection can take no more bytes (it ended or was
+     * aborted): the written ones with `error`, the one being written `NotProcessed` if none of its bytes
+     * left, the queued ones `NotProcessed`.
+     */
     const failPending = (error: DuplexError): Effect.Effect<void> =>
       Effect.gen(function* () {
+        ended = true
+        const current = writing
+        const untouched = current !== undefined && (yield* duplex.stats).outbound.bytes === current.before
         for (let pending = takeInFlight(); pending !== undefined; pending = takeInFlight()) {
-          yield* Deferred.fail(pending.answer, error)
+          yield* fail(pending, untouched && pending === current.pending ? notProcessed("connectionLost") : error)
         }
-        for (const pending of yield* Queue.clear(queue)) {
-          yield* Deferred.fail(pending.answer, notProcessed(whyNow()))
+        // Clearing an ended queue lets callers blocked in `offer` in: clear again until none is left.
+        while (true) {
+          const queued = yield* Queue.clear(queue)
+          if (queued.length === 0) break
+          for (const pending of queued) {
+            if (!pending.cancelled) yield* fail(pending, notProcessed(whyNow()))
+          }
         }
       })
 
@@ -511,19 +696,39 @@ export const client = (duplex: Duplex, options: ClientOptions = {}): Effect.Effe
         const pending = taken.value
         if (pending.cancelled) continue
         if (state === "goingAway" || state === "lost") {
-          yield* Deferred.fail(pending.answer, notProcessed(whyNow()))
+          yield* fail(pending, notProcessed(whyNow()))
           continue
         }
-        // From here the request counts as sent: the reader will match the next unclaimed response to it.
-        inFlight.push(pending)
-        counts.sent++
-        const written = yield* Effect.exit(framed.send(Framing.data(pending.payload)))
-        if (Exit.isFailure(written)) {
-          stopSending("lost")
-          const error = Cause.squash(written.cause)
-          yield* failPending(error instanceof DuplexError ? error : closedError(label))
-          return
+        // The writer may wait for the reader (room for one more in flight); the reader never waits for it.
+        while (inFlight.length - inFlightHead >= maxInFlight) {
+          answerTaken.closeUnsafe()
+          yield* answerTaken.await
         }
+        // From here the reader matches the next unclaimed response to this request.
+        inFlight.push(pending)
+        writing = { pending, before: (yield* duplex.stats).outbound.bytes }
+        const written = yield* Effect.exit(framed.send(Framing.data(pending.payload)))
+        if (Exit.isSuccess(written)) {
+          writing = undefined
+          counts.sent++
+          pending.payload = EMPTY
+          continue
+        }
+        const error = Cause.squash(written.cause)
+        const failure = error instanceof DuplexError ? error : closedError(label)
+        if (failure.reason._tag === "FrameTooLarge") {
+          // Refused before writing anything (`request` checks the size, so this is a safeguard): the
+          // connection is fine, only this request fails. It is the newest in flight, hence still the last.
+          writing = undefined
+          if (inFlight[inFlight.length - 1] === pending) inFlight.pop()
+          yield* fail(pending, failure)
+          continue
+        }
+        stopSending("lost")
+        lostWith ??= failure
+        yield* framed.abort // no byte can leave after this, so "none of it left" is final
+        yield* failPending(lostWith)
+        return
       }
       if (state !== "lost") yield* Effect.ignore(framed.end) // half-close: every request is out
     })
@@ -556,21 +761,20 @@ export const client = (duplex: Duplex, options: ClientOptions = {}): Effect.Effe
       stopSending("lost")
       const unanswered = inFlight.length - inFlightHead
       if (unanswered > 0) {
-        yield* failPending(
-          new DuplexError({
-            reason: new ProtocolError({
-              label,
-              problem: `the server closed with ${unanswered} request(s) sent and not answered (they may or may not have been processed)`
-            })
+        return yield* new DuplexError({
+          reason: new ProtocolError({
+            label,
+            problem: `the server closed with ${unanswered} request(s) sent and not answered (they may or may not have been processed)`
           })
-        )
+        })
       }
     }).pipe(
       Effect.catch((error) =>
         Effect.gen(function* () {
           stopSending("lost")
-          yield* failPending(error)
-          yield* framed.abort
+          lostWith ??= error
+          yield* framed.abort // first: then the bytes of the request being written, if any, are final
+          yield* failPending(lostWith)
           return yield* Effect.fail(error)
         })
       )
@@ -583,7 +787,7 @@ export const client = (duplex: Duplex, options: ClientOptions = {}): Effect.Effe
         Fiber.interruptAll([writerFiber, readerFiber]),
         Effect.suspend(() => {
           stopSending("lost")
-          return failPending(closedError(label))
+          return Effect.andThen(framed.abort, failPending(closedError(label)))
         })
       )
     )
@@ -592,10 +796,29 @@ export const client = (duplex: Duplex, options: ClientOptions = {}): Effect.Effe
 
     const request = (payload: Uint8Array): Effect.Effect<Uint8Array, DuplexError> =>
       Effect.suspend(() => {
-        if (state !== "open") return Effect.fail(notProcessed(whyNow()))
+        if (payload.length > framed.maxFrameBytes) {
+          return Effect.fail(
+            new DuplexError({
+              reason: new FrameTooLarge({
+                label,
+                direction: "outbound",
+                length: payload.length,
+                limit: framed.maxFrameBytes
+              })
+            })
+          )
+        }
+        if (state !== "open") {
+          counts.notProcessed++
+          return Effect.fail(notProcessed(whyNow()))
+        }
         const pending: Pending = { payload, answer: Deferred.makeUnsafe(), cancelled: false }
         return Queue.offer(queue, pending).pipe(
-          Effect.flatMap((queued) => (queued ? Deferred.await(pending.answer) : Effect.fail(notProcessed(whyNow())))),
+          Effect.flatMap((queued) => {
+            if (queued) return Deferred.await(pending.answer)
+            counts.notProcessed++
+            return Effect.fail(notProcessed(whyNow()))
+          }),
           Effect.onInterrupt(() =>
             Effect.sync(() => {
               pending.cancelled = true
@@ -611,6 +834,8 @@ export const client = (duplex: Duplex, options: ClientOptions = {}): Effect.Effe
 
     return { label, request, goingAway: Deferred.await(notice), close, report } satisfies Client
   })
+
+const EMPTY = new Uint8Array(0)
 
 /** The error of a request whose client was closed (its scope) while the request was in flight. */
 const closedError = (label: string): DuplexError =>

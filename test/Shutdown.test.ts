@@ -524,11 +524,15 @@ describe("Shutdown under load", () => {
               const stop = yield* Deferred.make<void>()
               const naive = Effect.gen(function* () {
                 while (true) {
+                  // Checked first: a read that is ready at once would always win the race below.
+                  if (yield* Deferred.isDone(stop)) break
                   const frame = yield* Effect.raceFirst(
                     framed.read,
                     Effect.as(Deferred.await(stop), Option.none<Framing.Frame>())
                   )
                   if (Option.isNone(frame)) break
+                  // A handler that takes a moment, so that requests wait in the pipe behind it.
+                  yield* Effect.sleep(1)
                   yield* framed.send(Framing.data(yield* ledger.handle(frame.value.payload)))
                 }
                 yield* framed.end
@@ -643,5 +647,241 @@ describe("Shutdown.serve: server-wide graceful shutdown", () => {
         assert.isTrue(Exit.isFailure(after), "the deaf client is cut")
       }),
     30_000
+  )
+})
+
+/** The outcome of a request's exit: `answered`, or its failure's reason. */
+const outcomeOf = (exit: Exit.Exit<unknown, unknown> | undefined): string =>
+  exit === undefined
+    ? "pending"
+    : Exit.isSuccess(exit)
+      ? "answered"
+      : ((Cause.squash(exit.cause) as DuplexError.DuplexError).reason?._tag ?? String(Cause.squash(exit.cause)))
+
+/** The outcomes of forked `Effect.exit(request)` fibers, as they stand. */
+const outcomesOf = (fibers: ReadonlyArray<Fiber.Fiber<Exit.Exit<Uint8Array, DuplexError.DuplexError>>>) =>
+  fibers.map((f) => {
+    const polled = f.pollUnsafe()
+    return polled === undefined ? "pending" : Exit.isSuccess(polled) ? outcomeOf(polled.value) : "interrupted"
+  })
+
+describe("Shutdown, the cases a review found", () => {
+  it.effect("a client that half-closed at once is not cut while the server is still answering its requests", () =>
+    Effect.gen(function* () {
+      const [a, b] = yield* Duplex.pair({ capacity: 4096 })
+      // Each request takes 2 s to handle; the grace is 3 s; the three take 6 s in all.
+      const served = yield* Shutdown.server(b, {
+        handle: (r) => Effect.as(Effect.sleep("2 seconds"), r),
+        grace: "3 seconds"
+      })
+      const peer = yield* Framing.make(a)
+      for (const id of [1, 2, 3]) yield* peer.send(Framing.data(idBytes(id)))
+      yield* peer.end // the client has done everything asked of it
+      yield* settle
+      yield* served.goingAway
+      const answers: Array<number> = []
+      const reading = yield* Effect.forkChild(
+        Effect.gen(function* () {
+          while (true) {
+            const frame = yield* peer.read
+            if (Option.isNone(frame)) return
+            if (frame.value._tag === "Data") answers.push(idOf(frame.value.payload))
+          }
+        }),
+        { startImmediately: true }
+      )
+      for (let second = 0; second < 8; second++) {
+        yield* TestClock.adjust("1 second")
+        yield* settle
+      }
+      const done = yield* Effect.exit(served.done)
+      assert.strictEqual(outcomeOf(done), "answered", `done; answers so far [${answers.join(", ")}]`)
+      assert.deepStrictEqual(answers, [1, 2, 3])
+      yield* Fiber.join(reading)
+    })
+  )
+
+  it.live(
+    "over TCP, a compliant client's pipelined requests behind a slow handler are all answered at shutdown",
+    () =>
+      Effect.gen(function* () {
+        const server = yield* Shutdown.serve({
+          port: 0,
+          grace: "300 millis",
+          onEvent: () => Effect.void,
+          handle: (r) => Effect.as(Effect.sleep("100 millis"), r) // 8 requests: 800 ms, beyond the grace
+        })
+        const client = yield* Shutdown.client(yield* Tcp.connect(server.address))
+        const requests = yield* Effect.forEach(
+          Array.from({ length: 8 }, (_, i) => i),
+          (i) => Effect.forkChild(Effect.exit(client.request(idBytes(i))), { startImmediately: true })
+        )
+        yield* Effect.sleep(20) // all 8 sent; the server is answering the first
+        yield* server.shutdown.pipe(within("5 seconds", "the shutdown"))
+        yield* Fiber.joinAll(requests).pipe(within("2 seconds", "the requests"))
+        assert.deepStrictEqual(outcomesOf(requests), Array(8).fill("answered"))
+        assert.isTrue((yield* client.report).noticeReceived)
+      }),
+    20_000
+  )
+
+  it.effect(
+    "when the grace ends while the server is behind, a client that never half-closes is cut once it is waited on",
+    () =>
+      Effect.gen(function* () {
+        const [a, b] = yield* Duplex.pair({ capacity: 4096 })
+        // A read-ahead of one request: the reader is held back while the handler works.
+        const served = yield* Shutdown.server(b, {
+          handle: (r) => Effect.as(Effect.sleep("2 seconds"), r),
+          grace: "1 second",
+          maxPendingBytes: 1
+        })
+        const peer = yield* Framing.make(a)
+        for (const id of [1, 2, 3]) yield* peer.send(Framing.data(idBytes(id)))
+        yield* settle
+        yield* served.goingAway
+        const done = yield* Effect.forkChild(served.done, { startImmediately: true })
+        yield* TestClock.adjust("1 second") // the grace ends with the reader held back by the backlog
+        yield* settle
+        assert.isUndefined(done.pollUnsafe(), "not cut while the server is behind")
+        yield* TestClock.adjust("5 seconds") // the three are answered; the reader now waits on the client
+        yield* settle
+        yield* TestClock.adjust("250 millis")
+        yield* settle
+        const error = duplexErrorOf(yield* Fiber.await(done), "done")
+        assert.strictEqual(error.reason._tag, "Timeout")
+        assert.include(error.message, "did not half-close")
+      })
+  )
+
+  it.effect(
+    "a client that half-closed but stops reading its answers is cut at drainTimeout, not waited on forever",
+    () =>
+      Effect.gen(function* () {
+        const [a, b] = yield* Duplex.pair({ capacity: 16 })
+        const served = yield* Shutdown.server(b, {
+          handle: (r) => Effect.succeed(r),
+          grace: "3 seconds",
+          drainTimeout: "20 seconds"
+        })
+        const peer = yield* Framing.make(a)
+        yield* peer.send(Framing.data(idBytes(1))) // its 13-byte answer leaves 3 bytes of room
+        yield* settle
+        yield* served.goingAway // the notice waits for room, holding the send lock
+        yield* settle
+        yield* peer.end // the client complies, and then reads nothing
+        const done = yield* Effect.forkChild(served.done, { startImmediately: true })
+        yield* TestClock.adjust("19 seconds")
+        yield* settle
+        assert.isUndefined(done.pollUnsafe(), "still within the drain timeout")
+        yield* TestClock.adjust("1 second")
+        yield* settle
+        const error = duplexErrorOf(yield* Fiber.await(done), "done")
+        assert.strictEqual(error.reason._tag, "Timeout")
+        assert.include(error.message, "did not finish")
+      })
+  )
+
+  it.effect("a drainTimeout shorter than the grace is refused", () =>
+    Effect.gen(function* () {
+      const [, b] = yield* Duplex.pair()
+      const error = duplexErrorOf(
+        yield* Effect.exit(
+          Shutdown.server(b, { handle: (r) => Effect.succeed(r), grace: "10 seconds", drainTimeout: "5 seconds" })
+        )
+      )
+      assert.strictEqual(error.reason._tag, "InvalidOptions")
+      assert.include(error.message, "drainTimeout")
+    })
+  )
+
+  it.effect("requests waiting for room in the queue end when the connection breaks, and when the scope closes", () =>
+    Effect.gen(function* () {
+      const [a1, b1] = yield* Duplex.pair({ capacity: 16 })
+      const client1 = yield* Shutdown.client(a1, { maxQueued: 1 })
+      const broken = yield* Effect.forEach(
+        Array.from({ length: 6 }, (_, i) => i),
+        (i) => Effect.forkChild(Effect.exit(client1.request(idBytes(i))), { startImmediately: true })
+      )
+      yield* settle
+      yield* b1.abort
+      yield* settle
+      assert.notInclude(outcomesOf(broken), "pending", "after a reset")
+      assert.include(outcomesOf(broken), "NotProcessed", "the ones never sent")
+
+      const [a2, b2] = yield* Duplex.pair({ capacity: 16 })
+      const closed = yield* Effect.scoped(
+        Effect.gen(function* () {
+          const client2 = yield* Shutdown.client(a2, { maxQueued: 1 })
+          const fibers = yield* Effect.forEach(
+            Array.from({ length: 6 }, (_, i) => i),
+            (i) => Effect.forkDetach(Effect.exit(client2.request(idBytes(i))), { startImmediately: true })
+          )
+          yield* settle
+          return fibers
+        })
+      )
+      yield* settle
+      assert.notInclude(outcomesOf(closed), "pending", "after the scope closed")
+      yield* b2.abort
+    })
+  )
+
+  it.effect(
+    "a request over maxFrameBytes fails FrameTooLarge alone: nothing is counted sent, the others are answered",
+    () =>
+      Effect.gen(function* () {
+        const [a, b] = yield* Duplex.pair({ capacity: 4096 })
+        const peer = yield* Framing.make(b)
+        const client = yield* Shutdown.client(a, { maxFrameBytes: 64 })
+        const first = yield* Effect.forkChild(Effect.exit(client.request(idBytes(1))), { startImmediately: true })
+        yield* settle
+        assert.strictEqual(outcomeOf(yield* Effect.exit(client.request(new Uint8Array(65)))), "FrameTooLarge")
+        assert.strictEqual((yield* client.report).sent, 1, "the oversized request was never sent")
+        yield* peer.send(Framing.data(Option.getOrThrow(yield* peer.read).payload))
+        yield* settle
+        assert.deepStrictEqual(outcomesOf([first]), ["answered"])
+        const third = yield* Effect.forkChild(Effect.exit(client.request(idBytes(3))), { startImmediately: true })
+        assert.strictEqual(idOf(Option.getOrThrow(yield* peer.read).payload), 3, "the connection still works")
+        yield* peer.send(Framing.data(idBytes(3)))
+        yield* settle
+        assert.deepStrictEqual(outcomesOf([third]), ["answered"])
+      })
+  )
+
+  it.effect("a request of which no byte was written when the peer resets is NotProcessed, not Broken", () =>
+    Effect.gen(function* () {
+      // Room for exactly two 13-byte frames: requests 0 and 1 are written, 2 waits with nothing accepted.
+      const [a, b] = yield* Duplex.pair({ capacity: 26 })
+      const client = yield* Shutdown.client(a)
+      const requests = yield* Effect.forEach([0, 1, 2, 3], (i) =>
+        Effect.forkChild(Effect.exit(client.request(idBytes(i))), { startImmediately: true })
+      )
+      yield* settle
+      yield* b.abort
+      yield* settle
+      assert.strictEqual((yield* a.stats).outbound.bytes, 26)
+      assert.deepStrictEqual(outcomesOf(requests), ["Broken", "Broken", "NotProcessed", "NotProcessed"])
+    })
+  )
+
+  it.effect("at most maxInFlight requests are out unanswered: the writer waits for answers", () =>
+    Effect.gen(function* () {
+      const [a, b] = yield* Duplex.pair({ capacity: 65536 })
+      const peer = yield* Framing.make(b)
+      const client = yield* Shutdown.client(a, { maxInFlight: 4 })
+      const requests = yield* Effect.forEach(
+        Array.from({ length: 10 }, (_, i) => i),
+        (i) => Effect.forkChild(Effect.exit(client.request(idBytes(i))), { startImmediately: true })
+      )
+      yield* settle
+      assert.strictEqual((yield* client.report).sent, 4, "four out, the rest wait")
+      for (let i = 0; i < 10; i++) {
+        const frame = Option.getOrThrow(yield* peer.read)
+        yield* peer.send(Framing.data(frame.payload))
+      }
+      yield* settle
+      assert.deepStrictEqual(outcomesOf(requests), Array(10).fill("answered"))
+    })
   )
 })
