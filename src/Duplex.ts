@@ -154,7 +154,14 @@ class DuplexImpl implements Duplex {
     // Any conforming `readable` gives up exactly one chunk to a run that takes one: the generic `read`.
     this.read = parts.read ?? Stream.runHead(parts.readable)
     this.write = parts.write
-    this.writeAll = parts.writeAll ?? ((chunks) => Effect.forEach(chunks, parts.write, { discard: true }))
+    const write = parts.write
+    // A batch of one (what a copy of one `readable` pull hands over) skips `Effect.forEach`.
+    this.writeAll =
+      parts.writeAll ??
+      ((chunks) =>
+        Array.isArray(chunks) && chunks.length === 1
+          ? write(chunks[0] as Uint8Array)
+          : Effect.forEach(chunks, write, { discard: true }))
     this.sink = Sink.forEachArray(this.writeAll)
     this.end = parts.end
     this.abort = parts.abort
