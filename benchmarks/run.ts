@@ -19,10 +19,17 @@ import * as prettier from "prettier"
 import { cases as exchangeCases } from "./exchange.js"
 import { type BenchCase, type CaseResult, describeWork, measure, perWrite, table, targetLines } from "./harness.js"
 import { cases as pairCases } from "./pair.js"
+import { cases as proxyCases } from "./proxy.js"
 import { cases as subprocessCases } from "./subprocess.js"
 import { cases as tcpCases } from "./tcp.js"
 
-const allCases: ReadonlyArray<BenchCase> = [...pairCases, ...exchangeCases, ...tcpCases, ...subprocessCases]
+const allCases: ReadonlyArray<BenchCase> = [
+  ...pairCases,
+  ...exchangeCases,
+  ...tcpCases,
+  ...proxyCases,
+  ...subprocessCases
+]
 
 const { values } = parseArgs({
   options: { runs: { type: "string" }, filter: { type: "string" } },
@@ -117,6 +124,10 @@ if (filter !== "") {
       "reason only once external memory has grown by 64 MiB since the last full one (`kExternalAllocation" +
       "SoftLimit`), so during a 1 GiB echo that garbage is most of any server's RSS growth, `socket.pipe`'s " +
       "included: compare each server's peak RSS with its peak `ArrayBuffer` figure under the memory row.",
+    "- In the `proxy` row the client (the bench process), the echo server and each proxy have a process of " +
+      "their own, so three busy processes share the two cores, and the wall-clock figures swing with any other " +
+      "load; the proxies' CPU time per run, in the report lines, compares the proxies themselves. Both proxies " +
+      "read into fresh 64 KiB `Buffer`s as above: their collection is a large part of each proxy's CPU time.",
     "- The `subprocess` rows copy every byte into and out of two pipes, and `cat` needs a core of its own: on a " +
       "2-core machine `cat`, the bench process and V8's garbage-collection helper threads share two cores, so " +
       "these rows are the most sensitive to other load. A child's stdout is a Node socket over a pipe, read " +

@@ -80,7 +80,7 @@ const withNodeEchoServer = async (client: (port: number) => Promise<void>): Prom
   }
 }
 
-interface NodeEchoObservation {
+export interface NodeEchoObservation {
   client: WriteProgress
   /** `'data'` events the client got. */
   reads: number
@@ -88,9 +88,10 @@ interface NodeEchoObservation {
 
 /**
  * The `net` echo client: writes `chunks` (waiting for `'drain'` whenever `write()` returns false), then
- * ends, while checking every `'data'` chunk; resolves once the socket is closed.
+ * ends, while checking every `'data'` chunk; resolves once the socket is closed. Also the client of the
+ * `proxy` row (`proxy.ts`).
  */
-const nodeEchoClient = (
+export const nodeEchoClient = (
   port: number,
   chunks: ReadonlyArray<Uint8Array>,
   payloadBytes: number,
