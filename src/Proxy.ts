@@ -80,13 +80,18 @@ const defaultOnEvent = (event: ProxyEvent): Effect.Effect<void> =>
  * copied by {@link Duplex.splice}: a FIN from either side reaches the other after every byte read before
  * it, and the other direction goes on. When both are done, `upstreamClose` (lingering by default) closes
  * the upstream leg; the client leg is yours (with `Tcp.serve`, its `close` strategy). If the upstream
- * connect fails, `onUpstreamFailure` is told and the relay succeeds without relaying, so the server closes
- * the client cleanly.
+ * connect fails, `onUpstreamFailure` is told (by default the failure is logged at warning level) and the
+ * relay succeeds without relaying, so the server closes the client cleanly.
+ *
+ * **Interruption**
+ *
+ * Interrupted while relaying, it aborts both legs; while connecting, it destroys the half-made upstream
+ * socket (the client leg is then the caller's to close).
  *
  * **Closing**
  *
  * A failure in either direction (a reset, a write to a closed peer) aborts both legs and fails the relay
- * with it. Interruption aborts both legs.
+ * with it.
  *
  * **Example** (Proxying only connections from the local machine)
  *
@@ -114,7 +119,9 @@ export const relay =
       Effect.gen(function* () {
         const upstream = yield* Effect.result(Tcp.connect(options.target))
         if (upstream._tag === "Failure") {
-          if (options.onUpstreamFailure !== undefined) yield* options.onUpstreamFailure(upstream.failure, info)
+          yield* options.onUpstreamFailure === undefined
+            ? Effect.logWarning(`${info.label}: upstream connect failed: ${upstream.failure.message}`)
+            : options.onUpstreamFailure(upstream.failure, info)
           return undefined
         }
         const relayed = yield* Duplex.splice(client, upstream.success)
