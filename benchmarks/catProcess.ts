@@ -16,7 +16,7 @@
  *
  * - `Ready` (once): the idle {@link Usage}, sampled {@link SETTLE_MILLIS} after start-up, before any run.
  * - `Run` → `Ran`: one transfer (its duration, without filling `execa-input`'s buffer), the highest RSS
- *   and `ArrayBuffer` memory sampled during it (every {@link SAMPLE_MILLIS}, and once more at its end),
+ *   and `ArrayBuffer` memory sampled during it (every `SAMPLE_MILLIS` of memory.ts, and once more at its end),
  *   the usage once the input buffer was filled (`execa-input` only), and the kernel's high-water mark of
  *   the process's RSS (`ru_maxrss`), which sampling cannot miss (but which also covers start-up and every
  *   earlier run). A run that fails answers `Failed`.
@@ -31,20 +31,14 @@ import {
   spawnCat,
   type CatObservation
 } from "./catTransfers.js"
+import { peakSampler, type Usage, usageNow } from "./memory.js"
 import { patternChunk, repeat } from "./pattern.js"
 
 /** How often RSS is sampled during a run. */
-export const SAMPLE_MILLIS = 50
 /** How long after start-up the idle RSS is taken. */
 export const SETTLE_MILLIS = 250
 
 export type RunnerKind = "fullduplex" | "spawn" | "execa-input"
-
-/** Resident set size, and the part of the heap's external memory held by `ArrayBuffer`s. */
-export interface Usage {
-  readonly rssBytes: number
-  readonly arrayBuffersBytes: number
-}
 
 export type ToParent =
   | { readonly _tag: "Ready"; readonly idle: Usage }
@@ -69,29 +63,19 @@ const send = (message: ToParent): void => {
   process.send?.(message)
 }
 
-const usage = (): Usage => {
-  const { rss, arrayBuffers } = process.memoryUsage()
-  return { rssBytes: rss, arrayBuffersBytes: arrayBuffers }
-}
-
-const higher = (a: Usage, b: Usage): Usage => ({
-  rssBytes: Math.max(a.rssBytes, b.rssBytes),
-  arrayBuffersBytes: Math.max(a.arrayBuffersBytes, b.arrayBuffersBytes)
-})
-
 const main = async (kind: RunnerKind, payloadBytes: number, writeSize: number): Promise<void> => {
   const chunk = patternChunk(writeSize)
   const chunks = kind === "execa-input" ? [] : repeat(chunk, payloadBytes)
   const input = Stream.fromIterable(chunks)
   await new Promise((resolve) => setTimeout(resolve, SETTLE_MILLIS))
-  const idle = usage()
+  const idle = usageNow()
 
   /** One transfer: the time it took and what it saw; `withInput` for `execa-input`. */
   const transfer = async (): Promise<{ millis: number; observation: CatObservation; withInput?: Usage }> => {
     const observation = emptyCatObservation()
     if (kind === "execa-input") {
       const buffer = patternBuffer(chunk, payloadBytes)
-      const withInput = usage()
+      const withInput = usageNow()
       const start = performance.now()
       await execaInputCat(buffer, writeSize)
       return { millis: performance.now() - start, observation, withInput }
@@ -103,19 +87,16 @@ const main = async (kind: RunnerKind, payloadBytes: number, writeSize: number): 
   }
 
   const run = async (): Promise<void> => {
-    let peak = usage()
-    const sampler = setInterval(() => {
-      peak = higher(peak, usage())
-    }, SAMPLE_MILLIS)
+    const sampler = peakSampler()
     try {
       const { millis, observation, withInput } = await transfer()
-      peak = higher(peak, usage())
+      const peak = sampler.take()
       const maxRssBytes = process.resourceUsage().maxRSS * 1024
       send({ _tag: "Ran", idle, peak, withInput, maxRssBytes, millis, observation })
     } catch (error) {
       send({ _tag: "Failed", message: error instanceof Error ? error.message : String(error) })
     } finally {
-      clearInterval(sampler)
+      sampler.stop()
     }
   }
 

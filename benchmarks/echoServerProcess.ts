@@ -11,7 +11,7 @@
  * - `Listening` (once): the port, and the idle {@link Usage}, sampled {@link SETTLE_MILLIS} after
  *   listening, before any connection.
  * - `Measure` → `Memory`: the highest RSS and the most memory in `ArrayBuffer`s (Node's `Buffer`s) seen
- *   since the previous `Measure` (sampled every {@link SAMPLE_MILLIS}, and once more on the request), the
+ *   since the previous `Measure` (sampled every `SAMPLE_MILLIS` of memory.ts, and once more on the request), the
  *   idle figures, and the kernel's high-water mark of the process's RSS (`ru_maxrss`), which sampling
  *   cannot miss (but which also covers start-up).
  * - `Stop`: close the server and exit.
@@ -19,19 +19,13 @@
 import { Effect, Exit, Scope } from "effect"
 import * as net from "node:net"
 import { Echo } from "fullduplex"
+import { peakSampler, type Usage, usageNow } from "./memory.js"
 
 /** How often RSS is sampled while the server runs. */
-export const SAMPLE_MILLIS = 50
 /** How long after listening the idle RSS is taken. */
 export const SETTLE_MILLIS = 250
 
 export type ServerKind = "fullduplex" | "node"
-
-/** Resident set size, and the part of the heap's external memory held by `ArrayBuffer`s. */
-export interface Usage {
-  readonly rssBytes: number
-  readonly arrayBuffersBytes: number
-}
 
 export type ToParent =
   | { readonly _tag: "Listening"; readonly port: number; readonly idle: Usage }
@@ -84,30 +78,16 @@ const listen = (kind: ServerKind): Promise<{ port: number; close: () => Promise<
 const main = async (kind: ServerKind): Promise<void> => {
   const server = await listen(kind)
   await new Promise((resolve) => setTimeout(resolve, SETTLE_MILLIS))
-  const usage = (): Usage => {
-    const { rss, arrayBuffers } = process.memoryUsage()
-    return { rssBytes: rss, arrayBuffersBytes: arrayBuffers }
-  }
-  const idle = usage()
-  let peak = idle
-  const sample = () => {
-    const now = usage()
-    peak = {
-      rssBytes: Math.max(peak.rssBytes, now.rssBytes),
-      arrayBuffersBytes: Math.max(peak.arrayBuffersBytes, now.arrayBuffersBytes)
-    }
-  }
-  const sampler = setInterval(sample, SAMPLE_MILLIS)
+  const idle = usageNow()
+  const sampler = peakSampler()
   process.on("message", (message: ToChild) => {
     switch (message._tag) {
       case "Measure": {
-        sample()
-        send({ _tag: "Memory", idle, peak, maxRssBytes: process.resourceUsage().maxRSS * 1024 })
-        peak = usage()
+        send({ _tag: "Memory", idle, peak: sampler.take(), maxRssBytes: process.resourceUsage().maxRSS * 1024 })
         return
       }
       case "Stop": {
-        clearInterval(sampler)
+        sampler.stop()
         void server.close().then(() => process.disconnect())
         return
       }

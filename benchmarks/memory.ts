@@ -1,7 +1,7 @@
 /**
- * Memory figures of a process that reports its idle and peak RSS (the echo server and cat runner
- * processes): what one such process did, run by run, how the figures are printed and judged, and how the
- * process is stopped.
+ * Memory figures of a process that reports its idle and peak RSS (the echo server, proxy and cat runner
+ * processes): how such a process samples itself, what it did run by run, how the figures are printed and
+ * judged, and how the bench process talks to it (the next reply, the stop).
  */
 import type { ChildProcess } from "node:child_process"
 import type { Check } from "./harness.js"
@@ -69,6 +69,66 @@ export const peakRssCheck = (
       `${signedMiB(worst(baseline.memory.aboveIdle))}`
   }
 }
+
+/** A process's memory at one moment: its resident set size, and the part held by `ArrayBuffer`s. */
+export interface Usage {
+  readonly rssBytes: number
+  readonly arrayBuffersBytes: number
+}
+
+/** How often the measured processes sample their memory, in milliseconds. */
+export const SAMPLE_MILLIS = 50
+
+/** This process's memory now. */
+export const usageNow = (): Usage => {
+  const { rss, arrayBuffers } = process.memoryUsage()
+  return { rssBytes: rss, arrayBuffersBytes: arrayBuffers }
+}
+
+/** The higher of each figure (not necessarily from one instant). */
+export const higher = (a: Usage, b: Usage): Usage => ({
+  rssBytes: Math.max(a.rssBytes, b.rssBytes),
+  arrayBuffersBytes: Math.max(a.arrayBuffersBytes, b.arrayBuffersBytes)
+})
+
+/**
+ * Samples this process's memory every {@link SAMPLE_MILLIS}: `take` samples once more and returns the peak
+ * since the previous `take` (or the start), `stop` ends the sampling.
+ */
+export const peakSampler = (): { readonly take: () => Usage; readonly stop: () => void } => {
+  let peak = usageNow()
+  const timer = setInterval(() => {
+    peak = higher(peak, usageNow())
+  }, SAMPLE_MILLIS)
+  return {
+    take: () => {
+      const taken = higher(peak, usageNow())
+      peak = usageNow()
+      return taken
+    },
+    stop: () => clearInterval(timer)
+  }
+}
+
+/** The next IPC message of kind `tag` from a forked process; rejects, naming `what`, if it exits first. */
+export const replyOf = <M extends { readonly _tag: string }, Tag extends M["_tag"]>(
+  child: ChildProcess,
+  tag: Tag,
+  what: string
+): Promise<Extract<M, { _tag: Tag }>> =>
+  new Promise((resolve, reject) => {
+    const onMessage = (message: M) => {
+      if (message._tag !== tag) return
+      child.off("exit", onExit)
+      child.off("message", onMessage)
+      resolve(message as Extract<M, { _tag: Tag }>)
+    }
+    const onExit = (code: number | null, signal: NodeJS.Signals | null) => {
+      child.off("message", onMessage)
+      reject(new Error(`${what} exited (${signal ?? code}) before its ${tag} message`))
+    }
+    child.on("message", onMessage).once("exit", onExit)
+  })
 
 /** Asks a forked process to stop (`send(stop)`), kills it if it has not exited within 5 s; resolves once it has. */
 export const stopProcess = (child: ChildProcess, stop: unknown): Promise<void> => {

@@ -41,6 +41,7 @@ import {
   formatMiB,
   type MemoryObservation,
   recordMemory,
+  replyOf,
   signedMiB,
   stopProcess,
   worst
@@ -78,25 +79,8 @@ class Party {
     return new Party(child, kind, listening.port)
   }
 
-  /** The next message of kind `tag`; rejects if the process exits first. */
-  private static reply<Tag extends ToParent["_tag"]>(
-    child: ChildProcess,
-    kind: PartyKind,
-    tag: Tag
-  ): Promise<Extract<ToParent, { _tag: Tag }>> {
-    return new Promise((resolve, reject) => {
-      const onMessage = (message: ToParent) => {
-        if (message._tag !== tag) return
-        child.off("exit", onExit)
-        child.off("message", onMessage)
-        resolve(message as Extract<ToParent, { _tag: Tag }>)
-      }
-      const onExit = (code: number | null, signal: NodeJS.Signals | null) => {
-        child.off("message", onMessage)
-        reject(new Error(`proxy bench process ${kind} exited (${signal ?? code}) before its ${tag} message`))
-      }
-      child.on("message", onMessage).once("exit", onExit)
-    })
+  private static reply<Tag extends ToParent["_tag"]>(child: ChildProcess, kind: PartyKind, tag: Tag) {
+    return replyOf<ToParent, Tag>(child, tag, `proxy bench process ${kind}`)
   }
 
   /** Its highest RSS and its CPU time since the previous `measure` (or since it went idle). */

@@ -18,7 +18,7 @@
  * - `Listening` (once): the port, and the idle {@link Usage}, sampled {@link SETTLE_MILLIS} after
  *   listening, before any connection.
  * - `Measure` → `Measured`: the highest RSS and `ArrayBuffer` memory seen since the previous `Measure`
- *   (sampled every {@link SAMPLE_MILLIS}, and once more on the request), the idle figures, the kernel's
+ *   (sampled every `SAMPLE_MILLIS` of memory.ts, and once more on the request), the idle figures, the kernel's
  *   high-water mark of the process's RSS (`ru_maxrss`), and the CPU time (user + system, all threads, so
  *   V8's garbage-collection helpers too) the process used since the previous `Measure`, and the garbage
  *   collections it ran since then, by kind ({@link GcCounts}).
@@ -33,10 +33,9 @@ import {
   PerformanceObserver
 } from "node:perf_hooks"
 import { Proxy } from "fullduplex"
-import type { Usage } from "./echoServerProcess.js"
+import { peakSampler, type Usage, usageNow } from "./memory.js"
 
 /** How often RSS is sampled while the server runs. */
-const SAMPLE_MILLIS = 50
 /** How long after listening the idle RSS is taken. */
 const SETTLE_MILLIS = 250
 const HOST = "127.0.0.1"
@@ -133,12 +132,7 @@ const listen = (kind: PartyKind, targetPort: number): Promise<Listening> => {
 const main = async (kind: PartyKind, targetPort: number): Promise<void> => {
   const server = await listen(kind, targetPort)
   await new Promise((resolve) => setTimeout(resolve, SETTLE_MILLIS))
-  const usage = (): Usage => {
-    const { rss, arrayBuffers } = process.memoryUsage()
-    return { rssBytes: rss, arrayBuffersBytes: arrayBuffers }
-  }
-  const idle = usage()
-  let peak = idle
+  const idle = usageNow()
   let gcs: GcCounts = { minor: 0, major: 0 }
   const countGcs = (entries: ReadonlyArray<PerformanceEntry>) => {
     for (const entry of entries) {
@@ -151,29 +145,20 @@ const main = async (kind: PartyKind, targetPort: number): Promise<void> => {
   const gcObserver = new PerformanceObserver((list) => countGcs(list.getEntries()))
   gcObserver.observe({ entryTypes: ["gc"] })
   let cpuSince = process.cpuUsage()
-  const sample = () => {
-    const now = usage()
-    peak = {
-      rssBytes: Math.max(peak.rssBytes, now.rssBytes),
-      arrayBuffersBytes: Math.max(peak.arrayBuffersBytes, now.arrayBuffersBytes)
-    }
-  }
-  const sampler = setInterval(sample, SAMPLE_MILLIS)
+  const sampler = peakSampler()
   process.on("message", (message: ToChild) => {
     switch (message._tag) {
       case "Measure": {
-        sample()
         countGcs(gcObserver.takeRecords()) // those not delivered yet
         const { user, system } = process.cpuUsage(cpuSince)
         const maxRssBytes = process.resourceUsage().maxRSS * 1024
-        send({ _tag: "Measured", idle, peak, maxRssBytes, cpuMillis: (user + system) / 1000, gcs })
-        peak = usage()
+        send({ _tag: "Measured", idle, peak: sampler.take(), maxRssBytes, cpuMillis: (user + system) / 1000, gcs })
         gcs = { minor: 0, major: 0 }
         cpuSince = process.cpuUsage()
         return
       }
       case "Stop": {
-        clearInterval(sampler)
+        sampler.stop()
         gcObserver.disconnect()
         void server.close().then(() => process.disconnect())
         return

@@ -23,7 +23,7 @@ import * as net from "node:net"
 import { fileURLToPath } from "node:url"
 import { Duplex, Echo, Tcp } from "fullduplex"
 import type { ServerKind, ToChild, ToParent } from "./echoServerProcess.js"
-import { describeMemory, emptyMemoryObservation, peakRssCheck, recordMemory, stopProcess } from "./memory.js"
+import { describeMemory, emptyMemoryObservation, peakRssCheck, recordMemory, replyOf, stopProcess } from "./memory.js"
 import { type BenchCase, byteCountError, type Check, countBytes, formatBytes, verifyBytes } from "./harness.js"
 import { type WriteProgress, writeAllThenEnd } from "./nodeStreams.js"
 import { EchoCheck, echoCheckSink, PatternMismatch, patternChunk, repeat } from "./pattern.js"
@@ -209,24 +209,8 @@ class EchoServerProcess {
     return EchoServerProcess.reply(child, "Listening").then((listening) => new EchoServerProcess(child, listening.port))
   }
 
-  /** The next message of kind `tag`; rejects if the process exits first. */
-  private static reply<Tag extends ToParent["_tag"]>(
-    child: ChildProcess,
-    tag: Tag
-  ): Promise<Extract<ToParent, { _tag: Tag }>> {
-    return new Promise((resolve, reject) => {
-      const onMessage = (message: ToParent) => {
-        if (message._tag !== tag) return
-        child.off("exit", onExit)
-        child.off("message", onMessage)
-        resolve(message as Extract<ToParent, { _tag: Tag }>)
-      }
-      const onExit = (code: number | null, signal: NodeJS.Signals | null) => {
-        child.off("message", onMessage)
-        reject(new Error(`echo server process exited (${signal ?? code}) before its ${tag} message`))
-      }
-      child.on("message", onMessage).once("exit", onExit)
-    })
+  private static reply<Tag extends ToParent["_tag"]>(child: ChildProcess, tag: Tag) {
+    return replyOf<ToParent, Tag>(child, tag, "echo server process")
   }
 
   private send(message: ToChild): void {
