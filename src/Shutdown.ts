@@ -88,11 +88,14 @@ export const DEFAULT_MAX_IN_FLIGHT = 64
 const BACKSTOP_MILLIS = 1000
 
 /**
- * When the grace ends while the server is behind (its read-ahead full), how long a later read may wait on
- * the client: the client's FIN may be queued behind requests, and a socket paused by a full buffer needs a
- * moment to deliver it once reading resumes.
+ * After the grace, how long the server must have waited on a silent client before it cuts it: a FIN may be
+ * on its way behind the last requests (a socket paused by a full buffer needs a moment to deliver it), so
+ * the verdict "did not half-close" takes this long of silence while the server has nothing else to read.
  */
-const PEER_ALLOWANCE_MILLIS = 250
+const SILENCE_MILLIS = 250
+
+/** How often the silence is sampled. */
+const SILENCE_TICK_MILLIS = 50
 
 // ---------------------------------------------------------------------------------------------------------
 // Server role
@@ -205,12 +208,13 @@ const checkServerOptions = (
  * order with the responses, and leaves the connection fully working: everything the client sends until its
  * EOF is read and answered. Two limits run from the notice:
  *
- * - `grace`: if the client's EOF has not been read by then, and the reader is waiting on the client (it
- *   has read everything that arrived), the connection is aborted. If the reader is held back by the
- *   server's own backlog instead, the client's FIN may be queued behind it: the reader goes on, and the
- *   connection is aborted the first time it then waits on the client for more than 250 ms.
+ * - `grace`: if the client's EOF has not been read by then, the client is judged by its silence: the
+ *   connection is aborted once the reader has waited on the client (everything it sent read) for 250 ms
+ *   with no byte arriving. While the server is busy or behind its own backlog, the client's FIN may be
+ *   queued behind its requests, so that time does not count.
  * - `drainTimeout`: if the whole connection has not finished by then (a slow handler, a client that
- *   half-closed but does not read its answers), it is aborted.
+ *   half-closed but does not read its answers, a client that keeps the server behind and never
+ *   half-closes), it is aborted. The timer also starts when `goingAway` comes after the client's EOF.
  *
  * Either way `done` fails `Timeout`, saying which. A control frame from the client, or anything that is
  * not a frame, fails `ProtocolError` (or `FrameTooLarge`, `FrameTruncated`).
@@ -265,8 +269,10 @@ export const server = <E, R>(
     let finished = false
     /** What the reader is waiting on: the client (`peer`), room in the read-ahead (`backlog`), or nothing. */
     let reader: "peer" | "backlog" | "busy" | "eof" = "busy"
-    /** Set when the grace ended while the reader was held back by the backlog. */
-    let graceOverBehind = false
+    /** Set when the grace has ended without the client's EOF: a drain cut is then the client's doing too. */
+    let graceOver = false
+    /** Set once our FIN is out after every answer: nothing may cut the connection any more. */
+    let closedCleanly = false
     /** Why the connection was cut, once it was. */
     let cut: "grace" | "drain" | undefined
     const timers: Array<Fiber.Fiber<unknown>> = []
@@ -276,21 +282,16 @@ export const server = <E, R>(
 
     const cutNow = (why: "grace" | "drain"): Effect.Effect<void> =>
       Effect.suspend(() => {
-        if (finished || cut !== undefined) return Effect.void
-        cut = why
+        if (finished || closedCleanly || cut !== undefined) return Effect.void
+        // A drain cut of a client that never half-closed, though the grace was over, is the grace's verdict.
+        cut = why === "drain" && graceOver && reader !== "eof" ? "grace" : why
         return framed.abort
       })
 
     const readNext: Effect.Effect<Option.Option<Framing.Frame>, DuplexError> = Effect.suspend(() => {
       reader = "peer"
-      const read = graceOverBehind
-        ? Effect.raceFirst(
-            framed.read,
-            Effect.andThen(Effect.sleep(PEER_ALLOWANCE_MILLIS), Effect.andThen(cutNow("grace"), framed.read))
-          )
-        : framed.read
       return Effect.ensuring(
-        read,
+        framed.read,
         Effect.sync(() => {
           reader = "busy"
         })
@@ -328,6 +329,7 @@ export const server = <E, R>(
       }
       // Only now, after the client's FIN and every answer: no request can be left behind by our FIN.
       yield* framed.end
+      closedCleanly = true
       return answered
     })
 
@@ -362,32 +364,54 @@ export const server = <E, R>(
     )
     const loop = yield* Effect.forkScoped(serveLoop, { startImmediately: true })
 
-    const goingAway: Effect.Effect<void> = Effect.suspend(() => {
-      if (noticeAt !== undefined || reader === "eof" || finished) return Effect.void
-      return Effect.gen(function* () {
-        noticeAt = yield* Clock.currentTimeMillis
+    const inboundBytes = Effect.map(duplex.stats, (stats) => stats.inbound.bytes)
+    /** The reader's state now (a function, so that the compiler does not narrow it across waits). */
+    const readerNow = () => reader
+    /**
+     * The grace's verdict. At its end, a client whose EOF has been read complied. Otherwise it is judged by
+     * silence: cut once the server has been waiting on it (everything it sent read) for {@link
+     * SILENCE_MILLIS} with no byte arriving. While bytes arrive, or while the server is busy or behind its
+     * own backlog, the silence does not count.
+     */
+    const judgeAfterGrace = Effect.gen(function* () {
+      yield* Effect.sleep(graceMillis)
+      if (readerNow() === "eof") return
+      graceOver = true
+      let lastBytes = yield* inboundBytes
+      let quietSince = yield* Clock.currentTimeMillis
+      while (readerNow() !== "eof") {
+        yield* Effect.sleep(SILENCE_TICK_MILLIS)
+        const bytes = yield* inboundBytes
+        const now = yield* Clock.currentTimeMillis
+        if (bytes !== lastBytes || readerNow() !== "peer") {
+          lastBytes = bytes
+          quietSince = now
+        } else if (now - quietSince >= SILENCE_MILLIS) {
+          return yield* cutNow("grace")
+        }
+      }
+    })
+    const startTimers = (withNotice: boolean) =>
+      Effect.gen(function* () {
         // The notice goes out in its own fiber: behind a response that waits for the client to read, it
         // must not hold back the timers, which start now.
-        const notice = Effect.ignore(framed.send(Framing.control(GOING_AWAY)))
-        const grace = Effect.andThen(
-          Effect.sleep(graceMillis),
-          Effect.suspend(() => {
-            if (reader === "eof") return Effect.void
-            // Waiting on the client, with everything it sent read: it did not half-close.
-            if (reader === "peer") return cutNow("grace")
-            // Behind our own backlog: the FIN may be queued; judge at the next wait on the client.
-            graceOverBehind = true
-            return Effect.void
-          })
-        )
-        const drain = Effect.andThen(Effect.sleep(drainMillis), cutNow("drain"))
-        timers.push(
-          yield* Effect.forkIn(notice, scope),
-          yield* Effect.forkIn(grace, scope),
-          yield* Effect.forkIn(drain, scope)
-        )
+        if (withNotice) {
+          timers.push(yield* Effect.forkIn(Effect.ignore(framed.send(Framing.control(GOING_AWAY))), scope))
+          timers.push(yield* Effect.forkIn(judgeAfterGrace, scope))
+        }
+        timers.push(yield* Effect.forkIn(Effect.andThen(Effect.sleep(drainMillis), cutNow("drain")), scope))
       })
-    })
+
+    const goingAway: Effect.Effect<void> = Effect.uninterruptible(
+      Effect.suspend(() => {
+        if (noticeAt !== undefined || finished || closedCleanly) return Effect.void
+        return Effect.gen(function* () {
+          noticeAt = yield* Clock.currentTimeMillis
+          // After the client's EOF there is nobody to tell, but the answers still owed are bounded too.
+          yield* startTimers(reader !== "eof")
+        })
+      })
+    )
 
     return { goingAway, done: Fiber.join(loop) }
   })
@@ -634,9 +658,9 @@ export const client = (duplex: Duplex, options: ClientOptions = {}): Effect.Effe
     const counts = { sent: 0, answered: 0, notProcessed: 0 }
     const notice = Deferred.makeUnsafe<void>()
 
-    /** Why a request cannot be sent now. A connection lost while closing was lost all the same. */
+    /** Why a request cannot be sent now: the notice, our own close (whichever came first), or the end of the connection. */
     const whyNow = (): NotProcessed["why"] =>
-      state === "goingAway" ? "goingAway" : state === "lost" || ended ? "connectionLost" : "closing"
+      state === "goingAway" ? "goingAway" : state === "closing" ? "closing" : "connectionLost"
     /** Set when the connection ended or broke, whatever the state was. */
     let ended = false
     const notProcessed = (why: NotProcessed["why"]) => new DuplexError({ reason: new NotProcessed({ label, why }) })
@@ -644,13 +668,14 @@ export const client = (duplex: Duplex, options: ClientOptions = {}): Effect.Effe
     const fail = (pending: Pending, error: DuplexError): Effect.Effect<void> =>
       Effect.suspend(() => {
         if (Deferred.isDoneUnsafe(pending.answer)) return Effect.void
-        if (error.reason._tag === "NotProcessed") counts.notProcessed++
+        if (error.reason._tag === "NotProcessed" && !pending.cancelled) counts.notProcessed++
         return Deferred.fail(pending.answer, error)
       })
     const stopSending = (next: ClientState): void => {
       // Closing by our own call is expected to end in the server's EOF; only the notice overrides it.
       if (state === "open" || (state === "closing" && next === "goingAway")) state = next
       Queue.endUnsafe(queue)
+      answerTaken.openUnsafe() // a writer waiting for room must see it too
     }
     const takeInFlight = (): Pending | undefined => {
       if (inFlightHead === inFlight.length) return undefined
@@ -689,20 +714,24 @@ export const client = (duplex: Duplex, options: ClientOptions = {}): Effect.Effe
         }
       })
 
+    /** Whether requests may still be sent: not after the notice, nor once the connection has ended. */
+    const sending = () => (state === "open" || state === "closing") && !ended
     const writer = Effect.gen(function* () {
       while (true) {
+        // Room first, then a request: a request is never held while waiting, so the notice, a close or the
+        // connection's end finds every unsent request in the queue. (The writer may wait for the reader;
+        // the reader never waits for the writer.)
+        while (inFlight.length - inFlightHead >= maxInFlight && sending()) {
+          answerTaken.closeUnsafe()
+          yield* answerTaken.await
+        }
         const taken = yield* Effect.exit(Queue.take(queue))
         if (Exit.isFailure(taken)) break // ended: closing, the notice, or the connection's end
         const pending = taken.value
         if (pending.cancelled) continue
-        if (state === "goingAway" || state === "lost") {
+        if (!sending()) {
           yield* fail(pending, notProcessed(whyNow()))
           continue
-        }
-        // The writer may wait for the reader (room for one more in flight); the reader never waits for it.
-        while (inFlight.length - inFlightHead >= maxInFlight) {
-          answerTaken.closeUnsafe()
-          yield* answerTaken.await
         }
         // From here the reader matches the next unclaimed response to this request.
         inFlight.push(pending)
@@ -757,7 +786,9 @@ export const client = (duplex: Duplex, options: ClientOptions = {}): Effect.Effe
         counts.answered++
         yield* Deferred.succeed(pending.answer, frame.value.payload)
       }
-      // The server's EOF. With a server in the server role every request sent has been answered by now.
+      // The server's EOF. With a server in the server role every request sent has been answered by now;
+      // nothing may be sent after it, whatever the state (a close in progress included).
+      ended = true
       stopSending("lost")
       const unanswered = inFlight.length - inFlightHead
       if (unanswered > 0) {
@@ -775,7 +806,7 @@ export const client = (duplex: Duplex, options: ClientOptions = {}): Effect.Effe
           lostWith ??= error
           yield* framed.abort // first: then the bytes of the request being written, if any, are final
           yield* failPending(lostWith)
-          return yield* Effect.fail(error)
+          return yield* Effect.fail(lostWith)
         })
       )
     )

@@ -1,7 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Cause, Deferred, Duration, Effect, Exit, Fiber, Option, Queue } from "effect"
 import { TestClock } from "effect/testing"
-import { Duplex, type DuplexError, Framing, Shutdown, Tcp } from "fullduplex"
+import { Duplex, DuplexError, Framing, Shutdown, Tcp } from "fullduplex"
 import { duplexErrorOf, EventLog, within } from "./helpers.js"
 
 const idBytes = (id: number): Uint8Array => {
@@ -15,6 +15,15 @@ const idOf = (bytes: Uint8Array): number => new DataView(bytes.buffer, bytes.byt
 const settle = Effect.gen(function* () {
   for (let i = 0; i < 20; i++) yield* Effect.yieldNow
 })
+
+/** Moves the TestClock `millis` forward in steps of `step`, letting fibers run after each. */
+const stepClock = (millis: number, step: number) =>
+  Effect.gen(function* () {
+    for (let moved = 0; moved < millis; moved += step) {
+      yield* TestClock.adjust(Duration.millis(step))
+      yield* settle
+    }
+  })
 
 /**
  * What happened to every request of a run: what the server read, and what each caller was told. The
@@ -152,7 +161,7 @@ describe("Shutdown, one connection", () => {
     })
   )
 
-  it.effect("a client that ignores the notice is aborted at grace, and done fails Timeout", () =>
+  it.effect("a client that ignores the notice is aborted once the grace is over and it has been silent 250 ms", () =>
     Effect.gen(function* () {
       const [a, b] = yield* Duplex.pair({ capacity: 64 })
       const served = yield* Shutdown.server(b, { handle: (r) => Effect.succeed(r), grace: "3 seconds" })
@@ -165,7 +174,10 @@ describe("Shutdown, one connection", () => {
       const done = yield* Effect.forkChild(served.done, { startImmediately: true })
       yield* settle
       assert.isUndefined(done.pollUnsafe(), "not cut before the grace")
-      yield* TestClock.adjust("1 millis")
+      yield* TestClock.adjust("1 millis") // the grace is over: now the client is judged by its silence
+      yield* stepClock(200, 50)
+      assert.isUndefined(done.pollUnsafe(), "not cut before 250 ms of silence")
+      yield* stepClock(50, 50)
       const error = duplexErrorOf(yield* Fiber.await(done), "done")
       assert.strictEqual(error.reason._tag, "Timeout")
       assert.include(error.message, "did not half-close")
@@ -744,10 +756,7 @@ describe("Shutdown, the cases a review found", () => {
         yield* TestClock.adjust("1 second") // the grace ends with the reader held back by the backlog
         yield* settle
         assert.isUndefined(done.pollUnsafe(), "not cut while the server is behind")
-        yield* TestClock.adjust("5 seconds") // the three are answered; the reader now waits on the client
-        yield* settle
-        yield* TestClock.adjust("250 millis")
-        yield* settle
+        yield* stepClock(5000, 50) // the three are answered; the reader now waits on the client, silent
         const error = duplexErrorOf(yield* Fiber.await(done), "done")
         assert.strictEqual(error.reason._tag, "Timeout")
         assert.include(error.message, "did not half-close")
@@ -862,6 +871,163 @@ describe("Shutdown, the cases a review found", () => {
       yield* settle
       assert.strictEqual((yield* a.stats).outbound.bytes, 26)
       assert.deepStrictEqual(outcomesOf(requests), ["Broken", "Broken", "NotProcessed", "NotProcessed"])
+    })
+  )
+
+  it.effect(
+    "a request waiting for room in flight is NotProcessed at the notice, and the client half-closes at once",
+    () =>
+      Effect.gen(function* () {
+        const [a, b] = yield* Duplex.pair({ capacity: 4096 })
+        const peer = yield* Framing.make(b)
+        const client = yield* Shutdown.client(a, { maxInFlight: 1 })
+        const requests = yield* Effect.forEach([1, 2], (i) =>
+          Effect.forkChild(Effect.exit(client.request(idBytes(i))), { startImmediately: true })
+        )
+        yield* settle
+        assert.strictEqual(idOf(Option.getOrThrow(yield* peer.read).payload), 1)
+        yield* peer.send(Framing.control(Shutdown.GOING_AWAY))
+        yield* settle
+        assert.isTrue(Option.isNone(yield* peer.read), "the client's EOF comes next, before any answer")
+        yield* peer.send(Framing.data(idBytes(1)))
+        yield* settle
+        assert.deepStrictEqual(outcomesOf(requests), ["answered", "NotProcessed"])
+      })
+  )
+
+  it.effect("a request whose caller gave up while it waited for room in flight is never sent", () =>
+    Effect.gen(function* () {
+      const [a, b] = yield* Duplex.pair({ capacity: 4096 })
+      const peer = yield* Framing.make(b)
+      const client = yield* Shutdown.client(a, { maxInFlight: 1 })
+      const first = yield* Effect.forkChild(Effect.exit(client.request(idBytes(1))), { startImmediately: true })
+      const second = yield* Effect.forkChild(client.request(idBytes(2)), { startImmediately: true })
+      yield* settle
+      yield* Fiber.interrupt(second)
+      assert.strictEqual(idOf(Option.getOrThrow(yield* peer.read).payload), 1)
+      yield* peer.send(Framing.data(idBytes(1)))
+      yield* Fiber.join(first)
+      yield* settle
+      assert.strictEqual((yield* client.report).sent, 1)
+    })
+  )
+
+  it.effect("closing the scope ends every request, those waiting for room in flight included", () =>
+    Effect.gen(function* () {
+      const [a, b] = yield* Duplex.pair({ capacity: 4096 })
+      yield* Framing.make(b)
+      const requests = yield* Effect.scoped(
+        Effect.gen(function* () {
+          const client = yield* Shutdown.client(a, { maxInFlight: 1 })
+          const fibers = yield* Effect.forEach([1, 2, 3], (i) =>
+            Effect.forkDetach(Effect.exit(client.request(idBytes(i))), { startImmediately: true })
+          )
+          yield* settle
+          return fibers
+        })
+      )
+      yield* settle
+      assert.deepStrictEqual(outcomesOf(requests), ["Closed", "NotProcessed", "NotProcessed"])
+    })
+  )
+
+  it.live("the server's EOF racing close with a request queued ends that request instead of leaving it waiting", () =>
+    Effect.gen(function* () {
+      const [a, b] = yield* Duplex.pair({ capacity: 4096 })
+      const peer = yield* Framing.make(b)
+      const client = yield* Shutdown.client(a)
+      const request = yield* Effect.forkChild(Effect.exit(client.request(idBytes(7))), { startImmediately: true })
+      const closing = yield* Effect.forkChild(Effect.exit(client.close), { startImmediately: true })
+      yield* peer.end
+      yield* Fiber.join(request).pipe(within("1 second", "the queued request"))
+      yield* Fiber.join(closing).pipe(within("1 second", "the close"))
+      assert.notInclude(outcomesOf([request]), "answered")
+    })
+  )
+
+  it.effect("goingAway after the client's half-close still bounds the drain by drainTimeout", () =>
+    Effect.gen(function* () {
+      const [a, b] = yield* Duplex.pair({ capacity: 16 })
+      const served = yield* Shutdown.server(b, {
+        handle: (r) => Effect.succeed(r),
+        grace: "3 seconds",
+        drainTimeout: "20 seconds"
+      })
+      const peer = yield* Framing.make(a)
+      yield* peer.send(Framing.data(idBytes(1)))
+      yield* peer.send(Framing.data(idBytes(2))) // two 13-byte answers do not fit in 16 bytes
+      yield* peer.end // then it reads nothing
+      yield* settle
+      yield* served.goingAway
+      const done = yield* Effect.forkChild(served.done, { startImmediately: true })
+      yield* stepClock(20_000, 1000)
+      const error = duplexErrorOf(yield* Fiber.await(done), "done")
+      assert.include(error.message, "did not finish")
+    })
+  )
+
+  it.effect(
+    "a client that half-closed is not cut when its last bytes take a moment to be delivered after the grace",
+    () =>
+      Effect.gen(function* () {
+        const [a, inner] = yield* Duplex.pair({ capacity: 4096 })
+        // A socket paused by a full buffer takes a moment, once resumed, to deliver bytes already sent.
+        const slow = Duplex.make({
+          label: "slow delivery",
+          readable: inner.readable,
+          read: Effect.andThen(Effect.sleep("10 millis"), inner.read),
+          write: inner.write,
+          end: inner.end,
+          abort: inner.abort,
+          stats: inner.stats
+        })
+        const served = yield* Shutdown.server(slow, {
+          handle: (r) => Effect.as(Effect.sleep("2 seconds"), r),
+          grace: "2015 millis",
+          maxPendingBytes: 1
+        })
+        const peer = yield* Framing.make(a)
+        for (const id of [1, 2, 3]) yield* peer.send(Framing.data(idBytes(id)))
+        yield* peer.end
+        yield* served.goingAway
+        const reading = yield* Effect.forkChild(Effect.ignore(Effect.forever(peer.read)), { startImmediately: true })
+        const done = yield* Effect.forkChild(Effect.exit(served.done), { startImmediately: true })
+        yield* stepClock(8000, 5)
+        assert.strictEqual(outcomeOf(yield* Fiber.join(done)), "answered")
+        yield* Fiber.interrupt(reading)
+      })
+  )
+
+  it.effect("when a write breaks the connection, close fails with that cause, not with our own abort", () =>
+    Effect.gen(function* () {
+      const [a] = yield* Duplex.pair({ capacity: 4096 })
+      let writes = 0
+      const epipe = new DuplexError.DuplexError({
+        reason: new DuplexError.Broken({
+          label: "x",
+          direction: "outbound",
+          operation: "write",
+          bytes: 13,
+          code: "EPIPE"
+        })
+      })
+      const breaking = Duplex.make({
+        label: "x",
+        readable: a.readable,
+        read: a.read,
+        write: (chunk) => (++writes === 1 ? a.write(chunk) : Effect.fail(epipe)),
+        end: a.end,
+        abort: a.abort,
+        stats: a.stats
+      })
+      const client = yield* Shutdown.client(breaking)
+      const first = yield* Effect.forkChild(Effect.exit(client.request(idBytes(1))), { startImmediately: true })
+      yield* settle
+      const second = yield* Effect.forkChild(Effect.exit(client.request(idBytes(2))), { startImmediately: true })
+      yield* settle
+      // The first was written and may have been read; of the second no byte left.
+      assert.deepStrictEqual(outcomesOf([first, second]), ["Broken", "NotProcessed"])
+      assert.strictEqual(outcomeOf(yield* Effect.exit(client.close)), "Broken")
     })
   )
 
