@@ -6,6 +6,7 @@ import * as fs from "node:fs"
 import * as net from "node:net"
 import {
   activeHandles,
+  closeWithin,
   assertNoLeakedHandles,
   eventually,
   EventLog,
@@ -506,14 +507,7 @@ describe("Proxy.serve", () => {
         Effect.sync(() => hung),
         (n) => n === 1
       )
-      // Shutdown is uninterruptible: watch it from a detached fiber instead of timing it out.
-      const shutdown = yield* Effect.forkDetach(Scope.close(scope, Exit.void), { startImmediately: true })
-      yield* eventually(
-        "the shutdown to complete",
-        Effect.sync(() => shutdown.pollUnsafe()),
-        (exit) => exit !== undefined,
-        5000
-      )
+      yield* closeWithin(scope)
       assert.strictEqual(hung, 0, "the hung UpstreamConnectFailed consumer still runs after the proxy shut down")
     })
   )

@@ -6,6 +6,7 @@ import * as fs from "node:fs"
 import {
   activeHandles,
   assertNoLeakedHandles,
+  closeWithin,
   duplexErrorOf,
   eventually,
   EventLog,
@@ -785,14 +786,7 @@ describe("Tcp.serve events", () => {
       )
       yield* Tcp.connect(server.address)
       yield* eventually("the connection to be accepted", server.stats, (s) => s.active === 1)
-      // shutdown is uninterruptible: watch it from a detached fiber instead of timing it out.
-      const shutdown = yield* Effect.forkDetach(Scope.close(scope, Exit.void), { startImmediately: true })
-      yield* eventually(
-        "the shutdown to complete",
-        Effect.sync(() => shutdown.pollUnsafe()),
-        (exit) => exit !== undefined,
-        5000
-      )
+      yield* closeWithin(scope)
       assert.strictEqual(hung, 0, "the hung onEvent call was not interrupted at shutdown")
     })
   )

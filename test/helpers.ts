@@ -1,5 +1,5 @@
 import { assert } from "@effect/vitest"
-import { Cause, Deferred, Duration, Effect, Exit, type Scope } from "effect"
+import { Cause, Deferred, Duration, Effect, Exit, Scope } from "effect"
 import { type Duplex, DuplexError, Tcp } from "fullduplex"
 import { concatBytes } from "fullduplex/testkit"
 import * as fs from "node:fs"
@@ -329,4 +329,19 @@ export const eventually = <A, E>(
       }
       yield* Effect.sleep(5)
     }
+  })
+
+/**
+ * Closes `scope` and waits for it, at most `timeoutMillis`. A server's shutdown is uninterruptible, so it
+ * cannot be timed out directly: it runs in a detached fiber, watched.
+ */
+export const closeWithin = (scope: Scope.Closeable, timeoutMillis = 5000): Effect.Effect<void, Error> =>
+  Effect.gen(function* () {
+    const closing = yield* Effect.forkDetach(Scope.close(scope, Exit.void), { startImmediately: true })
+    yield* eventually(
+      "the shutdown to complete",
+      Effect.sync(() => closing.pollUnsafe()),
+      (exit) => exit !== undefined,
+      timeoutMillis
+    )
   })
