@@ -257,12 +257,7 @@ const makeUnchecked = (duplex: Duplex, maxFrameBytes: number): Framed => {
         })
       )
     }
-    if (payload.length <= COALESCE_BYTES) {
-      const bytes = new Uint8Array(HEADER_BYTES + payload.length)
-      writeHeader(bytes, 0, kind, payload.length)
-      bytes.set(payload, HEADER_BYTES)
-      return lock.withPermits(1)(duplex.write(bytes))
-    }
+    if (payload.length <= COALESCE_BYTES) return lock.withPermits(1)(duplex.write(encode(frame)))
     const header = new Uint8Array(HEADER_BYTES)
     writeHeader(header, 0, kind, payload.length)
     return lock.withPermits(1)(duplex.writeAll([header, payload]))

@@ -17,7 +17,7 @@ import type * as Scope from "effect/Scope"
 import * as Close from "./Close.js"
 import * as Duplex from "./Duplex.js"
 import type { DuplexError } from "./DuplexError.js"
-import { checkConnectOptions, connectLabel } from "./internal/tcpOptions.js"
+import { checkConnectOptions, connectLabel, EVENTS_GONE_MILLIS } from "./internal/tcpOptions.js"
 import * as Tcp from "./Tcp.js"
 
 /**
@@ -61,10 +61,11 @@ export interface ServeOptions {
   readonly onEvent?: ((event: ProxyEvent) => Effect.Effect<void>) | undefined
 }
 
+const logUpstreamFailure = (error: DuplexError, connection: Tcp.ConnectionInfo): Effect.Effect<void> =>
+  Effect.logWarning(`${connection.label}: upstream connect failed: ${error.message}`)
+
 const defaultOnEvent = (event: ProxyEvent): Effect.Effect<void> =>
-  event._tag === "UpstreamConnectFailed"
-    ? Effect.logWarning(`${event.connection.label}: upstream connect failed: ${event.error.message}`)
-    : Tcp.logEvent(event)
+  event._tag === "UpstreamConnectFailed" ? logUpstreamFailure(event.error, event.connection) : Tcp.logEvent(event)
 
 /**
  * Relays one client connection to `target`: connects upstream, splices, closes the upstream leg.
@@ -119,9 +120,7 @@ export const relay =
       Effect.gen(function* () {
         const upstream = yield* Effect.result(Tcp.connect(options.target))
         if (upstream._tag === "Failure") {
-          yield* options.onUpstreamFailure === undefined
-            ? Effect.logWarning(`${info.label}: upstream connect failed: ${upstream.failure.message}`)
-            : options.onUpstreamFailure(upstream.failure, info)
+          yield* (options.onUpstreamFailure ?? logUpstreamFailure)(upstream.failure, info)
           return undefined
         }
         const relayed = yield* Duplex.splice(client, upstream.success)
@@ -192,6 +191,3 @@ export const serve = (options: ServeOptions): Effect.Effect<Tcp.Server, DuplexEr
       })
     )
   })
-
-/** At shutdown, how long event deliveries still running may take before they are interrupted (as `Tcp.serve`). */
-const EVENTS_GONE_MILLIS = 1000

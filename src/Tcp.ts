@@ -28,6 +28,7 @@ import {
   connectLabel,
   countOption,
   describeAddress,
+  EVENTS_GONE_MILLIS,
   millisOption
 } from "./internal/tcpOptions.js"
 
@@ -674,9 +675,6 @@ const ignore = () => {}
 
 /** After shutdown, how long to wait for Node to report every socket closed (they are destroyed by then). */
 const SOCKETS_GONE_MILLIS = 1000
-
-/** After shutdown, how long `onEvent` calls still running may take before they are interrupted. */
-const EVENTS_GONE_MILLIS = 1000
 
 const zeroDirection: Duplex.DirectionStats = {
   bytes: 0,

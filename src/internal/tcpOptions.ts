@@ -1,6 +1,7 @@
 /**
- * Checks of the options of `Tcp.connect` and `Tcp.serve`, shared with the modules built on them (`Proxy`
- * checks its target before it listens).
+ * Checks of the options of `Tcp.connect` and `Tcp.serve`, and the servers' shutdown bound for event
+ * deliveries, shared with the modules built on them (`Proxy` checks its target before it listens, and
+ * bounds its own event deliveries as `Tcp.serve` does).
  *
  * @internal
  */
@@ -53,3 +54,6 @@ export const checkConnectOptions = (
   checkAddress(label, options) ??
   (options.highWaterMark === undefined ? undefined : countOption(label, "highWaterMark", options.highWaterMark, 1)) ??
   millisOption(label, "connectTimeout", options.connectTimeout, defaultTimeout)
+
+/** After a server's shutdown, how long `onEvent` calls still running may take before they are interrupted. */
+export const EVENTS_GONE_MILLIS = 1000
