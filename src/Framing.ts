@@ -84,6 +84,14 @@ export type Frame = DataFrame | ControlFrame
 /**
  * A data frame carrying `payload`.
  *
+ * **Example** (A message of the conversation)
+ *
+ * ```ts
+ * import { Framing } from "fullduplex"
+ *
+ * const request = Framing.data(new TextEncoder().encode("GET /"))
+ * ```
+ *
  * @category constructors
  * @since 0.1.0
  */
@@ -92,6 +100,14 @@ export const data = (payload: Uint8Array): DataFrame => ({ _tag: "Data", payload
 /**
  * A control frame carrying `payload`.
  *
+ * **Example** (A notice about the conversation)
+ *
+ * ```ts
+ * import { Framing } from "fullduplex"
+ *
+ * const pause = Framing.control(Uint8Array.of(0x02))
+ * ```
+ *
  * @category constructors
  * @since 0.1.0
  */
@@ -99,6 +115,14 @@ export const control = (payload: Uint8Array): ControlFrame => ({ _tag: "Control"
 
 /**
  * Tells a control frame from a data frame.
+ *
+ * **Example** (Handling notices apart from messages)
+ *
+ * ```ts
+ * import { Framing } from "fullduplex"
+ *
+ * const describe = (frame: Framing.Frame) => (Framing.isControl(frame) ? "notice" : "message")
+ * ```
  *
  * @category guards
  * @since 0.1.0
@@ -304,6 +328,14 @@ export const encode = (frame: Frame): Uint8Array => {
 
 /**
  * Tells whether a value is a {@link Frame}.
+ *
+ * **Example** (Checking a value from outside)
+ *
+ * ```ts
+ * import { Framing } from "fullduplex"
+ *
+ * const frames = (values: ReadonlyArray<unknown>) => values.filter(Framing.isFrame)
+ * ```
  *
  * @category guards
  * @since 0.1.0
