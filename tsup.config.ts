@@ -10,6 +10,7 @@ export default defineConfig({
     Close: "src/Close.ts",
     Echo: "src/Echo.ts",
     Framing: "src/Framing.ts",
+    Mux: "src/Mux.ts",
     Proxy: "src/Proxy.ts",
     Shutdown: "src/Shutdown.ts",
     Subprocess: "src/Subprocess.ts",

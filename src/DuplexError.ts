@@ -23,6 +23,7 @@
  * | {@link FrameTruncated} | the peer's | the stream ended in the middle of a frame |
  * | {@link ProtocolError} | the peer's | bytes that are not the protocol: an unknown frame type, a message out of place |
  * | {@link NotProcessed} | nobody's: the server is going away, or you are closing | a request that was never sent; safe to retry |
+ * | {@link StreamRefused} | nobody's: a limit, or the session is going away | a multiplexed stream that was never opened; safe to retry |
  *
  * @since 0.1.0
  */
@@ -482,6 +483,43 @@ export class NotProcessed extends Data.TaggedClass("NotProcessed")<{
 }
 
 /**
+ * A multiplexed stream was not opened: it is safe to retry (on this session if the cause is a limit, on a
+ * new one if the session is going away).
+ *
+ * **Details**
+ *
+ * `why` is `goAway` when the peer announced it is going away, `closing` when this session is closing,
+ * `limit` when `maxConcurrentStreams` streams are open already (`limit` says how many), and `refused` when
+ * the peer reset the stream before accepting it (its own limits, or it was going away). Either way the
+ * peer has not accepted the stream, so nothing written to it was processed.
+ *
+ * @category reasons
+ * @since 0.1.0
+ */
+export class StreamRefused extends Data.TaggedClass("StreamRefused")<{
+  readonly label: string
+  readonly why: "goAway" | "closing" | "limit" | "refused"
+  readonly limit?: number | undefined
+}> {
+  /** Always true: the stream was never accepted. */
+  get retryable(): true {
+    return true
+  }
+
+  get message(): string {
+    const why =
+      this.why === "goAway"
+        ? "the peer is going away"
+        : this.why === "closing"
+          ? "this session is closing"
+          : this.why === "limit"
+            ? `${this.limit} streams are open already (maxConcurrentStreams)`
+            : "the peer refused it (its stream limit, or it is going away)"
+    return `stream on ${this.label} not opened: ${why}; nothing on it was processed, so it is safe to retry`
+  }
+}
+
+/**
  * Every reason a {@link DuplexError} can carry.
  *
  * @category models
@@ -504,6 +542,7 @@ export type DuplexErrorReason =
   | FrameTruncated
   | ProtocolError
   | NotProcessed
+  | StreamRefused
 
 const TypeId = "~fullduplex/DuplexError" as const
 

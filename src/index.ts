@@ -73,3 +73,10 @@ export * as Framing from "./Framing.js"
  * @since 0.1.0
  */
 export * as Shutdown from "./Shutdown.js"
+
+/**
+ * A flow-controlled stream multiplexer, wire-compatible with yamux; every stream is a duplex.
+ *
+ * @since 0.1.0
+ */
+export * as Mux from "./Mux.js"

@@ -1,0 +1,296 @@
+/**
+ * A flow-controlled stream multiplexer over any {@link Duplex.Duplex}, wire-compatible with yamux.
+ *
+ * Multiplexers with per-stream credit deadlock when a peer stops reading frames because one stream's
+ * consumer is slow: the window update that would unblock everything is never read. `Mux` reads and
+ * dispatches every frame at once, into per-stream buffers bounded by the window each stream advertised,
+ * and returns credit only as the application consumes. So a stream whose consumer never reads stops only
+ * itself, and memory stays within streams × window.
+ *
+ * The wire format is the yamux specification's (hashicorp/yamux `spec.md`): a 12-byte header (version 0;
+ * types Data, WindowUpdate, Ping, GoAway; flags SYN, ACK, FIN, RST), odd stream ids for the client and
+ * even for the server, a 256 KiB initial window. It interoperates with other yamux implementations
+ * (the tests run against `@chainsafe/libp2p-yamux`).
+ *
+ * @since 0.1.0
+ */
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import type * as Scope from "effect/Scope"
+import type * as Duplex from "./Duplex.js"
+import type { DuplexError } from "./DuplexError.js"
+import { invalidOptions } from "./internal/errors.js"
+import { INITIAL_STREAM_WINDOW_BYTES as SPEC_INITIAL_WINDOW } from "./internal/yamux/codec.js"
+import { makeSession, type SessionStats } from "./internal/yamux/session.js"
+
+/**
+ * "Each stream has an initial window size of 256KB" (yamux spec, "Flow Control"): the credit a peer has
+ * on a new stream before any window update.
+ *
+ * @category constants
+ * @since 0.1.0
+ */
+export const INITIAL_STREAM_WINDOW_BYTES: number = SPEC_INITIAL_WINDOW
+
+/**
+ * The largest Data frame sent by default: 256 KiB, one initial window.
+ *
+ * @category constants
+ * @since 0.1.0
+ */
+export const DEFAULT_MAX_FRAME_BYTES = 256 * 1024
+
+/**
+ * Streams open at once by default, either side's: 256, the accept backlog of hashicorp/yamux.
+ *
+ * @category constants
+ * @since 0.1.0
+ */
+export const DEFAULT_MAX_CONCURRENT_STREAMS = 256
+
+/**
+ * How long a stream may wait with zero credit before its write fails `StallDetected`, by default: 30 s.
+ *
+ * @category constants
+ * @since 0.1.0
+ */
+export const DEFAULT_STALL_TIMEOUT: Duration.Duration = Duration.seconds(30)
+
+/**
+ * How often a keepalive ping is sent by default: 30 s, hashicorp/yamux's `KeepAliveInterval`.
+ *
+ * @category constants
+ * @since 0.1.0
+ */
+export const DEFAULT_KEEP_ALIVE_INTERVAL: Duration.Duration = Duration.seconds(30)
+
+/**
+ * How long a ping may go unanswered before the peer is declared dead, by default: 10 s.
+ *
+ * @category constants
+ * @since 0.1.0
+ */
+export const DEFAULT_KEEP_ALIVE_TIMEOUT: Duration.Duration = Duration.seconds(10)
+
+/**
+ * Options of a session.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface SessionOptions {
+  /** `client` opens odd stream ids, `server` even ones; the two ends of a connection must differ. */
+  readonly role: "client" | "server"
+  /**
+   * Each stream's receive window, in bytes, at least {@link INITIAL_STREAM_WINDOW_BYTES} (256 KiB, the
+   * default); the bytes beyond it are announced with the stream's SYN or ACK. A stream buffers at most this
+   * much of what it has not read.
+   */
+  readonly windowBytes?: number | undefined
+  /** The largest Data frame sent, in bytes (≥ 1 KiB). Default {@link DEFAULT_MAX_FRAME_BYTES} (256 KiB). */
+  readonly maxFrameBytes?: number | undefined
+  /**
+   * Streams open at once, either side's. A stream the peer opens beyond it is reset (the peer sees
+   * `StreamRefused`); `open` beyond it fails `StreamRefused`. Default
+   * {@link DEFAULT_MAX_CONCURRENT_STREAMS} (256).
+   */
+  readonly maxConcurrentStreams?: number | undefined
+  /**
+   * The most the session buffers of what the application has not read, in bytes: streams the peer opens
+   * beyond `maxBufferedBytes / windowBytes` are reset. Default `maxConcurrentStreams × windowBytes`.
+   */
+  readonly maxBufferedBytes?: number | undefined
+  /** A write waiting this long with zero credit fails `StallDetected`. Default {@link DEFAULT_STALL_TIMEOUT} (30 s). */
+  readonly stallTimeout?: Duration.Input | undefined
+  /** How often to ping the peer; `0` disables keepalive. Default {@link DEFAULT_KEEP_ALIVE_INTERVAL} (30 s). */
+  readonly keepAliveInterval?: Duration.Input | undefined
+  /** A ping unanswered this long ends the session with `Timeout`. Default {@link DEFAULT_KEEP_ALIVE_TIMEOUT} (10 s). */
+  readonly keepAliveTimeout?: Duration.Input | undefined
+  /** Name for diagnostics. Default `"mux <role> over <duplex label>"`. */
+  readonly label?: string | undefined
+}
+
+/**
+ * Counters and gauges of a session.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export type Stats = SessionStats
+
+/**
+ * A yamux session: open and accept streams, each a {@link Duplex.Duplex}.
+ *
+ * **Details**
+ *
+ * - `open` opens a stream (SYN) and `accept` waits for one the peer opened. Each stream belongs to the
+ *   caller's scope: closing it resets (RST) a stream not closed both ways.
+ * - A stream's `end` sends FIN, after every byte written; its `abort` sends RST and drops what it had
+ *   buffered (and the credit with it). Writes wait for credit, and fail `StallDetected` after
+ *   `stallTimeout` without any.
+ * - `goAway` announces that no new stream will be accepted; streams open go on. After the peer's
+ *   `goAway`, `open` fails `StreamRefused` (retryable).
+ * - `close` is `goAway`, then waits until every stream is closed both ways, then half-closes the
+ *   connection.
+ * - A protocol error from the peer (credit overrun, unknown type or version, a bad id) ends the session:
+ *   GoAway with code 1, and every stream fails `ProtocolError` after the bytes it already had. `closed`
+ *   completes when the session ends.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface Session {
+  readonly label: string
+  readonly open: Effect.Effect<Duplex.Duplex, DuplexError, Scope.Scope>
+  readonly accept: Effect.Effect<Duplex.Duplex, DuplexError, Scope.Scope>
+  /** Round-trip time of a ping, in milliseconds. */
+  readonly ping: Effect.Effect<number, DuplexError>
+  readonly goAway: Effect.Effect<void>
+  readonly close: Effect.Effect<void, DuplexError>
+  readonly closed: Effect.Effect<void, DuplexError>
+  readonly stats: Effect.Effect<Stats>
+}
+
+const positiveMillis = (
+  label: string,
+  option: string,
+  value: Duration.Input | undefined,
+  fallback: Duration.Duration,
+  zeroAllowed: boolean
+): number | DuplexError => {
+  const millis = Duration.toMillis(value ?? fallback)
+  return (zeroAllowed ? millis >= 0 : millis > 0) && Number.isFinite(millis)
+    ? millis
+    : invalidOptions(label, option, value, zeroAllowed ? "a finite duration ≥ 0" : "a finite duration above zero")
+}
+
+/**
+ * Starts a yamux session over a duplex.
+ *
+ * **When to use**
+ *
+ * To carry many independent conversations over one connection (one TCP connection to a service, a child
+ * process's stdio), each with its own flow control, none blocking another.
+ *
+ * **Details**
+ *
+ * The session owns the duplex until its scope closes. Memory: each stream buffers at most `windowBytes`
+ * of unread data, so the session at most `maxConcurrentStreams × windowBytes` (bounded further by
+ * `maxBufferedBytes`), plus at most 4096 control frames of 12 bytes waiting to be written (beyond that
+ * the peer is not reading, and the session fails). Credit is returned once min(`windowBytes` / 2,
+ * `maxFrameBytes`) has been read since the last update, never in smaller pieces.
+ *
+ * **Closing**
+ *
+ * Closing the scope ends the session at once: streams still open fail, the connection is aborted. Call
+ * `close` first for a graceful end.
+ *
+ * **Example** (A stream each way over an in-memory pair)
+ *
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Duplex, Mux } from "fullduplex"
+ *
+ * const program = Effect.scoped(
+ *   Effect.gen(function* () {
+ *     const [a, b] = yield* Duplex.pair()
+ *     const client = yield* Mux.make(a, { role: "client" })
+ *     const server = yield* Mux.make(b, { role: "server" })
+ *     const outgoing = yield* client.open
+ *     yield* outgoing.write(new TextEncoder().encode("hello"))
+ *     yield* outgoing.end
+ *     const incoming = yield* server.accept
+ *     return yield* incoming.read // Option.some(bytes of "hello")
+ *   })
+ * )
+ * ```
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const make = (
+  duplex: Duplex.Duplex,
+  options: SessionOptions
+): Effect.Effect<Session, DuplexError, Scope.Scope> =>
+  Effect.suspend(() => {
+    const label = options.label ?? `mux ${options.role} over ${duplex.label}`
+    const windowBytes = options.windowBytes ?? INITIAL_STREAM_WINDOW_BYTES
+    if (!Number.isInteger(windowBytes) || windowBytes < INITIAL_STREAM_WINDOW_BYTES || windowBytes > 0xffff_ffff) {
+      return Effect.fail(
+        invalidOptions(
+          label,
+          "windowBytes",
+          windowBytes,
+          `a whole number of bytes from ${INITIAL_STREAM_WINDOW_BYTES} (the yamux initial window) to 4 GiB - 1`
+        )
+      )
+    }
+    const maxFrameBytes = options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES
+    if (!Number.isInteger(maxFrameBytes) || maxFrameBytes < 1024) {
+      return Effect.fail(invalidOptions(label, "maxFrameBytes", maxFrameBytes, "a whole number of bytes ≥ 1024"))
+    }
+    const maxConcurrentStreams = options.maxConcurrentStreams ?? DEFAULT_MAX_CONCURRENT_STREAMS
+    if (!Number.isInteger(maxConcurrentStreams) || maxConcurrentStreams < 1) {
+      return Effect.fail(invalidOptions(label, "maxConcurrentStreams", maxConcurrentStreams, "a whole number ≥ 1"))
+    }
+    const maxBufferedBytes = options.maxBufferedBytes ?? maxConcurrentStreams * windowBytes
+    if (!Number.isFinite(maxBufferedBytes) || maxBufferedBytes < windowBytes) {
+      return Effect.fail(
+        invalidOptions(label, "maxBufferedBytes", maxBufferedBytes, `a number of bytes ≥ windowBytes (${windowBytes})`)
+      )
+    }
+    const stallMillis = positiveMillis(label, "stallTimeout", options.stallTimeout, DEFAULT_STALL_TIMEOUT, false)
+    if (typeof stallMillis !== "number") return Effect.fail(stallMillis)
+    const keepAliveIntervalMillis = positiveMillis(
+      label,
+      "keepAliveInterval",
+      options.keepAliveInterval,
+      DEFAULT_KEEP_ALIVE_INTERVAL,
+      true
+    )
+    if (typeof keepAliveIntervalMillis !== "number") return Effect.fail(keepAliveIntervalMillis)
+    const keepAliveTimeoutMillis = positiveMillis(
+      label,
+      "keepAliveTimeout",
+      options.keepAliveTimeout,
+      DEFAULT_KEEP_ALIVE_TIMEOUT,
+      false
+    )
+    if (typeof keepAliveTimeoutMillis !== "number") return Effect.fail(keepAliveTimeoutMillis)
+    if (options.role !== "client" && options.role !== "server") {
+      return Effect.fail(invalidOptions(label, "role", options.role, `"client" or "server"`))
+    }
+    return makeSession(duplex, {
+      role: options.role,
+      label,
+      windowBytes,
+      maxFrameBytes,
+      maxConcurrentStreams,
+      maxBufferedBytes,
+      stallMillis,
+      keepAliveIntervalMillis,
+      keepAliveTimeoutMillis
+    })
+  })
+
+/**
+ * A session in the client role (odd stream ids): `make(duplex, { ...options, role: "client" })`.
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const client = (
+  duplex: Duplex.Duplex,
+  options: Omit<SessionOptions, "role"> = {}
+): Effect.Effect<Session, DuplexError, Scope.Scope> => make(duplex, { ...options, role: "client" })
+
+/**
+ * A session in the server role (even stream ids): `make(duplex, { ...options, role: "server" })`.
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const server = (
+  duplex: Duplex.Duplex,
+  options: Omit<SessionOptions, "role"> = {}
+): Effect.Effect<Session, DuplexError, Scope.Scope> => make(duplex, { ...options, role: "server" })

@@ -1,0 +1,832 @@
+/**
+ * A yamux session over a `Duplex`: the frame reader, the control writer, and the streams.
+ *
+ * Deadlock freedom, by construction:
+ * - The reader fiber never writes and never waits on an application. It dispatches every frame at once:
+ *   Data into its stream's buffer (never full: the peer may send only the credit we granted, and the
+ *   buffer holds a whole window), window updates and flags into the streams' state. Whatever it must
+ *   answer (ACK, RST, Ping ACK) goes to the control queue.
+ * - Credit is returned when the application consumes (reads), not when bytes arrive, so a stream's buffer
+ *   never holds more than its window; the update goes through the control queue, so a read never waits on
+ *   a write.
+ * - The control fiber and the streams' writers share the connection through a one-permit lock, one frame
+ *   (or one batch of control frames) at a time. A stream without credit waits on its own latch; it holds
+ *   nothing the others need.
+ *
+ * @internal
+ */
+import * as Cause from "effect/Cause"
+import * as Clock from "effect/Clock"
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as Latch from "effect/Latch"
+import * as Option from "effect/Option"
+import type * as Pull from "effect/Pull"
+import * as Queue from "effect/Queue"
+import type * as Scope from "effect/Scope"
+import * as Semaphore from "effect/Semaphore"
+import * as Stream from "effect/Stream"
+import * as Duplex from "../../Duplex.js"
+import { Broken, Closed, DuplexError, ProtocolError, StallDetected, StreamRefused, Timeout } from "../../DuplexError.js"
+import { BytePipe } from "../bytePipe.js"
+import {
+  encodeHeader,
+  FLAG_ACK,
+  FLAG_FIN,
+  FLAG_RST,
+  FLAG_SYN,
+  FrameDecoder,
+  GO_AWAY_INTERNAL_ERROR,
+  GO_AWAY_NORMAL,
+  GO_AWAY_PROTOCOL_ERROR,
+  HEADER_BYTES,
+  type Header,
+  INITIAL_STREAM_WINDOW_BYTES,
+  PROTOCOL_VERSION,
+  SESSION_STREAM_ID,
+  TYPE_DATA,
+  TYPE_GO_AWAY,
+  TYPE_PING,
+  TYPE_WINDOW_UPDATE,
+  writeHeader
+} from "./codec.js"
+
+/** @internal */
+export interface SessionConfig {
+  readonly role: "client" | "server"
+  readonly label: string
+  readonly windowBytes: number
+  readonly maxFrameBytes: number
+  readonly maxConcurrentStreams: number
+  readonly maxBufferedBytes: number
+  readonly stallMillis: number
+  readonly keepAliveIntervalMillis: number
+  readonly keepAliveTimeoutMillis: number
+}
+
+/** @internal */
+export interface SessionStats {
+  /** Streams open (not yet closed both ways), opened by either side; accepted or waiting to be. */
+  readonly streams: number
+  /** Bytes received and not yet read, over every stream. */
+  readonly bufferedBytes: number
+  /** The most `bufferedBytes` has been. */
+  readonly peakBufferedBytes: number
+  /** Control frames waiting to be written. */
+  readonly controlQueued: number
+  readonly framesIn: number
+  readonly framesOut: number
+  readonly dataFramesOut: number
+  readonly windowUpdatesOut: number
+  readonly goAwayReceived: number | undefined
+  readonly goAwaySent: number | undefined
+}
+
+/** Control frames that may wait at once; beyond it the peer is not reading and the session fails. */
+const MAX_CONTROL_FRAMES = 4096
+
+interface StreamState {
+  readonly id: number
+  readonly label: string
+  readonly opener: "local" | "remote"
+  readonly inbound: BytePipe
+  /** Credit the peer still has on this stream (what we granted minus what it sent). */
+  recvCredit: number
+  /** `inbound.bytesOut` when credit was last returned. */
+  creditedOut: number
+  /** `inbound.bytesOut` when the session's buffered count was last updated. */
+  countedOut: number
+  updateQueued: boolean
+  /** Credit we have to send on this stream. */
+  sendCredit: number
+  readonly creditChanged: Latch.Latch
+  readonly writeLock: Semaphore.Semaphore
+  /** Our SYN (local) or ACK (remote) is out: data may follow. */
+  readonly opened: Deferred.Deferred<void, DuplexError>
+  acked: boolean
+  localFin: boolean
+  remoteFin: boolean
+  /** RST sent or received, or the session failed. */
+  reset: boolean
+  /** Why writes fail now, once they do. */
+  writeFailure: DuplexError | undefined
+  /** We aborted it (or its scope closed). */
+  localAbort: boolean
+  /** The FIN flag waiting for the end of the current Data frame's payload. */
+  finAfterPayload: boolean
+  bytesOut: number
+  blockedSince: number | undefined
+  blockedMillis: number
+}
+
+interface ControlItem {
+  readonly frame?: Uint8Array | undefined
+  readonly update?: StreamState | undefined
+  readonly ack?: StreamState | undefined
+  readonly rst?: StreamState | undefined
+}
+
+/** @internal */
+export interface Session {
+  readonly label: string
+  readonly open: Effect.Effect<Duplex.Duplex, DuplexError, Scope.Scope>
+  readonly accept: Effect.Effect<Duplex.Duplex, DuplexError, Scope.Scope>
+  readonly ping: Effect.Effect<number, DuplexError>
+  readonly goAway: Effect.Effect<void>
+  readonly close: Effect.Effect<void, DuplexError>
+  readonly closed: Effect.Effect<void, DuplexError>
+  readonly stats: Effect.Effect<SessionStats>
+}
+
+const protocolError = (label: string, problem: string) =>
+  new DuplexError({ reason: new ProtocolError({ label, problem }) })
+
+/** @internal */
+export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.Effect<Session, never, Scope.Scope> =>
+  Effect.gen(function* () {
+    const { label, windowBytes, maxFrameBytes } = config
+    const clock = yield* Clock.Clock
+    const nowMillis = () => clock.currentTimeMillisUnsafe()
+    const scope = yield* Effect.scope
+    const streams = new Map<number, StreamState>()
+    let nextId = config.role === "client" ? 1 : 2
+    let failure: DuplexError | undefined
+    let goAwaySent: number | undefined
+    let goAwayReceived: number | undefined
+    const done = Deferred.makeUnsafe<void, DuplexError>()
+    const acceptQueue = yield* Queue.unbounded<StreamState, DuplexError | Cause.Done>()
+    const connLock = Semaphore.makeUnsafe(1)
+    const control: Array<ControlItem> = []
+    const controlWake = Latch.makeUnsafe(false)
+    const pings = new Map<number, Deferred.Deferred<void, DuplexError>>()
+    let nextPing = 0
+    let peakBuffered = 0
+    const counts = { framesIn: 0, framesOut: 0, dataFramesOut: 0, windowUpdatesOut: 0 }
+    /** Credit is returned once this much has been read: min(window / 2, max frame) (Clark's rule). */
+    const updateThreshold = Math.min(Math.floor(windowBytes / 2), maxFrameBytes)
+    /** Extra window announced with our SYN or ACK, beyond the spec's initial 256 KiB. */
+    const extraWindow = windowBytes - INITIAL_STREAM_WINDOW_BYTES
+
+    // ---- control queue ------------------------------------------------------------------------------
+    const enqueue = (item: ControlItem): void => {
+      if (failure !== undefined) return
+      control.push(item)
+      if (control.length > MAX_CONTROL_FRAMES) {
+        failUnsafe(
+          protocolError(
+            label,
+            `more than ${MAX_CONTROL_FRAMES} control frames wait to be written: the peer does not read`
+          ),
+          GO_AWAY_PROTOCOL_ERROR
+        )
+        return
+      }
+      controlWake.openUnsafe()
+    }
+
+    /** Every queued control frame, as one buffer. */
+    const drainControl = (): Uint8Array | undefined => {
+      if (control.length === 0) return undefined
+      const items = control.splice(0, control.length)
+      const frames: Array<Uint8Array> = []
+      for (const item of items) {
+        if (item.frame !== undefined) frames.push(item.frame)
+        else if (item.ack !== undefined) {
+          const s = item.ack
+          frames.push(encodeHeader(TYPE_WINDOW_UPDATE, FLAG_ACK, s.id, extraWindow))
+          Deferred.doneUnsafe(s.opened, Exit.void)
+        } else if (item.rst !== undefined) {
+          frames.push(encodeHeader(TYPE_WINDOW_UPDATE, FLAG_RST, item.rst.id, 0))
+        } else if (item.update !== undefined) {
+          const s = item.update
+          s.updateQueued = false
+          const delta = s.inbound.bytesOut - s.creditedOut
+          if (delta <= 0 || s.reset || s.remoteFin) continue
+          s.creditedOut = s.inbound.bytesOut
+          s.recvCredit += delta
+          counts.windowUpdatesOut++
+          frames.push(encodeHeader(TYPE_WINDOW_UPDATE, 0, s.id, delta))
+        }
+      }
+      if (frames.length === 0) return undefined
+      counts.framesOut += frames.length
+      if (frames.length === 1) return frames[0]
+      const out = new Uint8Array(frames.length * HEADER_BYTES)
+      frames.forEach((f, i) => out.set(f, i * HEADER_BYTES))
+      return out
+    }
+
+    // Drained under the connection's lock: an ACK computed here reaches the wire before any data frame
+    // written after it resolves the stream's `opened`.
+    const flushControl = connLock.withPermits(1)(
+      Effect.suspend(() => {
+        const bytes = drainControl()
+        return bytes === undefined ? Effect.void : conn.write(bytes)
+      })
+    )
+    const controlLoop = Effect.gen(function* () {
+      while (true) {
+        yield* controlWake.await
+        controlWake.closeUnsafe()
+        yield* flushControl
+        if (control.length > 0) controlWake.openUnsafe()
+      }
+    })
+
+    // ---- failure ------------------------------------------------------------------------------------
+    /** Ends the session: every stream fails with `error` (after the bytes it already has). */
+    function failUnsafe(error: DuplexError, goAwayCode: number | undefined, clean = false): void {
+      if (failure !== undefined) return
+      failure = error
+      for (const s of streams.values()) failStream(s, error)
+      forgetAll()
+      Queue.failCauseUnsafe(acceptQueue, Cause.fail(error))
+      for (const p of pings.values()) Deferred.doneUnsafe(p, Exit.fail(error))
+      pings.clear()
+      control.length = 0
+      if (clean) Deferred.doneUnsafe(done, Exit.void)
+      else Deferred.doneUnsafe(done, Exit.fail(error))
+      // Tell the peer why, if we can, then close the connection.
+      const farewell =
+        goAwayCode !== undefined && goAwaySent === undefined
+          ? conn.write(encodeHeader(TYPE_GO_AWAY, 0, SESSION_STREAM_ID, goAwayCode)).pipe(Effect.timeoutOption(1000))
+          : Effect.void
+      if (goAwayCode !== undefined) goAwaySent = goAwayCode
+      Effect.runFork(Effect.andThen(Effect.ignore(farewell), conn.abort))
+    }
+
+    const failStream = (s: StreamState, error: DuplexError): void => {
+      s.reset = true
+      s.writeFailure ??= error
+      // What arrived is still read; a stream the peer had finished ends cleanly.
+      if (!s.remoteFin) s.inbound.abortWriter(false, { cause: error })
+      s.creditChanged.openUnsafe()
+      Deferred.doneUnsafe(s.opened, Exit.fail(error))
+    }
+
+    /** Opened whenever no stream is left: what a graceful close waits for. */
+    const noStreams = Latch.makeUnsafe(true)
+    const forget = (id: number): void => {
+      streams.delete(id)
+      if (streams.size === 0) noStreams.openUnsafe()
+    }
+    const forgetAll = (): void => {
+      streams.clear()
+      noStreams.openUnsafe()
+    }
+    const remember = (s: StreamState): void => {
+      streams.set(s.id, s)
+      noStreams.closeUnsafe()
+    }
+    /** Forgets a stream closed both ways (or reset). */
+    const retire = (s: StreamState): void => {
+      if ((s.localFin || s.reset) && (s.remoteFin || s.reset)) forget(s.id)
+    }
+    /** Bytes received and not yet read, over every stream: added as payload arrives, taken as it is read or dropped. */
+    let bufferedTotal = 0
+    const dropBuffered = (s: StreamState): void => {
+      bufferedTotal -= s.inbound.buffered
+    }
+
+    // ---- streams ------------------------------------------------------------------------------------
+    const newStream = (id: number, opener: "local" | "remote"): StreamState => {
+      const streamLabel = `${label} stream ${id}`
+      return {
+        id,
+        label: streamLabel,
+        opener,
+        inbound: new BytePipe(windowBytes, `${streamLabel} (peer)`, streamLabel, clock),
+        recvCredit: windowBytes,
+        creditedOut: 0,
+        countedOut: 0,
+        updateQueued: false,
+        sendCredit: INITIAL_STREAM_WINDOW_BYTES,
+        creditChanged: Latch.makeUnsafe(false),
+        writeLock: Semaphore.makeUnsafe(1),
+        opened: Deferred.makeUnsafe<void, DuplexError>(),
+        acked: opener === "remote",
+        localFin: false,
+        remoteFin: false,
+        reset: false,
+        writeFailure: undefined,
+        localAbort: false,
+        finAfterPayload: false,
+        bytesOut: 0,
+        blockedSince: undefined,
+        blockedMillis: 0
+      }
+    }
+
+    /** Writes one header-only frame, holding the connection. */
+    const writeFrameWithLength = (type: number, flags: number, id: number, length: number) =>
+      connLock.withPermits(1)(
+        Effect.suspend(() => {
+          counts.framesOut++
+          return conn.write(encodeHeader(type, flags, id, length))
+        })
+      )
+
+    /** Writes one frame for a stream, holding the connection. */
+    const writeFrame = (type: number, flags: number, s: StreamState, payload?: Uint8Array) =>
+      connLock.withPermits(1)(
+        Effect.suspend(() => {
+          counts.framesOut++
+          if (payload === undefined || payload.length === 0) return conn.write(encodeHeader(type, flags, s.id, 0))
+          counts.dataFramesOut++
+          if (payload.length <= 16 * 1024) {
+            const bytes = new Uint8Array(HEADER_BYTES + payload.length)
+            writeHeader(bytes, 0, type, flags, s.id, payload.length)
+            bytes.set(payload, HEADER_BYTES)
+            return conn.write(bytes)
+          }
+          return conn.writeAll([encodeHeader(type, flags, s.id, payload.length), payload])
+        })
+      )
+
+    const closedError = (s: StreamState, operation: "write" | "end", after: "end" | "abort") =>
+      new DuplexError({
+        reason: new Closed({ label: s.label, direction: "outbound", operation, after, bytes: s.bytesOut })
+      })
+
+    const writeError = (s: StreamState, operation: "write" | "end"): DuplexError | undefined => {
+      if (s.localAbort) return closedError(s, operation, "abort")
+      if (s.localFin) return closedError(s, operation, "end")
+      if (s.writeFailure !== undefined) return s.writeFailure
+      if (failure !== undefined) return failure
+      return undefined
+    }
+
+    /** Waits until the stream has credit (or fails), bounded by the stall limit. */
+    const awaitCredit = (s: StreamState): Effect.Effect<void, DuplexError> =>
+      Effect.suspend(() => {
+        if (s.sendCredit > 0 || writeError(s, "write") !== undefined) return Effect.void
+        s.creditChanged.closeUnsafe()
+        const since = nowMillis()
+        s.blockedSince = since
+        const wait = s.creditChanged.await.pipe(
+          Effect.timeoutOrElse({
+            duration: config.stallMillis,
+            orElse: () =>
+              Effect.fail(
+                new DuplexError({
+                  reason: new StallDetected({
+                    label: s.label,
+                    stalledMillis: config.stallMillis,
+                    directions: [
+                      {
+                        label: s.label,
+                        direction: "outbound",
+                        bytes: s.bytesOut,
+                        buffered: 0,
+                        blocked: true,
+                        blockedMillis: s.blockedMillis + (nowMillis() - since)
+                      }
+                    ]
+                  })
+                })
+              )
+          }),
+          Effect.ensuring(
+            Effect.sync(() => {
+              s.blockedMillis += nowMillis() - since
+              s.blockedSince = undefined
+            })
+          )
+        )
+        return Effect.andThen(wait, awaitCredit(s))
+      })
+
+    const writeChunk = (s: StreamState, chunk: Uint8Array): Effect.Effect<void, DuplexError> =>
+      s.writeLock.withPermits(1)(
+        Effect.gen(function* () {
+          yield* Deferred.await(s.opened)
+          let offset = 0
+          while (offset < chunk.length) {
+            const error = writeError(s, "write")
+            if (error !== undefined) return yield* error
+            yield* awaitCredit(s)
+            const again = writeError(s, "write")
+            if (again !== undefined) return yield* again
+            // min(credit, max frame, queued): never wait for a full frame while there is credit.
+            const n = Math.min(s.sendCredit, maxFrameBytes, chunk.length - offset)
+            s.sendCredit -= n
+            yield* writeFrame(TYPE_DATA, 0, s, chunk.subarray(offset, offset + n))
+            offset += n
+            s.bytesOut += n
+          }
+          if (chunk.length === 0) {
+            const error = writeError(s, "write")
+            if (error !== undefined) return yield* error
+          }
+        })
+      )
+
+    const endStream = (s: StreamState): Effect.Effect<void, DuplexError> =>
+      s.writeLock.withPermits(1)(
+        Effect.gen(function* () {
+          if (s.localAbort) return yield* closedError(s, "end", "abort")
+          if (s.localFin) return
+          const error = writeError(s, "end")
+          if (error !== undefined) return yield* error
+          yield* Deferred.await(s.opened)
+          s.localFin = true
+          // FIN on a frame of its own: some implementations drop a Data frame's payload when it carries FIN.
+          yield* writeFrame(TYPE_WINDOW_UPDATE, FLAG_FIN, s)
+          retire(s)
+        })
+      )
+
+    const abortStream = (s: StreamState): Effect.Effect<void> =>
+      Effect.sync(() => {
+        if (!s.reset) {
+          s.reset = true
+          if (failure === undefined && !(s.localFin && s.remoteFin)) enqueue({ rst: s })
+        }
+        // After our own abort, every operation fails `Closed`, whatever the peer did before.
+        s.localAbort = true
+        s.writeFailure = closedError(s, "write", "abort")
+        dropBuffered(s)
+        s.inbound.closeReader() // what was buffered is dropped, and its credit with it
+        s.creditChanged.openUnsafe()
+        Deferred.doneUnsafe(s.opened, Exit.void)
+        if (streams.get(s.id) === s) forget(s.id)
+      })
+
+    /** After a read: return credit once enough has been consumed. */
+    const consumed = (s: StreamState): void => {
+      bufferedTotal -= s.inbound.bytesOut - s.countedOut
+      s.countedOut = s.inbound.bytesOut
+      if (s.updateQueued || s.reset || s.remoteFin) return
+      if (s.inbound.bytesOut - s.creditedOut >= updateThreshold) {
+        s.updateQueued = true
+        enqueue({ update: s })
+      }
+    }
+
+    const readError = (error: DuplexError): DuplexError => (failure !== undefined ? failure : error)
+
+    const toDuplex = (s: StreamState): Duplex.Duplex => {
+      const read: Effect.Effect<Option.Option<Uint8Array>, DuplexError> = s.inbound.read.pipe(
+        Effect.tap(() => Effect.sync(() => consumed(s))),
+        Effect.mapError(readError)
+      )
+      const pull: Pull.Pull<readonly [Uint8Array], DuplexError> = Effect.flatMap(read, (chunk) =>
+        Option.isSome(chunk) ? Exit.succeed([chunk.value] as const) : Exit.fail(Cause.Done())
+      )
+      return Duplex.make({
+        label: s.label,
+        readable: Stream.fromPull(Effect.succeed(pull)),
+        read,
+        write: (chunk) => writeChunk(s, chunk),
+        end: endStream(s),
+        abort: abortStream(s),
+        stats: Effect.sync(() => ({
+          outbound: {
+            bytes: s.bytesOut,
+            buffered: 0,
+            peakBuffered: 0,
+            blocked: s.blockedSince !== undefined,
+            blockedMillis: s.blockedMillis + (s.blockedSince === undefined ? 0 : nowMillis() - s.blockedSince)
+          },
+          inbound: s.inbound.directionStats("reader")
+        }))
+      })
+    }
+
+    /** The stream as a duplex owned by the caller's scope: closing it aborts a stream not closed both ways. */
+    const scoped = (s: StreamState): Effect.Effect<Duplex.Duplex, never, Scope.Scope> =>
+      Effect.as(
+        Effect.addFinalizer(() => (s.localFin && s.remoteFin ? Effect.void : abortStream(s))),
+        toDuplex(s)
+      )
+
+    const open: Effect.Effect<Duplex.Duplex, DuplexError, Scope.Scope> = Effect.suspend(() => {
+      if (failure !== undefined) return Effect.fail(failure)
+      if (goAwayReceived !== undefined || goAwaySent !== undefined) {
+        return Effect.fail(
+          new DuplexError({
+            reason: new StreamRefused({ label, why: goAwayReceived !== undefined ? "goAway" : "closing" })
+          })
+        )
+      }
+      if (streams.size >= config.maxConcurrentStreams) {
+        return Effect.fail(
+          new DuplexError({ reason: new StreamRefused({ label, why: "limit", limit: config.maxConcurrentStreams }) })
+        )
+      }
+      const id = nextId
+      nextId += 2
+      const s = newStream(id, "local")
+      remember(s)
+      return Effect.gen(function* () {
+        const duplex = yield* scoped(s)
+        // SYN on a window update of its own, announcing any window beyond the spec's initial one.
+        yield* writeFrameWithLength(TYPE_WINDOW_UPDATE, FLAG_SYN, s.id, extraWindow)
+        Deferred.doneUnsafe(s.opened, Exit.void)
+        return duplex
+      })
+    })
+
+    const accept: Effect.Effect<Duplex.Duplex, DuplexError, Scope.Scope> = Effect.flatMap(
+      Effect.catchCause(Queue.take(acceptQueue), (cause) => {
+        const error = Cause.squash(cause)
+        return Effect.fail(
+          error instanceof DuplexError
+            ? error
+            : new DuplexError({ reason: new StreamRefused({ label, why: "closing" }) })
+        )
+      }),
+      scoped
+    )
+
+    // ---- the reader ---------------------------------------------------------------------------------
+    const decoder = new FrameDecoder()
+    /** Where the current Data frame's payload goes; `undefined` to discard it. */
+    let payloadTarget: StreamState | undefined
+
+    const refuse = (id: number): void => {
+      enqueue({ frame: encodeHeader(TYPE_WINDOW_UPDATE, FLAG_RST, id, 0) })
+    }
+
+    /** Handles one header; returns an error that ends the session. */
+    const onHeader = (h: Header): DuplexError | undefined => {
+      counts.framesIn++
+      if (h.version !== PROTOCOL_VERSION)
+        return protocolError(label, `version ${h.version} (only ${PROTOCOL_VERSION} exists)`)
+      switch (h.type) {
+        case TYPE_DATA:
+        case TYPE_WINDOW_UPDATE: {
+          if (h.streamId === SESSION_STREAM_ID) return protocolError(label, "a stream frame on stream 0")
+          let s = streams.get(h.streamId)
+          if ((h.flags & FLAG_SYN) !== 0) {
+            if (s !== undefined) return protocolError(label, `a second SYN for stream ${h.streamId}`)
+            const peerParity = config.role === "client" ? 0 : 1
+            if (h.streamId % 2 !== peerParity) {
+              return protocolError(label, `the peer opened stream ${h.streamId}, an id of our parity`)
+            }
+            const wouldBuffer = (streams.size + 1) * windowBytes
+            if (
+              goAwaySent !== undefined ||
+              streams.size >= config.maxConcurrentStreams ||
+              wouldBuffer > config.maxBufferedBytes
+            ) {
+              refuse(h.streamId)
+            } else {
+              s = newStream(h.streamId, "remote")
+              remember(s)
+              enqueue({ ack: s })
+              Queue.offerUnsafe(acceptQueue, s)
+            }
+          }
+          if (s !== undefined && (h.flags & FLAG_ACK) !== 0) s.acked = true
+          if (h.type === TYPE_WINDOW_UPDATE) {
+            if (s !== undefined && h.length > 0) {
+              s.sendCredit += h.length
+              s.creditChanged.openUnsafe()
+            }
+          } else if (h.length > 0) {
+            if (s === undefined || s.reset) {
+              // A stream we closed or refused: its data may still be in flight, within the window it had.
+              if (h.length > windowBytes) {
+                return protocolError(label, `a data frame of ${h.length} bytes, over the ${windowBytes}-byte window`)
+              }
+              payloadTarget = undefined
+            } else {
+              if (h.length > s.recvCredit) {
+                return protocolError(
+                  label,
+                  `stream ${s.id} sent ${h.length} bytes with ${s.recvCredit} bytes of credit (window ${windowBytes})`
+                )
+              }
+              s.recvCredit -= h.length
+              payloadTarget = s
+            }
+            decoder.expectPayload(h.length)
+          }
+          if (s !== undefined && (h.flags & FLAG_FIN) !== 0) {
+            if (h.type === TYPE_DATA && h.length > 0) s.finAfterPayload = true
+            else remoteFin(s)
+          }
+          if (s !== undefined && (h.flags & FLAG_RST) !== 0) remoteReset(s)
+          return undefined
+        }
+        case TYPE_PING: {
+          if ((h.flags & FLAG_SYN) !== 0) {
+            enqueue({ frame: encodeHeader(TYPE_PING, FLAG_ACK, SESSION_STREAM_ID, h.length) })
+            return undefined
+          }
+          if ((h.flags & FLAG_ACK) !== 0) {
+            const waiting = pings.get(h.length)
+            if (waiting !== undefined) {
+              pings.delete(h.length)
+              Deferred.doneUnsafe(waiting, Exit.void)
+            }
+            return undefined
+          }
+          return protocolError(label, "a ping with neither SYN nor ACK")
+        }
+        case TYPE_GO_AWAY: {
+          goAwayReceived = h.length
+          if (h.length === GO_AWAY_NORMAL) return undefined
+          const what =
+            h.length === GO_AWAY_PROTOCOL_ERROR
+              ? "a protocol error"
+              : h.length === GO_AWAY_INTERNAL_ERROR
+                ? "an internal error"
+                : `code ${h.length}`
+          failUnsafe(
+            new DuplexError({
+              reason: new Broken({
+                label,
+                direction: "inbound",
+                operation: "read",
+                bytes: 0,
+                cause: new Error(`the peer went away reporting ${what}`)
+              })
+            }),
+            undefined
+          )
+          return undefined
+        }
+        default:
+          return protocolError(label, `unknown frame type ${h.type}`)
+      }
+    }
+
+    const remoteFin = (s: StreamState): void => {
+      if (s.remoteFin) return
+      s.remoteFin = true
+      s.inbound.end()
+      retire(s)
+    }
+
+    const remoteReset = (s: StreamState): void => {
+      if (s.reset) return
+      const refused = s.opener === "local" && !s.acked
+      const error = new DuplexError({
+        reason: refused
+          ? new StreamRefused({ label: s.label, why: "refused" })
+          : new Broken({ label: s.label, direction: "outbound", operation: "write", bytes: s.bytesOut, code: "RST" })
+      })
+      s.reset = true
+      s.writeFailure ??= error
+      // A reset drops what was buffered; with the stream gone, so is its credit.
+      dropBuffered(s)
+      s.inbound.abortWriter(true, refused ? { cause: error } : { code: "RST" })
+      s.creditChanged.openUnsafe()
+      Deferred.doneUnsafe(s.opened, Exit.fail(error))
+      forget(s.id)
+    }
+
+    const onPayload = (bytes: Uint8Array, last: boolean): void => {
+      const s = payloadTarget
+      if (s === undefined) return
+      if (!s.inbound.readerClosed) {
+        s.inbound.offerUnsafe(bytes)
+        bufferedTotal += bytes.length
+        if (bufferedTotal > peakBuffered) peakBuffered = bufferedTotal
+      }
+      if (last) {
+        payloadTarget = undefined
+        if (s.finAfterPayload) {
+          s.finAfterPayload = false
+          remoteFin(s)
+        }
+      }
+    }
+
+    const readLoop = Effect.gen(function* () {
+      while (failure === undefined) {
+        const chunk = yield* conn.read
+        if (Option.isNone(chunk)) {
+          if (decoder.midFrame) return yield* protocolError(label, "the connection ended in the middle of a frame")
+          const ended = new DuplexError({
+            reason: new Broken({
+              label,
+              direction: "inbound",
+              operation: "read",
+              bytes: 0,
+              cause: new Error("the connection closed")
+            })
+          })
+          // With no stream left the session simply ended; otherwise every stream still open broke.
+          failUnsafe(ended, undefined, streams.size === 0)
+          return
+        }
+        decoder.push(chunk.value)
+        for (let d = decoder.next(); d !== undefined && failure === undefined; d = decoder.next()) {
+          if (d._tag === "Payload") onPayload(d.bytes, d.last)
+          else {
+            const error = onHeader(d.header)
+            if (error !== undefined) return yield* error
+          }
+        }
+      }
+    })
+
+    const keepAlive = Effect.gen(function* () {
+      while (true) {
+        yield* Effect.sleep(config.keepAliveIntervalMillis)
+        yield* ping
+      }
+    })
+
+    const ping: Effect.Effect<number, DuplexError> = Effect.suspend(() => {
+      if (failure !== undefined) return Effect.fail(failure)
+      const opaque = nextPing
+      nextPing = (nextPing + 1) >>> 0
+      const answered = Deferred.makeUnsafe<void, DuplexError>()
+      pings.set(opaque, answered)
+      const started = nowMillis()
+      enqueue({ frame: encodeHeader(TYPE_PING, FLAG_SYN, SESSION_STREAM_ID, opaque) })
+      return Deferred.await(answered).pipe(
+        Effect.timeoutOrElse({
+          duration: config.keepAliveTimeoutMillis,
+          orElse: () => {
+            pings.delete(opaque)
+            const error = new DuplexError({
+              reason: new Timeout({
+                label,
+                operation: "ping (the peer did not answer: dead or not reading)",
+                timeoutMillis: config.keepAliveTimeoutMillis
+              })
+            })
+            failUnsafe(error, GO_AWAY_INTERNAL_ERROR)
+            return Effect.fail(error)
+          }
+        }),
+        Effect.map(() => nowMillis() - started)
+      )
+    })
+
+    const goAway: Effect.Effect<void> = Effect.suspend(() => {
+      if (goAwaySent !== undefined || failure !== undefined) return Effect.void
+      goAwaySent = GO_AWAY_NORMAL
+      enqueue({ frame: encodeHeader(TYPE_GO_AWAY, 0, SESSION_STREAM_ID, GO_AWAY_NORMAL) })
+      return Effect.void
+    })
+
+    const close: Effect.Effect<void, DuplexError> = Effect.gen(function* () {
+      yield* goAway
+      yield* noStreams.await // every stream closed both ways, or the session ended
+      if (failure !== undefined) {
+        if (Deferred.isDoneUnsafe(done) && Exit.isSuccess(yield* Deferred.await(done).pipe(Effect.exit))) return
+        return yield* failure
+      }
+      yield* Effect.ignore(flushControl)
+      yield* Effect.ignore(conn.end)
+    })
+
+    const reader = yield* Effect.forkIn(
+      readLoop.pipe(
+        Effect.catch((error) =>
+          Effect.sync(() =>
+            failUnsafe(error, error.reason._tag === "ProtocolError" ? GO_AWAY_PROTOCOL_ERROR : undefined)
+          )
+        )
+      ),
+      scope
+    )
+    const writer = yield* Effect.forkIn(
+      controlLoop.pipe(Effect.catch((error) => Effect.sync(() => failUnsafe(error, undefined)))),
+      scope
+    )
+    const fibers: Array<Fiber.Fiber<unknown, unknown>> = [reader, writer]
+    if (config.keepAliveIntervalMillis > 0 && Number.isFinite(config.keepAliveIntervalMillis)) {
+      fibers.push(yield* Effect.forkIn(Effect.ignore(keepAlive), scope))
+    }
+    yield* Effect.addFinalizer(() =>
+      Effect.gen(function* () {
+        yield* Fiber.interruptAll(fibers)
+        if (failure === undefined) {
+          failUnsafe(
+            new DuplexError({
+              reason: new Closed({ label, direction: "outbound", operation: "write", after: "abort", bytes: 0 })
+            }),
+            undefined
+          )
+        }
+      })
+    )
+
+    return {
+      label,
+      open,
+      accept,
+      ping,
+      goAway,
+      close,
+      closed: Deferred.await(done),
+      stats: Effect.sync((): SessionStats => ({
+        streams: streams.size,
+        bufferedBytes: bufferedTotal,
+        peakBufferedBytes: peakBuffered,
+        controlQueued: control.length,
+        ...counts,
+        goAwayReceived,
+        goAwaySent
+      }))
+    }
+  })
