@@ -51,8 +51,8 @@ describe("package", () => {
             'if (!(error instanceof DuplexError.DuplexError)) throw new Error("error class differs")',
             'if (D.pair !== Duplex.pair) throw new Error("subpath and namespace differ")',
             'import * as T from "fullduplex/Tcp"',
-            'import { Close, Echo, Framing, Proxy, Shutdown, Subprocess, Tcp, Watchdog } from "fullduplex"',
-            'for (const [name, sub, ns] of [["Tcp", T, Tcp], ["Close", await import("fullduplex/Close"), Close], ["Echo", await import("fullduplex/Echo"), Echo], ["Watchdog", await import("fullduplex/Watchdog"), Watchdog], ["Subprocess", await import("fullduplex/Subprocess"), Subprocess], ["Framing", await import("fullduplex/Framing"), Framing], ["Shutdown", await import("fullduplex/Shutdown"), Shutdown], ["Proxy", await import("fullduplex/Proxy"), Proxy]]) {',
+            'import { Close, Echo, Framing, Mux, Proxy, Shutdown, Subprocess, Tcp, Watchdog } from "fullduplex"',
+            'for (const [name, sub, ns] of [["Tcp", T, Tcp], ["Close", await import("fullduplex/Close"), Close], ["Echo", await import("fullduplex/Echo"), Echo], ["Watchdog", await import("fullduplex/Watchdog"), Watchdog], ["Subprocess", await import("fullduplex/Subprocess"), Subprocess], ["Framing", await import("fullduplex/Framing"), Framing], ["Shutdown", await import("fullduplex/Shutdown"), Shutdown], ["Proxy", await import("fullduplex/Proxy"), Proxy], ["Mux", await import("fullduplex/Mux"), Mux]]) {',
             "  if (Object.keys(sub).length === 0 || Object.keys(sub).some((k) => sub[k] !== ns[k])) throw new Error(`${name}: subpath and namespace differ`)",
             "}",
             'console.log("esm", conformance("x", Duplex.pair()).length)'
@@ -86,9 +86,10 @@ describe("package", () => {
             'import { assertDeadlockFree, conformance } from "fullduplex/testkit"',
             'export const cases = conformance("x", Duplex.pair())',
             "export const guarded = assertDeadlockFree(Duplex.pair())",
-            'import { Framing, Proxy, Shutdown } from "fullduplex"',
+            'import { Framing, Mux, Proxy, Shutdown } from "fullduplex"',
             "export const framed = (d: Duplex.Duplex) => Framing.make(d)",
             "export const client = (d: Duplex.Duplex) => Shutdown.client(d)",
+            "export const session = (d: Duplex.Duplex) => Mux.client(d)",
             'export const proxy = Proxy.serve({ listen: {}, target: { host: "127.0.0.1", port: 1 } })'
           ].join("\n")
         )

@@ -155,6 +155,8 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
     let failure: DuplexError | undefined
     let goAwaySent: number | undefined
     let goAwayReceived: number | undefined
+    /** `close` has ended the connection after every stream finished. */
+    let closedGracefully = false
     const done = Deferred.makeUnsafe<void, DuplexError>()
     const acceptQueue = yield* Queue.unbounded<StreamState, DuplexError | Cause.Done>()
     const connLock = Semaphore.makeUnsafe(1)
@@ -254,7 +256,8 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
           ? conn.write(encodeHeader(TYPE_GO_AWAY, 0, SESSION_STREAM_ID, goAwayCode)).pipe(Effect.timeoutOption(1000))
           : Effect.void
       if (goAwayCode !== undefined) goAwaySent = goAwayCode
-      Effect.runFork(Effect.andThen(Effect.ignore(farewell), conn.abort))
+      // After a graceful close the connection has been ended; the duplex's own scope closes it.
+      if (!closedGracefully) Effect.runFork(Effect.andThen(Effect.ignore(farewell), conn.abort))
     }
 
     const failStream = (s: StreamState, error: DuplexError): void => {
@@ -523,7 +526,9 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
       return Effect.gen(function* () {
         const duplex = yield* scoped(s)
         // SYN on a window update of its own, announcing any window beyond the spec's initial one.
-        yield* writeFrameWithLength(TYPE_WINDOW_UPDATE, FLAG_SYN, s.id, extraWindow)
+        yield* writeFrameWithLength(TYPE_WINDOW_UPDATE, FLAG_SYN, s.id, extraWindow).pipe(
+          Effect.tapError(() => abortStream(s))
+        )
         Deferred.doneUnsafe(s.opened, Exit.void)
         return duplex
       })
@@ -683,7 +688,8 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
     const onPayload = (bytes: Uint8Array, last: boolean): void => {
       const s = payloadTarget
       if (s === undefined) return
-      if (!s.inbound.readerClosed) {
+      // Bytes for a stream we aborted, or one the peer reset or finished, are dropped.
+      if (!s.inbound.readerClosed && s.inbound.writerState === "open") {
         s.inbound.offerUnsafe(bytes)
         bufferedTotal += bytes.length
         if (bufferedTotal > peakBuffered) peakBuffered = bufferedTotal
@@ -776,6 +782,7 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
         return yield* failure
       }
       yield* Effect.ignore(flushControl)
+      closedGracefully = true
       yield* Effect.ignore(conn.end)
     })
 
