@@ -10,6 +10,7 @@ describe("README", () => {
     "echoServer.ts",
     "shutdown.ts",
     "proxy.ts",
+    "mux.ts",
     "subprocess.ts",
     "property.ts",
     "conformance.ts"
