@@ -183,7 +183,15 @@ const positiveMillis = (
  * **Closing**
  *
  * Closing the scope ends the session at once: streams still open fail, the connection is aborted. Call
- * `close` first for a graceful end.
+ * `close` first for a graceful end. A session whose peer ends the connection with no stream left ends
+ * cleanly, and answers with FIN.
+ *
+ * **Gotchas**
+ *
+ * `close` waits for every stream to finish, as long as that takes; bound it with `Effect.timeout` (the
+ * scope then aborts). Some implementations read a GoAway as the end of every stream: `@chainsafe/libp2p-yamux`
+ * ends its streams at once, without FIN, on GoAway code 0. With such a peer, finish the streams before
+ * `goAway` or `close`.
  *
  * **Example** (A stream each way over an in-memory pair)
  *

@@ -256,8 +256,17 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
           ? conn.write(encodeHeader(TYPE_GO_AWAY, 0, SESSION_STREAM_ID, goAwayCode)).pipe(Effect.timeoutOption(1000))
           : Effect.void
       if (goAwayCode !== undefined) goAwaySent = goAwayCode
-      // After a graceful close the connection has been ended; the duplex's own scope closes it.
-      if (!closedGracefully) Effect.runFork(Effect.andThen(Effect.ignore(farewell), conn.abort))
+      // After a graceful close the connection has been ended; the duplex's own scope closes it. A session
+      // that ended cleanly (the peer's EOF with no stream left) answers with FIN, not a reset.
+      if (closedGracefully) return
+      const closing = clean
+        ? conn.end.pipe(
+            Effect.timeoutOption(1000),
+            Effect.flatMap((ended) => (Option.isSome(ended) ? Effect.void : conn.abort)),
+            Effect.catch(() => conn.abort)
+          )
+        : Effect.andThen(Effect.ignore(farewell), conn.abort)
+      Effect.runFork(closing)
     }
 
     const failStream = (s: StreamState, error: DuplexError): void => {
