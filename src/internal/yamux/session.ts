@@ -523,10 +523,10 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
           })
         )
       }
-      if (streams.size >= config.maxConcurrentStreams) {
-        return Effect.fail(
-          new DuplexError({ reason: new StreamRefused({ label, why: "limit", limit: config.maxConcurrentStreams }) })
-        )
+      // Every stream grants the peer a window: the session's buffer bound limits our own opens too.
+      const limit = Math.min(config.maxConcurrentStreams, Math.floor(config.maxBufferedBytes / windowBytes))
+      if (streams.size >= limit) {
+        return Effect.fail(new DuplexError({ reason: new StreamRefused({ label, why: "limit", limit }) }))
       }
       const id = nextId
       nextId += 2
