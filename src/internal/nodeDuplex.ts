@@ -251,6 +251,31 @@ export const makeParts = (
         return ok ? Exit.void : locked(waitDrain)
       })
 
+    /**
+     * Several pieces in one go: while nobody else writes and the stream has room, they are corked and
+     * written together (one `writev`), so a frame's header and payload leave in one system call. The
+     * stream may then hold up to `4 × highWaterMark` beyond its mark, once; otherwise piece by piece.
+     */
+    const writeAll = (chunks: Iterable<Uint8Array>): Effect.Effect<void, DuplexError> =>
+      Effect.suspend(() => {
+        const list = Array.isArray(chunks) ? (chunks as ReadonlyArray<Uint8Array>) : [...chunks]
+        if (list.length === 1) return write(list[0]!)
+        let total = 0
+        for (const chunk of list) total += chunk.length
+        if (queuedWrites > 0 || output.writableNeedDrain || total > 4 * highWaterMark) {
+          return Effect.forEach(list, write, { discard: true })
+        }
+        const error = writeError("write")
+        if (error !== undefined) return Exit.fail(error)
+        let ok = true
+        output.cork()
+        for (const chunk of list) if (chunk.length > 0) ok = output.write(chunk)
+        output.uncork()
+        bytesWritten += total
+        if (output.writableLength > peakBuffered) peakBuffered = output.writableLength
+        return ok ? Exit.void : locked(waitDrain)
+      })
+
     const end: Effect.Effect<void, DuplexError> = Effect.suspend(() => {
       if (closed) return Exit.fail(closedError("end", "abort"))
       if (endResult !== undefined) return Deferred.await(endResult)
@@ -321,6 +346,7 @@ export const makeParts = (
       readable: Stream.fromPull(Effect.succeed(inbound.pull)),
       read: inbound.read,
       write,
+      writeAll,
       end,
       abort,
       stats,

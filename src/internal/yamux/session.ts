@@ -49,8 +49,7 @@ import {
   TYPE_DATA,
   TYPE_GO_AWAY,
   TYPE_PING,
-  TYPE_WINDOW_UPDATE,
-  writeHeader
+  TYPE_WINDOW_UPDATE
 } from "./codec.js"
 
 /** @internal */
@@ -86,6 +85,9 @@ export interface SessionStats {
 
 /** Control frames that may wait at once; beyond it the peer is not reading and the session fails. */
 const MAX_CONTROL_FRAMES = 4096
+
+/** Data-path bytes queued for the writer before streams' writes wait: the session's send buffer. */
+const MAX_OUTGOING_BYTES = 256 * 1024
 
 interface StreamState {
   readonly id: number
@@ -159,9 +161,18 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
     let closedGracefully = false
     const done = Deferred.makeUnsafe<void, DuplexError>()
     const acceptQueue = yield* Queue.unbounded<StreamState, DuplexError | Cause.Done>()
-    const connLock = Semaphore.makeUnsafe(1)
     const control: Array<ControlItem> = []
-    const controlWake = Latch.makeUnsafe(false)
+    /** Wakes the writer: control frames or data wait. */
+    const writerWake = Latch.makeUnsafe(false)
+    /** Data-path frames (SYN, Data, FIN) waiting for the writer, in order, as header and payload pieces. */
+    let outgoing: Array<Uint8Array> = []
+    /** Bytes queued in `outgoing` or being written: bounded by {@link MAX_OUTGOING_BYTES}. */
+    let outgoingBytes = 0
+    /** Data-path items queued, and written: `end` waits until its FIN is written. */
+    let queuedSeq = 0
+    let writtenSeq = 0
+    /** Opened when `outgoing` has room again, or something was written. */
+    const outgoingMoved = Latch.makeUnsafe(true)
     const pings = new Map<number, Deferred.Deferred<void, DuplexError>>()
     let nextPing = 0
     let peakBuffered = 0
@@ -185,7 +196,7 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
         )
         return
       }
-      controlWake.openUnsafe()
+      writerWake.openUnsafe()
     }
 
     /** Every queued control frame, as one buffer. */
@@ -220,22 +231,67 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
       return out
     }
 
-    // Drained under the connection's lock: an ACK computed here reaches the wire before any data frame
-    // written after it resolves the stream's `opened`.
-    const flushControl = connLock.withPermits(1)(
-      Effect.suspend(() => {
-        const bytes = drainControl()
-        return bytes === undefined ? Effect.void : conn.write(bytes)
+    /**
+     * The one writer of the connection: each round writes every queued control frame, then every queued
+     * data-path frame, in one `writeAll`. Control first: an ACK queued by the reader reaches the wire
+     * before any data the application writes on that stream afterwards; a stream's own frames keep their
+     * order, FIN after its data.
+     */
+    const flushOnce: Effect.Effect<void, DuplexError> = Effect.suspend(() => {
+      const controlBytes = drainControl()
+      const data = outgoing
+      const dataBytes = outgoingBytes
+      const seq = queuedSeq
+      if (controlBytes === undefined && data.length === 0) return Effect.void
+      outgoing = []
+      const pieces = controlBytes === undefined ? data : [controlBytes, ...data]
+      return Effect.map(conn.writeAll(pieces), () => {
+        outgoingBytes -= dataBytes
+        writtenSeq = seq
+        outgoingMoved.openUnsafe()
       })
-    )
-    const controlLoop = Effect.gen(function* () {
+    })
+    const writerLoop = Effect.gen(function* () {
       while (true) {
-        yield* controlWake.await
-        controlWake.closeUnsafe()
-        yield* flushControl
-        if (control.length > 0) controlWake.openUnsafe()
+        yield* writerWake.await
+        writerWake.closeUnsafe()
+        yield* flushOnce
+        if (control.length > 0 || outgoing.length > 0) writerWake.openUnsafe()
       }
     })
+
+    /** Queues a data-path frame: `header`, then `payload` if any. Returns its sequence number. */
+    const queueFrame = (header: Uint8Array, payload?: Uint8Array): number => {
+      outgoing.push(header)
+      counts.framesOut++
+      if (payload !== undefined && payload.length > 0) {
+        outgoing.push(payload)
+        outgoingBytes += payload.length
+        counts.dataFramesOut++
+      }
+      outgoingBytes += HEADER_BYTES
+      // Numbered before the wake-up: opening a latch resumes its waiter at once, and the writer must see
+      // this frame's number with the frame.
+      const seq = ++queuedSeq
+      writerWake.openUnsafe()
+      return seq
+    }
+
+    /** Waits until `outgoing` has room (or the session failed). */
+    const awaitRoom: Effect.Effect<void> = Effect.suspend(function loop(): Effect.Effect<void> {
+      if (outgoingBytes < MAX_OUTGOING_BYTES || failure !== undefined) return Effect.void
+      outgoingMoved.closeUnsafe()
+      return Effect.andThen(outgoingMoved.await, loop)
+    })
+
+    /** Waits until the frame numbered `seq` has been written (or the session failed). */
+    const awaitWritten = (seq: number): Effect.Effect<void, DuplexError> =>
+      Effect.suspend(function loop(): Effect.Effect<void, DuplexError> {
+        if (writtenSeq >= seq) return Effect.void
+        if (failure !== undefined) return Effect.fail(failure)
+        outgoingMoved.closeUnsafe()
+        return Effect.andThen(outgoingMoved.await, loop)
+      })
 
     // ---- failure ------------------------------------------------------------------------------------
     /** Ends the session: every stream fails with `error` (after the bytes it already has). */
@@ -248,6 +304,8 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
       for (const p of pings.values()) Deferred.doneUnsafe(p, Exit.fail(error))
       pings.clear()
       control.length = 0
+      outgoing = []
+      outgoingMoved.openUnsafe()
       if (clean) Deferred.doneUnsafe(done, Exit.void)
       else Deferred.doneUnsafe(done, Exit.fail(error))
       // Tell the peer why, if we can, then close the connection.
@@ -331,32 +389,6 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
       }
     }
 
-    /** Writes one header-only frame, holding the connection. */
-    const writeFrameWithLength = (type: number, flags: number, id: number, length: number) =>
-      connLock.withPermits(1)(
-        Effect.suspend(() => {
-          counts.framesOut++
-          return conn.write(encodeHeader(type, flags, id, length))
-        })
-      )
-
-    /** Writes one frame for a stream, holding the connection. */
-    const writeFrame = (type: number, flags: number, s: StreamState, payload?: Uint8Array) =>
-      connLock.withPermits(1)(
-        Effect.suspend(() => {
-          counts.framesOut++
-          if (payload === undefined || payload.length === 0) return conn.write(encodeHeader(type, flags, s.id, 0))
-          counts.dataFramesOut++
-          if (payload.length <= 16 * 1024) {
-            const bytes = new Uint8Array(HEADER_BYTES + payload.length)
-            writeHeader(bytes, 0, type, flags, s.id, payload.length)
-            bytes.set(payload, HEADER_BYTES)
-            return conn.write(bytes)
-          }
-          return conn.writeAll([encodeHeader(type, flags, s.id, payload.length), payload])
-        })
-      )
-
     const closedError = (s: StreamState, operation: "write" | "end", after: "end" | "abort") =>
       new DuplexError({
         reason: new Closed({ label: s.label, direction: "outbound", operation, after, bytes: s.bytesOut })
@@ -410,30 +442,26 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
         return Effect.andThen(wait, awaitCredit(s))
       })
 
+    /**
+     * Sends `chunk` as Data frames of min(credit, max frame, what is left): never waiting for a full frame
+     * while there is credit. Completes when the last frame is queued for the writer.
+     */
+    const sendFrom = (s: StreamState, chunk: Uint8Array, offset: number): Effect.Effect<void, DuplexError> =>
+      Effect.suspend(() => {
+        const error = writeError(s, "write")
+        if (error !== undefined) return Exit.fail(error)
+        if (offset >= chunk.length) return Exit.void
+        if (s.sendCredit === 0) return Effect.andThen(awaitCredit(s), sendFrom(s, chunk, offset))
+        if (outgoingBytes >= MAX_OUTGOING_BYTES) return Effect.andThen(awaitRoom, sendFrom(s, chunk, offset))
+        const n = Math.min(s.sendCredit, maxFrameBytes, chunk.length - offset)
+        s.sendCredit -= n
+        s.bytesOut += n
+        queueFrame(encodeHeader(TYPE_DATA, 0, s.id, n), chunk.subarray(offset, offset + n))
+        return offset + n >= chunk.length ? Exit.void : sendFrom(s, chunk, offset + n)
+      })
+
     const writeChunk = (s: StreamState, chunk: Uint8Array): Effect.Effect<void, DuplexError> =>
-      s.writeLock.withPermits(1)(
-        Effect.gen(function* () {
-          yield* Deferred.await(s.opened)
-          let offset = 0
-          while (offset < chunk.length) {
-            const error = writeError(s, "write")
-            if (error !== undefined) return yield* error
-            yield* awaitCredit(s)
-            const again = writeError(s, "write")
-            if (again !== undefined) return yield* again
-            // min(credit, max frame, queued): never wait for a full frame while there is credit.
-            const n = Math.min(s.sendCredit, maxFrameBytes, chunk.length - offset)
-            s.sendCredit -= n
-            yield* writeFrame(TYPE_DATA, 0, s, chunk.subarray(offset, offset + n))
-            offset += n
-            s.bytesOut += n
-          }
-          if (chunk.length === 0) {
-            const error = writeError(s, "write")
-            if (error !== undefined) return yield* error
-          }
-        })
-      )
+      s.writeLock.withPermits(1)(sendFrom(s, chunk, 0))
 
     const endStream = (s: StreamState): Effect.Effect<void, DuplexError> =>
       s.writeLock.withPermits(1)(
@@ -442,11 +470,11 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
           if (s.localFin) return
           const error = writeError(s, "end")
           if (error !== undefined) return yield* error
-          yield* Deferred.await(s.opened)
           s.localFin = true
           // FIN on a frame of its own: some implementations drop a Data frame's payload when it carries FIN.
-          yield* writeFrame(TYPE_WINDOW_UPDATE, FLAG_FIN, s)
+          const seq = queueFrame(encodeHeader(TYPE_WINDOW_UPDATE, FLAG_FIN, s.id, 0))
           retire(s)
+          yield* awaitWritten(seq) // half-closed once every byte before it is on its way
         })
       )
 
@@ -534,10 +562,9 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
       remember(s)
       return Effect.gen(function* () {
         const duplex = yield* scoped(s)
-        // SYN on a window update of its own, announcing any window beyond the spec's initial one.
-        yield* writeFrameWithLength(TYPE_WINDOW_UPDATE, FLAG_SYN, s.id, extraWindow).pipe(
-          Effect.tapError(() => abortStream(s))
-        )
+        // SYN on a window update of its own, announcing any window beyond the spec's initial one; queued
+        // ahead of every frame the stream will send.
+        queueFrame(encodeHeader(TYPE_WINDOW_UPDATE, FLAG_SYN, s.id, extraWindow))
         Deferred.doneUnsafe(s.opened, Exit.void)
         return duplex
       })
@@ -790,7 +817,7 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
         if (Deferred.isDoneUnsafe(done) && Exit.isSuccess(yield* Deferred.await(done).pipe(Effect.exit))) return
         return yield* failure
       }
-      yield* Effect.ignore(flushControl)
+      yield* Effect.ignore(awaitWritten(queuedSeq))
       closedGracefully = true
       yield* Effect.ignore(conn.end)
     })
@@ -806,7 +833,7 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
       scope
     )
     const writer = yield* Effect.forkIn(
-      controlLoop.pipe(Effect.catch((error) => Effect.sync(() => failUnsafe(error, undefined)))),
+      writerLoop.pipe(Effect.catch((error) => Effect.sync(() => failUnsafe(error, undefined)))),
       scope
     )
     const fibers: Array<Fiber.Fiber<unknown, unknown>> = [reader, writer]
