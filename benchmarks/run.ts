@@ -18,6 +18,7 @@ import { parseArgs } from "node:util"
 import * as prettier from "prettier"
 import { cases as exchangeCases } from "./exchange.js"
 import { type BenchCase, type CaseResult, describeWork, measure, perWrite, table, targetLines } from "./harness.js"
+import { cases as muxCases } from "./mux.js"
 import { cases as pairCases } from "./pair.js"
 import { cases as proxyCases } from "./proxy.js"
 import { cases as subprocessCases } from "./subprocess.js"
@@ -28,7 +29,8 @@ const allCases: ReadonlyArray<BenchCase> = [
   ...exchangeCases,
   ...tcpCases,
   ...proxyCases,
-  ...subprocessCases
+  ...subprocessCases,
+  ...muxCases
 ]
 
 const { values } = parseArgs({
@@ -134,6 +136,11 @@ if (filter !== "") {
       "into fresh 64 KiB `Buffer`s as above, on every side: collecting them is a large part of each side's " +
       "CPU time, and most of each runner's RSS growth in the memory row. The execa `input` line is one run, " +
       "in a fresh process, before that row's runs; it is reported, not judged.",
+    "- The `mux` rows move 1 GiB one way over loopback TCP with the sender and the receiver in the bench " +
+      "process, on both sides: one thread runs both ends, so the figures compare the CPU cost per byte of the " +
+      "two ends together, and each row reports that CPU time, which drifts less than the wall-clock figures " +
+      "when other work shares the machine. The `Tcp` rows (fullduplex without the multiplexer) show how much " +
+      "of a gap to raw TCP is the duplex the multiplexer runs over.",
     ""
   ].join("\n")
   const path = fileURLToPath(new URL("./RESULTS.md", import.meta.url))
