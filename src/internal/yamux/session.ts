@@ -24,7 +24,6 @@ import * as Fiber from "effect/Fiber"
 import * as Latch from "effect/Latch"
 import * as Option from "effect/Option"
 import type * as Pull from "effect/Pull"
-import * as Queue from "effect/Queue"
 import type * as Scope from "effect/Scope"
 import * as Semaphore from "effect/Semaphore"
 import * as Stream from "effect/Stream"
@@ -116,6 +115,8 @@ interface StreamState {
   writeFailure: DuplexError | undefined
   /** We aborted it (or its scope closed). */
   localAbort: boolean
+  /** What reads fail with once the pipe fails, when it says more than the pipe's own error. */
+  readFailure: DuplexError | undefined
   /** The FIN flag waiting for the end of the current Data frame's payload. */
   finAfterPayload: boolean
   bytesOut: number
@@ -160,10 +161,34 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
     /** `close` has ended the connection after every stream finished. */
     let closedGracefully = false
     const done = Deferred.makeUnsafe<void, DuplexError>()
-    const acceptQueue = yield* Queue.unbounded<StreamState, DuplexError | Cause.Done>()
+    /** Streams the peer opened, waiting for `accept`; a stream reset meanwhile is taken out. */
+    const pendingAccept: Array<StreamState> = []
+    const acceptable = Latch.makeUnsafe(false)
+    const dropAccept = (s: StreamState): void => {
+      const i = pendingAccept.indexOf(s)
+      if (i >= 0) pendingAccept.splice(i, 1)
+    }
     const control: Array<ControlItem> = []
     /** Wakes the writer: control frames or data wait. */
     const writerWake = Latch.makeUnsafe(false)
+    /**
+     * Opens a latch once the current step is over. Opening a latch resumes its waiters at once, inside the
+     * caller's step: the writer (and over a pair, the peer's whole reaction) or a `close` would then run
+     * halfway through a state change. Deferred to a microtask, every change is complete first, and frames
+     * queued in the same step leave in one write.
+     */
+    const soon = (latch: Latch.Latch): void => {
+      queueMicrotask(() => latch.openUnsafe())
+    }
+    let writerScheduled = false
+    const wakeWriter = (): void => {
+      if (writerScheduled) return
+      writerScheduled = true
+      queueMicrotask(() => {
+        writerScheduled = false
+        writerWake.openUnsafe()
+      })
+    }
     /** Data-path frames (SYN, Data, FIN) waiting for the writer, in order, as header and payload pieces. */
     let outgoing: Array<Uint8Array> = []
     /** Bytes queued in `outgoing` or being written: bounded by {@link MAX_OUTGOING_BYTES}. */
@@ -196,7 +221,7 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
         )
         return
       }
-      writerWake.openUnsafe()
+      wakeWriter()
     }
 
     /** Every queued control frame, as one buffer. */
@@ -273,7 +298,7 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
       // Numbered before the wake-up: opening a latch resumes its waiter at once, and the writer must see
       // this frame's number with the frame.
       const seq = ++queuedSeq
-      writerWake.openUnsafe()
+      wakeWriter()
       return seq
     }
 
@@ -300,7 +325,8 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
       failure = error
       for (const s of streams.values()) failStream(s, error)
       forgetAll()
-      Queue.failCauseUnsafe(acceptQueue, Cause.fail(error))
+      pendingAccept.length = 0
+      acceptable.openUnsafe()
       for (const p of pings.values()) Deferred.doneUnsafe(p, Exit.fail(error))
       pings.clear()
       control.length = 0
@@ -323,7 +349,18 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
             Effect.flatMap((ended) => (Option.isSome(ended) ? Effect.void : conn.abort)),
             Effect.catch(() => conn.abort)
           )
-        : Effect.andThen(Effect.ignore(farewell), conn.abort)
+        : goAwayCode === undefined
+          ? conn.abort
+          : // The GoAway, then FIN: an abort right after it could discard it unread (a reset destroys what
+            // the peer has not read). Abort only if the end does not complete.
+            Effect.andThen(
+              Effect.ignore(farewell),
+              conn.end.pipe(
+                Effect.timeoutOption(1000),
+                Effect.flatMap((ended) => (Option.isSome(ended) ? Effect.void : conn.abort)),
+                Effect.catch(() => conn.abort)
+              )
+            )
       Effect.runFork(closing)
     }
 
@@ -340,11 +377,11 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
     const noStreams = Latch.makeUnsafe(true)
     const forget = (id: number): void => {
       streams.delete(id)
-      if (streams.size === 0) noStreams.openUnsafe()
+      if (streams.size === 0) soon(noStreams)
     }
     const forgetAll = (): void => {
       streams.clear()
-      noStreams.openUnsafe()
+      soon(noStreams)
     }
     const remember = (s: StreamState): void => {
       streams.set(s.id, s)
@@ -358,6 +395,15 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
     let bufferedTotal = 0
     const dropBuffered = (s: StreamState): void => {
       bufferedTotal -= s.inbound.buffered
+    }
+    /**
+     * What the session may have to buffer: what it holds unread (streams already forgotten included) plus
+     * the credit its open streams' peers still have. A new stream is admitted only if its window fits too.
+     */
+    const committedBytes = (): number => {
+      let credit = 0
+      for (const s of streams.values()) if (!s.remoteFin && !s.reset) credit += s.recvCredit
+      return bufferedTotal + credit
     }
 
     // ---- streams ------------------------------------------------------------------------------------
@@ -382,6 +428,7 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
         reset: false,
         writeFailure: undefined,
         localAbort: false,
+        readFailure: undefined,
         finAfterPayload: false,
         bytesOut: 0,
         blockedSince: undefined,
@@ -480,18 +527,20 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
 
     const abortStream = (s: StreamState): Effect.Effect<void> =>
       Effect.sync(() => {
-        if (!s.reset) {
-          s.reset = true
-          if (failure === undefined && !(s.localFin && s.remoteFin)) enqueue({ rst: s })
-        }
+        const sendRst = !s.reset && failure === undefined && !(s.localFin && s.remoteFin)
+        s.reset = true
         // After our own abort, every operation fails `Closed`, whatever the peer did before.
         s.localAbort = true
         s.writeFailure = closedError(s, "write", "abort")
+        if (streams.get(s.id) === s) forget(s.id)
+        dropAccept(s)
         dropBuffered(s)
         s.inbound.closeReader() // what was buffered is dropped, and its credit with it
         s.creditChanged.openUnsafe()
         Deferred.doneUnsafe(s.opened, Exit.void)
-        if (streams.get(s.id) === s) forget(s.id)
+        // On the data path, behind the stream's SYN: an RST that overtook it would leave the peer a stream
+        // that no longer exists here.
+        if (sendRst) queueFrame(encodeHeader(TYPE_WINDOW_UPDATE, FLAG_RST, s.id, 0))
       })
 
     /** After a read: return credit once enough has been consumed. */
@@ -505,12 +554,15 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
       }
     }
 
-    const readError = (error: DuplexError): DuplexError => (failure !== undefined ? failure : error)
+    const readError =
+      (s: StreamState) =>
+      (error: DuplexError): DuplexError =>
+        s.localAbort ? error : (s.readFailure ?? (failure !== undefined ? failure : error))
 
     const toDuplex = (s: StreamState): Duplex.Duplex => {
       const read: Effect.Effect<Option.Option<Uint8Array>, DuplexError> = s.inbound.read.pipe(
         Effect.tap(() => Effect.sync(() => consumed(s))),
-        Effect.mapError(readError)
+        Effect.mapError(readError(s))
       )
       const pull: Pull.Pull<readonly [Uint8Array], DuplexError> = Effect.flatMap(read, (chunk) =>
         Option.isSome(chunk) ? Exit.succeed([chunk.value] as const) : Exit.fail(Cause.Done())
@@ -551,10 +603,18 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
           })
         )
       }
+      if (streams.size >= config.maxConcurrentStreams) {
+        return Effect.fail(
+          new DuplexError({ reason: new StreamRefused({ label, why: "limit", limit: config.maxConcurrentStreams }) })
+        )
+      }
       // Every stream grants the peer a window: the session's buffer bound limits our own opens too.
-      const limit = Math.min(config.maxConcurrentStreams, Math.floor(config.maxBufferedBytes / windowBytes))
-      if (streams.size >= limit) {
-        return Effect.fail(new DuplexError({ reason: new StreamRefused({ label, why: "limit", limit }) }))
+      if (committedBytes() + windowBytes > config.maxBufferedBytes) {
+        return Effect.fail(
+          new DuplexError({
+            reason: new StreamRefused({ label, why: "limit", limit: Math.floor(config.maxBufferedBytes / windowBytes) })
+          })
+        )
       }
       const id = nextId
       nextId += 2
@@ -570,17 +630,17 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
       })
     })
 
-    const accept: Effect.Effect<Duplex.Duplex, DuplexError, Scope.Scope> = Effect.flatMap(
-      Effect.catchCause(Queue.take(acceptQueue), (cause) => {
-        const error = Cause.squash(cause)
-        return Effect.fail(
-          error instanceof DuplexError
-            ? error
-            : new DuplexError({ reason: new StreamRefused({ label, why: "closing" }) })
-        )
-      }),
-      scoped
-    )
+    const nextAccepted: Effect.Effect<StreamState, DuplexError> = Effect.suspend(function loop(): Effect.Effect<
+      StreamState,
+      DuplexError
+    > {
+      const next = pendingAccept.shift()
+      if (next !== undefined) return Effect.succeed(next)
+      if (failure !== undefined) return Effect.fail(failure)
+      acceptable.closeUnsafe()
+      return Effect.andThen(acceptable.await, loop)
+    })
+    const accept: Effect.Effect<Duplex.Duplex, DuplexError, Scope.Scope> = Effect.flatMap(nextAccepted, scoped)
 
     // ---- the reader ---------------------------------------------------------------------------------
     const decoder = new FrameDecoder()
@@ -607,18 +667,18 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
             if (h.streamId % 2 !== peerParity) {
               return protocolError(label, `the peer opened stream ${h.streamId}, an id of our parity`)
             }
-            const wouldBuffer = (streams.size + 1) * windowBytes
             if (
               goAwaySent !== undefined ||
               streams.size >= config.maxConcurrentStreams ||
-              wouldBuffer > config.maxBufferedBytes
+              committedBytes() + windowBytes > config.maxBufferedBytes
             ) {
               refuse(h.streamId)
             } else {
               s = newStream(h.streamId, "remote")
               remember(s)
               enqueue({ ack: s })
-              Queue.offerUnsafe(acceptQueue, s)
+              pendingAccept.push(s)
+              acceptable.openUnsafe()
             }
           }
           if (s !== undefined && (h.flags & FLAG_ACK) !== 0) s.acked = true
@@ -713,12 +773,16 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
       })
       s.reset = true
       s.writeFailure ??= error
+      if (refused) s.readFailure = error
+      // State first, wake-ups last: opening a latch or failing a pipe runs the waiting fiber at once, and
+      // it must find the stream gone (its slot free for a retry).
+      forget(s.id)
+      dropAccept(s)
       // A reset drops what was buffered; with the stream gone, so is its credit.
       dropBuffered(s)
       s.inbound.abortWriter(true, refused ? { cause: error } : { code: "RST" })
       s.creditChanged.openUnsafe()
       Deferred.doneUnsafe(s.opened, Exit.fail(error))
-      forget(s.id)
     }
 
     const onPayload = (bytes: Uint8Array, last: boolean): void => {
@@ -806,7 +870,8 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
     const goAway: Effect.Effect<void> = Effect.suspend(() => {
       if (goAwaySent !== undefined || failure !== undefined) return Effect.void
       goAwaySent = GO_AWAY_NORMAL
-      enqueue({ frame: encodeHeader(TYPE_GO_AWAY, 0, SESSION_STREAM_ID, GO_AWAY_NORMAL) })
+      // On the data path, so that `close` can wait until it is written before it ends the connection.
+      queueFrame(encodeHeader(TYPE_GO_AWAY, 0, SESSION_STREAM_ID, GO_AWAY_NORMAL))
       return Effect.void
     })
 
