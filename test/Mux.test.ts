@@ -5,8 +5,8 @@
  * hand-made frames into the other side and parses what the session writes back with a parser of its own,
  * written from the yamux spec (not with the codec under test). The rest run two sessions back to back.
  *
- * Tests named `BUG: …` state the behaviour the issue asks for and failed on the code they were written against
- * (commit 82ad956); a comment in each says how.
+ * Tests named `BUG: …` state behaviour the issue asks for that the session lacked when they were written (commit
+ * 82ad956, or 3de7e00 where a comment says so); a comment in each says how it failed.
  *
  * Seeds: the property and fuzz tests use `FC_SEED` if set, else a fresh one, shown in the `describe` title; a
  * failure prints `{ seed, path }` (replay with `FC_SEED=<seed>`). `FC_RUNS` overrides the number of runs of
@@ -43,7 +43,7 @@ const WINDOW = 256 * KiB
 const seed = Number(process.env["FC_SEED"] || Math.floor(Math.random() * 2 ** 31))
 const runsOr = (fallback: number) => Number(process.env["FC_RUNS"] || fallback)
 
-// ---- the wire format, from the spec ------------------------------------------------------------------
+// ---- helpers: the wire format from the spec, a raw peer ----------------------------------------------
 
 /** Frame types and flags (yamux spec, "Type Field" and "Flag Field"), written out here rather than imported. */
 const DATA = 0
@@ -642,6 +642,26 @@ describe("Mux protocol errors", () => {
       assert.deepStrictEqual(log.frames.map(describeFrame), ["GoAway #0 1"], `ended with ${String(log.end)}`)
     })
   )
+
+  live("BUG: after a protocol error the connection is closed, not left half-open: a peer's blocked write fails", () =>
+    Effect.gen(function* () {
+      // The peer keeps writing after its bad frame: once the session has given up reading, that write can only
+      // end if the session closes the connection. Since 3de7e00 the session sends GoAway, then ends the
+      // connection (FIN) and aborts only if the end does not complete: it stops reading but never closes, and
+      // the peer's write waits until the application's scope closes.
+      const { session, raw } = yield* rawPeer({ role: "server" }, 64 * KiB)
+      const writing = yield* Effect.forkChild(raw.write(concatBytes([frame(9, 0, 0, 0), new Uint8Array(4 * MiB)])), {
+        startImmediately: true
+      })
+      reasonOf(
+        yield* Effect.exit(session.closed.pipe(within("5 seconds", "the session's end"))),
+        "ProtocolError",
+        "closed"
+      )
+      const write = yield* Fiber.await(writing).pipe(within("5 seconds", "the peer's blocked write to fail"))
+      assert.include(["Broken", "Closed"], duplexErrorOf(write, "the peer's write").reason._tag)
+    })
+  )
 })
 
 // ---- credit ------------------------------------------------------------------------------------------
@@ -713,6 +733,10 @@ describe("Mux credit", () => {
                   () => log.updates(1).length === expected.length,
                   () => log.describe()
                 )
+              } else {
+                // Nothing is returned below the threshold: give the session the chance to send it now.
+                yield* settle
+                assert.strictEqual(log.updates(1).length, expected.length, `after ${read} bytes: ${log.describe()}`)
               }
             }
           }
@@ -948,6 +972,7 @@ describe("Mux head-of-line blocking", () => {
       yield* another.write(Uint8Array.of(42))
       assert.deepStrictEqual([...Option.getOrThrow(yield* anotherIn.read)], [42])
 
+      yield* settle // see "BUG: the buffered count is never seen below what the streams hold"
       assert.isUndefined(stuckWriter.pollUnsafe(), "the stuck stream's writer still waits")
       assert.isTrue((yield* stuck.stats).outbound.blocked)
       assert.strictEqual((yield* stuckIn.stats).inbound.buffered, WINDOW)
@@ -1214,7 +1239,7 @@ describe("Mux limits", () => {
     "open beyond maxConcurrentStreams fails StreamRefused naming the limit, and succeeds once a stream is gone",
     () =>
       Effect.gen(function* () {
-        const { client, server } = yield* sessions({ maxConcurrentStreams: 2 })
+        const { client } = yield* sessions({ maxConcurrentStreams: 2 })
         const first = yield* client.open
         yield* client.open
         const refused = reasonOf(yield* Effect.exit(client.open), "StreamRefused", "the third open")
@@ -1223,7 +1248,6 @@ describe("Mux limits", () => {
         assert.isTrue(refused.retryable)
         yield* first.abort
         yield* client.open
-        void server
       })
   )
 
@@ -1351,6 +1375,25 @@ describe("Mux limits", () => {
     })
   )
 
+  live(
+    "BUG: a stream finished both ways frees its slot before its reader sees EOF, so an open right after may succeed",
+    () =>
+      Effect.gen(function* () {
+        // The same order on a FIN: the EOF wakes the reader (at once) before the stream is retired.
+        const { client, server } = yield* sessions({ maxConcurrentStreams: 1 })
+        const s = yield* client.open
+        const t = yield* server.accept
+        yield* s.end
+        const next = yield* Effect.forkChild(Effect.andThen(readAll(s), Effect.exit(client.open)), {
+          startImmediately: true
+        })
+        yield* settle
+        yield* t.end
+        const opened = yield* Fiber.join(next).pipe(within("5 seconds", "the open after EOF"))
+        assert.isTrue(Exit.isSuccess(opened), `the open: ${Exit.isFailure(opened) ? Cause.pretty(opened.cause) : ""}`)
+      })
+  )
+
   live("BUG: streams the peer opens and resets before they are accepted do not pile up beyond the stream limit", () =>
     Effect.gen(function* () {
       // SYN then RST, a thousand times: the session never has more than one stream open, but every one of them
@@ -1383,24 +1426,6 @@ describe("Mux limits", () => {
       const exit = yield* Effect.exit(session.closed.pipe(within("5 seconds", "the session's end")))
       assert.include(reasonOf(exit, "ProtocolError", "closed").problem, "control frames")
       assert.isAtMost(peak, 4096)
-    })
-  )
-
-  live("after a protocol error the connection is closed, not left half-open: a peer's blocked write fails", () =>
-    Effect.gen(function* () {
-      // The peer keeps writing after its bad frame: once the session has given up reading, that write can only
-      // end if the session closes the connection.
-      const { session, raw } = yield* rawPeer({ role: "server" }, 64 * KiB)
-      const writing = yield* Effect.forkChild(raw.write(concatBytes([frame(9, 0, 0, 0), new Uint8Array(4 * MiB)])), {
-        startImmediately: true
-      })
-      reasonOf(
-        yield* Effect.exit(session.closed.pipe(within("5 seconds", "the session's end"))),
-        "ProtocolError",
-        "closed"
-      )
-      const write = yield* Fiber.await(writing).pipe(within("5 seconds", "the peer's blocked write to fail"))
-      assert.include(["Broken", "Closed"], duplexErrorOf(write, "the peer's write").reason._tag)
     })
   )
 
@@ -1983,22 +2008,26 @@ const feed = (
         ).pipe(Effect.ensuring(Effect.sync(() => (acceptEnded = true)))),
         { startImmediately: true }
       )
-      // Pieces of the drawn sizes, but no more than about 512 of them.
+      // Pieces of the drawn sizes, but no more than about 512 of them. Once the session has ended (a protocol
+      // error), the rest of the input is not taken: feeding stops (whether the connection was closed is the
+      // business of "BUG: after a protocol error the connection is closed, not left half-open").
+      const ended = yield* Effect.forkChild(Effect.exit(session.closed), { startImmediately: true })
       const least = Math.ceil(bytes.length / 512)
       let at = 0
       for (let i = 0; at < bytes.length; i++) {
         const n = cuts.length === 0 ? bytes.length : Math.max(least, cuts[i % cuts.length]!)
-        // The session may have failed and aborted the connection already: the rest is not taken.
-        if (Exit.isFailure(yield* Effect.exit(raw.write(bytes.subarray(at, at + n))))) break
+        const wrote = yield* Effect.raceFirst(
+          Effect.map(Effect.exit(raw.write(bytes.subarray(at, at + n))), Exit.isSuccess),
+          Effect.as(Fiber.await(ended), false)
+        )
+        if (!wrote) break
         at += n
       }
       if (beforeEnd !== undefined) yield* beforeEnd(log, { accepted, received, finished })
       yield* Effect.ignore(raw.end)
-      const closed = yield* Effect.exit(session.closed).pipe(
-        within("5 seconds", "the session's end after its input ended")
-      )
+      const closed = yield* Fiber.join(ended).pipe(within("5 seconds", "the session's end after its input ended"))
       assert.isFalse(Cause.hasDies(Exit.isFailure(closed) ? closed.cause : Cause.empty), "the session died")
-      // Streams still queued when the session ended are handed out and read too (their bytes, then the failure).
+      // Every stream accepted is read to its end (its bytes, then EOF or the failure).
       yield* until("every accepted stream read to its end", () => acceptEnded && received.size === accepted.size)
       yield* settle
       const outcome: FuzzOutcome = { closed, stats: yield* session.stats, log, received }
@@ -2027,6 +2056,9 @@ const checkBounded = (o: FuzzOutcome, what: string) => {
   assert.isAtMost(o.stats.peakBufferedBytes, FUZZ_MAX_STREAMS * WINDOW, `${what}: ${JSON.stringify(o.stats)}`)
   assert.isAtMost(o.stats.controlQueued, 4096, `${what}: ${JSON.stringify(o.stats)}`)
 }
+
+/** A failing fuzz run can take a bound's timeout each while it shrinks: stop after a minute, as a failure. */
+const SHRINK_LIMIT = { interruptAfterTimeLimit: 60_000, markInterruptAsFailure: true } as const
 
 const cutsArb = fc.array(fc.integer({ min: 1, max: 4096 }), { maxLength: 8 })
 
@@ -2080,7 +2112,7 @@ describe(`Mux fuzz (seed ${seed})`, () => {
               })
             )
           ),
-          { seed, numRuns: runsOr(100) }
+          { seed, numRuns: runsOr(100), ...SHRINK_LIMIT }
         )
       ),
     120_000
@@ -2104,7 +2136,7 @@ describe(`Mux fuzz (seed ${seed})`, () => {
                 })
               )
           ),
-          { seed, numRuns: runsOr(200) }
+          { seed, numRuns: runsOr(200), ...SHRINK_LIMIT }
         )
       ),
     120_000
@@ -2141,7 +2173,7 @@ describe(`Mux fuzz (seed ${seed})`, () => {
                 Effect.flatMap(feed(bytes, cuts), (o) => Effect.sync(() => checkBounded(o, "random input")))
               )
           ),
-          { seed, numRuns: runsOr(200) }
+          { seed, numRuns: runsOr(200), ...SHRINK_LIMIT }
         )
       ),
     120_000

@@ -351,15 +351,13 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
           )
         : goAwayCode === undefined
           ? conn.abort
-          : // The GoAway, then FIN: an abort right after it could discard it unread (a reset destroys what
-            // the peer has not read). Abort only if the end does not complete.
-            Effect.andThen(
-              Effect.ignore(farewell),
-              conn.end.pipe(
-                Effect.timeoutOption(1000),
-                Effect.flatMap((ended) => (Option.isSome(ended) ? Effect.void : conn.abort)),
-                Effect.catch(() => conn.abort)
-              )
+          : // The GoAway, then FIN, then a moment for the peer to read them before the abort: an abort
+            // right after the GoAway could discard it unread (a reset destroys what the peer has not read),
+            // and a connection only ended would stay half-open to a peer that goes on writing.
+            Effect.ignore(farewell).pipe(
+              Effect.andThen(Effect.ignore(Effect.timeoutOption(conn.end, 1000))),
+              Effect.andThen(Effect.sleep(250)),
+              Effect.andThen(conn.abort)
             )
       Effect.runFork(closing)
     }
@@ -759,8 +757,8 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
     const remoteFin = (s: StreamState): void => {
       if (s.remoteFin) return
       s.remoteFin = true
+      retire(s) // before the EOF wakes the reader, which may open the next stream at once
       s.inbound.end()
-      retire(s)
     }
 
     const remoteReset = (s: StreamState): void => {
@@ -790,9 +788,10 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
       if (s === undefined) return
       // Bytes for a stream we aborted, or one the peer reset or finished, are dropped.
       if (!s.inbound.readerClosed && s.inbound.writerState === "open") {
-        s.inbound.offerUnsafe(bytes)
+        // Counted before it is offered: the offer wakes the stream's reader at once, which counts it out.
         bufferedTotal += bytes.length
         if (bufferedTotal > peakBuffered) peakBuffered = bufferedTotal
+        s.inbound.offerUnsafe(bytes)
       }
       if (last) {
         payloadTarget = undefined
