@@ -21,7 +21,7 @@ import * as Sink from "effect/Sink"
 import * as Stream from "effect/Stream"
 import type * as stream from "node:stream"
 import { DuplexError, InvalidOptions } from "./DuplexError.js"
-import { BytePipe } from "./internal/bytePipe.js"
+import { BytePipe, withInboundPipe } from "./internal/bytePipe.js"
 import * as nodeDuplex from "./internal/nodeDuplex.js"
 
 /**
@@ -317,24 +317,27 @@ export const pair = (options: PairOptions = {}): Effect.Effect<readonly [Duplex,
   })
 
 const pairSide = (label: string, outbound: BytePipe, inbound: BytePipe): Duplex =>
-  make({
-    label,
-    readable: Stream.fromPull(Effect.succeed(inbound.pull)),
-    read: inbound.read,
-    write: outbound.write,
-    end: Effect.suspend(() => {
-      const error = outbound.end()
-      return error === undefined ? Exit.void : Exit.fail(error)
+  withInboundPipe(
+    make({
+      label,
+      readable: Stream.fromPull(Effect.succeed(inbound.pull)),
+      read: inbound.read,
+      write: outbound.write,
+      end: Effect.suspend(() => {
+        const error = outbound.end()
+        return error === undefined ? Exit.void : Exit.fail(error)
+      }),
+      abort: Effect.sync(() => {
+        outbound.abortWriter(true)
+        inbound.closeReader()
+      }),
+      stats: Effect.sync(() => ({
+        outbound: outbound.directionStats("writer"),
+        inbound: inbound.directionStats("reader")
+      }))
     }),
-    abort: Effect.sync(() => {
-      outbound.abortWriter(true)
-      inbound.closeReader()
-    }),
-    stats: Effect.sync(() => ({
-      outbound: outbound.directionStats("writer"),
-      inbound: inbound.directionStats("reader")
-    }))
-  })
+    inbound
+  )
 
 /**
  * Options of {@link fromNodeDuplex}.
@@ -401,7 +404,7 @@ export const fromNodeDuplex = (
   stream: stream.Duplex,
   options: FromNodeDuplexOptions = {}
 ): Effect.Effect<Duplex, DuplexError, Scope.Scope> =>
-  Effect.map(nodeDuplex.make(stream, options), (parts) => make(parts))
+  Effect.map(nodeDuplex.make(stream, options), (parts) => withInboundPipe(make(parts), parts.inbound))
 
 /**
  * Writes `input` (then half-closes) while reading `readable` into `sink`, concurrently; returns what the

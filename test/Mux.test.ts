@@ -914,7 +914,8 @@ describe("Mux silly-window avoidance", () => {
           yield* Deferred.succeed(allRead, undefined)
           yield* Fiber.join(writer).pipe(within("10 seconds", "the writer"))
           sameBytes(concatBytes(chunks), payload, "the bytes read")
-          assert.strictEqual(chunks.length, Math.ceil(total / writeBytes), "one read per write: tiny pieces")
+          // Tiny pieces (a frame's payload may also be split where the pair's buffer filled up).
+          assert.isAtLeast(chunks.length, Math.ceil(total / writeBytes), "one read per write at least")
           const updates = log.updates(1)
           const returned = updates.reduce((n, u) => n + u, 0)
           assert.isTrue(

@@ -44,6 +44,18 @@ export interface BrokenCause {
   readonly cause?: unknown
 }
 
+/**
+ * A consumer that takes every chunk as it arrives, in the step that delivers it, instead of reading (see
+ * {@link BytePipe.attach}). It never pushes back: it must accept whatever comes. @internal
+ */
+export interface PushSink {
+  readonly chunk: (bytes: Uint8Array) => void
+  /** The writer side ended (EOF), after the last chunk. */
+  readonly end: () => void
+  /** The writer side aborted, after the chunks it delivered. */
+  readonly fail: (error: DuplexError) => void
+}
+
 /** @internal */
 export class BytePipe {
   /** Bytes accepted from the writer side: buffered, or handed over to a reader. */
@@ -56,6 +68,13 @@ export class BytePipe {
   readerClosed = false
   /** Called when a read makes room in a buffer that a push source filled (see {@link offerUnsafe}). */
   onRoom: (() => void) | undefined = undefined
+
+  /** The attached consumer, if any: it gets chunks in place of readers. */
+  private sink: PushSink | undefined = undefined
+  /** `deliver` is running: a wake-up from inside it is picked up by its loop. */
+  private delivering = false
+  /** The attached consumer has been told of the end (or the abort). */
+  private sinkDone = false
 
   /** Buffered chunks are `chunks[head..]`; the consumed prefix is dropped as reads go. */
   private chunks: Array<Uint8Array> = []
@@ -134,20 +153,27 @@ export class BytePipe {
   /**
    * Accepts `chunk` without waiting, for push sources such as a Node stream's `'data'` events. Returns
    * `false` once the buffer is full: the source should pause until {@link onRoom} is called. Chunks
-   * offered after the pipe closed are dropped.
+   * offered after the pipe closed are dropped. With `wake` false the reader is not woken: a source that
+   * offers several chunks in one step calls {@link wakeUnsafe} after the last, so the reader takes them all
+   * in one turn.
    */
-  offerUnsafe(chunk: Uint8Array): boolean {
+  offerUnsafe(chunk: Uint8Array, wake = true): boolean {
     if (this.readerClosed || this.writerState !== "open") return true
     if (chunk.length > 0) {
       this.push(chunk)
       this.bytesIn += chunk.length
-      this.wakeReaders()
+      if (wake) this.wakeReaders()
     }
     if (this.buffered >= this.capacity && !this.full) {
       this.full = true
       this.startBlocked()
     }
     return !this.full
+  }
+
+  /** Wakes a reader waiting for data (after offers made with `wake` false). */
+  wakeUnsafe(): void {
+    this.wakeReaders()
   }
 
   /** Half-close: EOF reaches the reader after every accepted and waiting byte. Idempotent. */
@@ -212,6 +238,11 @@ export class BytePipe {
     return Effect.flatMap(this.waitReadable, () => this.read)
   }
 
+  /** The oldest buffered chunk, taken without an effect; `undefined` when none is (or the reader closed). */
+  takeUnsafe(): Uint8Array | undefined {
+    return this.readerClosed || this.buffered === 0 ? undefined : this.takeChunk()
+  }
+
   /** What a read gets now, or `undefined` when it has to wait. */
   private readyExit(): Exit.Exit<Batch, DuplexError | Cause.Done> | undefined {
     if (this.readerClosed) return Exit.fail(this.closedError("read", "abort"))
@@ -235,9 +266,47 @@ export class BytePipe {
     })
   })
 
+  /**
+   * Attaches a consumer that takes every chunk as it arrives, in the step that offers or writes it, with
+   * no read and no fiber woken: what is buffered now goes to it at once. For a consumer that never waits
+   * and never pushes back (a multiplexer's frame reader, bounded by the credit it grants). Returns the
+   * detach: later chunks are buffered for readers again. Nothing else may read while one is attached.
+   */
+  attach(sink: PushSink): () => void {
+    this.sink = sink
+    this.sinkDone = false
+    this.deliver()
+    return () => {
+      if (this.sink === sink) this.sink = undefined
+    }
+  }
+
+  /** Hands the attached consumer what there is: buffered chunks, waiting writes, then the end. */
+  private deliver(): void {
+    if (this.delivering) return
+    this.delivering = true
+    try {
+      for (let sink = this.sink; sink !== undefined && sink === this.sink;) {
+        if (this.readerClosed || this.sinkDone) return
+        if (this.buffered > 0) sink.chunk(this.takeChunk())
+        else if (this.writers.length > 0) sink.chunk(this.handOver())
+        else if (this.writerState === "ended") {
+          this.sinkDone = true
+          sink.end()
+        } else if (this.writerState === "aborted") {
+          this.sinkDone = true
+          sink.fail(this.brokenRead())
+        } else return
+      }
+    } finally {
+      this.delivering = false
+    }
+  }
+
   /** The reader side is gone: buffered bytes are dropped, waiting writers fail with `Broken`. */
   closeReader(): void {
     if (this.readerClosed) return
+    this.sink = undefined
     this.readerClosed = true
     this.clear()
     this.failWriters(() => this.brokenWrite("write"))
@@ -374,6 +443,7 @@ export class BytePipe {
   }
 
   private wakeReaders(): void {
+    if (this.sink !== undefined) return this.deliver()
     if (this.readers.length === 0) return
     const readers = this.readers
     this.readers = []
@@ -418,3 +488,16 @@ export class BytePipe {
     })
   }
 }
+
+/** Where a duplex built on a {@link BytePipe} keeps its inbound pipe, for {@link inboundPipeOf}. */
+const InboundPipe = Symbol.for("fullduplex/internal/InboundPipe")
+
+/** Marks `duplex` as reading from `pipe`, so that a consumer may {@link BytePipe.attach} to it. @internal */
+export const withInboundPipe = <D extends object>(duplex: D, pipe: BytePipe): D => {
+  Object.defineProperty(duplex, InboundPipe, { value: pipe })
+  return duplex
+}
+
+/** The inbound pipe of a duplex built on one, if it is. @internal */
+export const inboundPipeOf = (duplex: object): BytePipe | undefined =>
+  (duplex as { readonly [InboundPipe]?: BytePipe })[InboundPipe]

@@ -68,7 +68,7 @@ export interface AdapterOptions {
 export const make = (
   stream: NodeStream.Duplex,
   options: AdapterOptions
-): Effect.Effect<MakeOptions, DuplexError, Scope.Scope> =>
+): Effect.Effect<MakeOptions & { readonly inbound: BytePipe }, DuplexError, Scope.Scope> =>
   makeParts(stream, stream, { ...options, label: options.label ?? defaultLabel(stream) }, (graceful) => {
     if (graceful) stream.destroy()
     else resetOrDestroy(stream)
@@ -86,7 +86,11 @@ export const makeParts = (
   output: NodeStream.Writable,
   options: AdapterOptions & { readonly label: string },
   destroy: (graceful: boolean) => void
-): Effect.Effect<MakeOptions & { readonly closeLocal: () => void }, DuplexError, Scope.Scope> =>
+): Effect.Effect<
+  MakeOptions & { readonly closeLocal: () => void; readonly inbound: BytePipe },
+  DuplexError,
+  Scope.Scope
+> =>
   Effect.gen(function* () {
     const label = options.label
     const highWaterMark = options.highWaterMark ?? DEFAULT_HIGH_WATER_MARK_BYTES
@@ -350,6 +354,7 @@ export const makeParts = (
       end,
       abort,
       stats,
-      closeLocal
+      closeLocal,
+      inbound
     }
   })

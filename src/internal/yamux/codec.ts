@@ -43,9 +43,12 @@ export interface Header {
   readonly length: number
 }
 
-/** The 12 bytes of a header. */
+/**
+ * The 12 bytes of a header, as a `Buffer` from Node's pool: a typed array this small would live on V8's
+ * heap, and a socket write would copy it out first (`.buffer` moves it off the heap), once per frame.
+ */
 export const encodeHeader = (type: number, flags: number, streamId: number, length: number): Uint8Array => {
-  const bytes = new Uint8Array(HEADER_BYTES)
+  const bytes = Buffer.allocUnsafe(HEADER_BYTES)
   writeHeader(bytes, 0, type, flags, streamId, length)
   return bytes
 }

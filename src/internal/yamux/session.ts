@@ -29,7 +29,7 @@ import * as Semaphore from "effect/Semaphore"
 import * as Stream from "effect/Stream"
 import * as Duplex from "../../Duplex.js"
 import { Broken, Closed, DuplexError, ProtocolError, StallDetected, StreamRefused, Timeout } from "../../DuplexError.js"
-import { BytePipe } from "../bytePipe.js"
+import { BytePipe, inboundPipeOf } from "../bytePipe.js"
 import {
   encodeHeader,
   FLAG_ACK,
@@ -119,9 +119,15 @@ interface StreamState {
   readFailure: DuplexError | undefined
   /** The FIN flag waiting for the end of the current Data frame's payload. */
   finAfterPayload: boolean
+  /** Data was offered to `inbound` from the chunk being dispatched; its reader is woken after it. */
+  fed: boolean
+  /** Writes and ends in progress (holding or waiting for `writeLock`): a write may skip the lock when 0. */
+  writers: number
   bytesOut: number
   blockedSince: number | undefined
   blockedMillis: number
+  /** Set by the stall watch: what the write waiting for credit fails with. */
+  stalled: DuplexError | undefined
 }
 
 interface ControlItem {
@@ -161,6 +167,8 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
     /** `close` has ended the connection after every stream finished. */
     let closedGracefully = false
     const done = Deferred.makeUnsafe<void, DuplexError>()
+    /** Stops the reader consumer attached to the connection's pipe, if there is one. */
+    let detachReader = (): void => {}
     /** Streams the peer opened, waiting for `accept`; a stream reset meanwhile is taken out. */
     const pendingAccept: Array<StreamState> = []
     const acceptable = Latch.makeUnsafe(false)
@@ -251,7 +259,7 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
       if (frames.length === 0) return undefined
       counts.framesOut += frames.length
       if (frames.length === 1) return frames[0]
-      const out = new Uint8Array(frames.length * HEADER_BYTES)
+      const out = Buffer.allocUnsafe(frames.length * HEADER_BYTES)
       frames.forEach((f, i) => out.set(f, i * HEADER_BYTES))
       return out
     }
@@ -323,6 +331,8 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
     function failUnsafe(error: DuplexError, goAwayCode: number | undefined, clean = false): void {
       if (failure !== undefined) return
       failure = error
+      // Later bytes stay in the connection's pipe, for whoever reads it next (a lingering close drains it).
+      detachReader()
       for (const s of streams.values()) failStream(s, error)
       forgetAll()
       pendingAccept.length = 0
@@ -428,9 +438,12 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
         localAbort: false,
         readFailure: undefined,
         finAfterPayload: false,
+        fed: false,
+        writers: 0,
         bytesOut: 0,
         blockedSince: undefined,
-        blockedMillis: 0
+        blockedMillis: 0,
+        stalled: undefined
       }
     }
 
@@ -447,45 +460,89 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
       return undefined
     }
 
-    /** Waits until the stream has credit (or fails), bounded by the stall limit. */
+    /**
+     * Waits until the stream has credit (or fails), bounded by the stall limit: the session's stall watch
+     * fails the wait once it has lasted `stallMillis` (one timer for the session, not one per wait).
+     */
     const awaitCredit = (s: StreamState): Effect.Effect<void, DuplexError> =>
       Effect.suspend(() => {
-        if (s.sendCredit > 0 || writeError(s, "write") !== undefined) return Effect.void
-        s.creditChanged.closeUnsafe()
-        const since = nowMillis()
-        s.blockedSince = since
-        const wait = s.creditChanged.await.pipe(
-          Effect.timeoutOrElse({
-            duration: config.stallMillis,
-            orElse: () =>
-              Effect.fail(
-                new DuplexError({
-                  reason: new StallDetected({
-                    label: s.label,
-                    stalledMillis: config.stallMillis,
-                    directions: [
-                      {
-                        label: s.label,
-                        direction: "outbound",
-                        bytes: s.bytesOut,
-                        buffered: 0,
-                        blocked: true,
-                        blockedMillis: s.blockedMillis + (nowMillis() - since)
-                      }
-                    ]
-                  })
-                })
-              )
-          }),
-          Effect.ensuring(
-            Effect.sync(() => {
-              s.blockedMillis += nowMillis() - since
-              s.blockedSince = undefined
-            })
-          )
+        if (s.sendCredit > 0 || writeError(s, "write") !== undefined) return Exit.void
+        s.blockedSince = nowMillis()
+        if (stallWatchIdle) {
+          stallWatchIdle = false
+          stallWake.openUnsafe()
+        }
+        return Effect.ensuring(
+          waitCredit(s),
+          Effect.sync(() => endBlocked(s))
         )
-        return Effect.andThen(wait, awaitCredit(s))
       })
+    const waitCredit = (s: StreamState): Effect.Effect<void, DuplexError> =>
+      Effect.suspend(() => {
+        const stalled = s.stalled
+        if (stalled !== undefined) {
+          s.stalled = undefined
+          return Exit.fail(stalled)
+        }
+        if (s.sendCredit > 0 || writeError(s, "write") !== undefined) return Exit.void
+        s.creditChanged.closeUnsafe()
+        return Effect.andThen(s.creditChanged.await, waitCredit(s))
+      })
+    const endBlocked = (s: StreamState): void => {
+      if (s.blockedSince === undefined) return
+      s.blockedMillis += nowMillis() - s.blockedSince
+      s.blockedSince = undefined
+      s.stalled = undefined // a wait interrupted as it stalled leaves nothing for the next one
+    }
+
+    /** Opened when a write starts waiting for credit while the stall watch has nothing to watch. */
+    const stallWake = Latch.makeUnsafe(false)
+    let stallWatchIdle = false
+    /**
+     * Fails each credit wait that has lasted `stallMillis`, sleeping until the earliest deadline. Every
+     * wait has the same limit, so a wait that starts later never has an earlier deadline: the watch needs
+     * waking only when it had no wait to watch.
+     */
+    const stallWatch = Effect.gen(function* () {
+      while (true) {
+        const now = nowMillis()
+        let earliest: number | undefined
+        const stalled: Array<StreamState> = []
+        for (const s of streams.values()) {
+          if (s.blockedSince === undefined) continue
+          if (now - s.blockedSince >= config.stallMillis) stalled.push(s)
+          else if (earliest === undefined || s.blockedSince < earliest) earliest = s.blockedSince
+        }
+        for (const s of stalled) stall(s, now)
+        if (earliest !== undefined) {
+          yield* Effect.sleep(earliest + config.stallMillis - now)
+          continue
+        }
+        stallWatchIdle = true
+        stallWake.closeUnsafe()
+        yield* stallWake.await
+      }
+    })
+    const stall = (s: StreamState, now: number): void => {
+      if (s.blockedSince === undefined) return
+      s.stalled = new DuplexError({
+        reason: new StallDetected({
+          label: s.label,
+          stalledMillis: config.stallMillis,
+          directions: [
+            {
+              label: s.label,
+              direction: "outbound",
+              bytes: s.bytesOut,
+              buffered: 0,
+              blocked: true,
+              blockedMillis: s.blockedMillis + (now - s.blockedSince)
+            }
+          ]
+        })
+      })
+      s.creditChanged.openUnsafe()
+    }
 
     /**
      * Sends `chunk` as Data frames of min(credit, max frame, what is left): never waiting for a full frame
@@ -505,11 +562,44 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
         return offset + n >= chunk.length ? Exit.void : sendFrom(s, chunk, offset + n)
       })
 
+    /**
+     * A write: queued at once when no other write or end is in progress and the chunk fits in one frame of
+     * the credit there is (the common case), otherwise in turn under the stream's lock.
+     */
     const writeChunk = (s: StreamState, chunk: Uint8Array): Effect.Effect<void, DuplexError> =>
-      s.writeLock.withPermits(1)(sendFrom(s, chunk, 0))
+      Effect.suspend(() => {
+        const n = chunk.length
+        if (
+          s.writers === 0 &&
+          n > 0 &&
+          n <= s.sendCredit &&
+          n <= maxFrameBytes &&
+          outgoingBytes < MAX_OUTGOING_BYTES &&
+          writeError(s, "write") === undefined
+        ) {
+          s.sendCredit -= n
+          s.bytesOut += n
+          queueFrame(encodeHeader(TYPE_DATA, 0, s.id, n), chunk)
+          return Exit.void
+        }
+        return inTurn(s, sendFrom(s, chunk, 0))
+      })
+
+    /** Runs `effect` under the stream's write lock, counted in `writers` from the call until it ends. */
+    const inTurn = <A>(s: StreamState, effect: Effect.Effect<A, DuplexError>): Effect.Effect<A, DuplexError> =>
+      Effect.uninterruptibleMask((restore) => {
+        s.writers++
+        return Effect.ensuring(
+          restore(s.writeLock.withPermits(1)(effect)),
+          Effect.sync(() => {
+            s.writers--
+          })
+        )
+      })
 
     const endStream = (s: StreamState): Effect.Effect<void, DuplexError> =>
-      s.writeLock.withPermits(1)(
+      inTurn(
+        s,
         Effect.gen(function* () {
           if (s.localAbort) return yield* closedError(s, "end", "abort")
           if (s.localFin) return
@@ -558,10 +648,17 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
         s.localAbort ? error : (s.readFailure ?? (failure !== undefined ? failure : error))
 
     const toDuplex = (s: StreamState): Duplex.Duplex => {
-      const read: Effect.Effect<Option.Option<Uint8Array>, DuplexError> = s.inbound.read.pipe(
+      const waitingRead: Effect.Effect<Option.Option<Uint8Array>, DuplexError> = s.inbound.read.pipe(
         Effect.tap(() => Effect.sync(() => consumed(s))),
         Effect.mapError(readError(s))
       )
+      // A chunk already buffered is taken without the effects a waiting read needs.
+      const read: Effect.Effect<Option.Option<Uint8Array>, DuplexError> = Effect.suspend(() => {
+        const chunk = s.inbound.takeUnsafe()
+        if (chunk === undefined) return waitingRead
+        consumed(s)
+        return Exit.succeed(Option.some(chunk))
+      })
       const pull: Pull.Pull<readonly [Uint8Array], DuplexError> = Effect.flatMap(read, (chunk) =>
         Option.isSome(chunk) ? Exit.succeed([chunk.value] as const) : Exit.fail(Cause.Done())
       )
@@ -783,15 +880,20 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
       Deferred.doneUnsafe(s.opened, Exit.fail(error))
     }
 
+    /** Streams given data from the current chunk of the connection, woken once it is dispatched. */
+    const fed: Array<StreamState> = []
     const onPayload = (bytes: Uint8Array, last: boolean): void => {
       const s = payloadTarget
       if (s === undefined) return
       // Bytes for a stream we aborted, or one the peer reset or finished, are dropped.
       if (!s.inbound.readerClosed && s.inbound.writerState === "open") {
-        // Counted before it is offered: the offer wakes the stream's reader at once, which counts it out.
         bufferedTotal += bytes.length
         if (bufferedTotal > peakBuffered) peakBuffered = bufferedTotal
-        s.inbound.offerUnsafe(bytes)
+        s.inbound.offerUnsafe(bytes, false)
+        if (!s.fed) {
+          s.fed = true
+          fed.push(s)
+        }
       }
       if (last) {
         payloadTarget = undefined
@@ -802,34 +904,90 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
       }
     }
 
+    /** The connection's EOF: an error if it cut a frame; otherwise the session ends. */
+    const onEnd = (): DuplexError | undefined => {
+      if (decoder.midFrame) return protocolError(label, "the connection ended in the middle of a frame")
+      const ended = new DuplexError({
+        reason: new Broken({
+          label,
+          direction: "inbound",
+          operation: "read",
+          bytes: 0,
+          cause: new Error("the connection closed")
+        })
+      })
+      // With no stream left the session simply ended; otherwise every stream still open broke.
+      failUnsafe(ended, undefined, streams.size === 0)
+      return undefined
+    }
+
+    /** Reading failed: the peer broke the protocol (GoAway, code 1) or the connection broke. */
+    const onReadError = (error: DuplexError): void =>
+      failUnsafe(error, error.reason._tag === "ProtocolError" ? GO_AWAY_PROTOCOL_ERROR : undefined)
+
+    /** The reader as a fiber, for a duplex that can only be read. */
     const readLoop = Effect.gen(function* () {
       while (failure === undefined) {
         const chunk = yield* conn.read
-        if (Option.isNone(chunk)) {
-          if (decoder.midFrame) return yield* protocolError(label, "the connection ended in the middle of a frame")
-          const ended = new DuplexError({
-            reason: new Broken({
-              label,
-              direction: "inbound",
-              operation: "read",
-              bytes: 0,
-              cause: new Error("the connection closed")
-            })
-          })
-          // With no stream left the session simply ended; otherwise every stream still open broke.
-          failUnsafe(ended, undefined, streams.size === 0)
-          return
+        const error = Option.isSome(chunk) ? dispatch(chunk.value) : onEnd()
+        if (error !== undefined) return yield* error
+        if (Option.isNone(chunk)) return
+      }
+    })
+
+    /**
+     * The reader as a consumer attached to the duplex's inbound pipe, where there is one (TCP, pairs):
+     * each chunk is dispatched in the step that delivers it, with no read and no fiber to wake. The reader
+     * never waits, so nothing is lost by not having a fiber of its own.
+     */
+    const attachReader = (pipe: BytePipe): void => {
+      const stop = (error: DuplexError): void => {
+        detachReader()
+        onReadError(error)
+      }
+      const detach = pipe.attach({
+        chunk: (bytes) => {
+          if (failure !== undefined) return
+          const error = dispatch(bytes)
+          if (error !== undefined) stop(error)
+        },
+        end: () => {
+          if (failure !== undefined) return
+          const error = onEnd()
+          if (error !== undefined) stop(error)
+        },
+        fail: (error) => {
+          if (failure === undefined) stop(error)
         }
-        decoder.push(chunk.value)
+      })
+      // What was buffered was dispatched during `attach`, and may have ended the session already.
+      if (failure !== undefined) detach()
+      else detachReader = detach
+    }
+
+    /**
+     * Dispatches every frame of one chunk of the connection, then wakes each stream that got data, once:
+     * its reader takes all of it in one turn (waking it per piece would cost a suspension per piece).
+     */
+    const dispatch = (chunk: Uint8Array): DuplexError | undefined => {
+      decoder.push(chunk)
+      try {
         for (let d = decoder.next(); d !== undefined && failure === undefined; d = decoder.next()) {
           if (d._tag === "Payload") onPayload(d.bytes, d.last)
           else {
             const error = onHeader(d.header)
-            if (error !== undefined) return yield* error
+            if (error !== undefined) return error
           }
         }
+        return undefined
+      } finally {
+        for (const s of fed) {
+          s.fed = false
+          s.inbound.wakeUnsafe()
+        }
+        fed.length = 0
       }
-    })
+    }
 
     const keepAlive = Effect.gen(function* () {
       while (true) {
@@ -886,26 +1044,23 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
       yield* Effect.ignore(conn.end)
     })
 
-    const reader = yield* Effect.forkIn(
-      readLoop.pipe(
-        Effect.catch((error) =>
-          Effect.sync(() =>
-            failUnsafe(error, error.reason._tag === "ProtocolError" ? GO_AWAY_PROTOCOL_ERROR : undefined)
-          )
-        )
-      ),
-      scope
-    )
     const writer = yield* Effect.forkIn(
       writerLoop.pipe(Effect.catch((error) => Effect.sync(() => failUnsafe(error, undefined)))),
       scope
     )
-    const fibers: Array<Fiber.Fiber<unknown, unknown>> = [reader, writer]
+    const fibers: Array<Fiber.Fiber<unknown, unknown>> = [writer, yield* Effect.forkIn(stallWatch, scope)]
+    const inbound = inboundPipeOf(conn)
+    if (inbound !== undefined) attachReader(inbound)
+    else
+      fibers.push(
+        yield* Effect.forkIn(readLoop.pipe(Effect.catch((error) => Effect.sync(() => onReadError(error)))), scope)
+      )
     if (config.keepAliveIntervalMillis > 0 && Number.isFinite(config.keepAliveIntervalMillis)) {
       fibers.push(yield* Effect.forkIn(Effect.ignore(keepAlive), scope))
     }
     yield* Effect.addFinalizer(() =>
       Effect.gen(function* () {
+        detachReader()
         yield* Fiber.interruptAll(fibers)
         if (failure === undefined) {
           failUnsafe(
