@@ -33,6 +33,16 @@ import { makeSession, type SessionStats } from "./internal/yamux/session.js"
 export const INITIAL_STREAM_WINDOW_BYTES: number = SPEC_INITIAL_WINDOW
 
 /**
+ * How far a stream's receive window may grow by default: 1 MiB, four initial windows. Over TCP loopback a
+ * 256 KiB window holds one stream back to about 0.8× the connection's speed; 1 MiB lets it run at full
+ * speed (`npm run bench -- --filter mux`).
+ *
+ * @category constants
+ * @since 0.1.0
+ */
+export const DEFAULT_MAX_WINDOW_BYTES = 1024 * 1024
+
+/**
  * The largest Data frame sent by default: 256 KiB, one initial window.
  *
  * @category constants
@@ -87,6 +97,13 @@ export interface SessionOptions {
    * much of what it has not read.
    */
   readonly windowBytes?: number | undefined
+  /**
+   * How far a stream's receive window may grow, in bytes, at least `windowBytes`. A stream whose reader
+   * keeps up while its sender waits for credit has its window doubled at a window update, up to this,
+   * while `maxBufferedBytes` allows; a window never shrinks. Equal to `windowBytes`, windows are fixed.
+   * Default the larger of `windowBytes` and {@link DEFAULT_MAX_WINDOW_BYTES} (1 MiB).
+   */
+  readonly maxWindowBytes?: number | undefined
   /** The largest Data frame sent, in bytes (≥ 1 KiB). Default {@link DEFAULT_MAX_FRAME_BYTES} (256 KiB). */
   readonly maxFrameBytes?: number | undefined
   /**
@@ -233,6 +250,17 @@ export const make = (
         )
       )
     }
+    const maxWindowBytes = options.maxWindowBytes ?? Math.max(windowBytes, DEFAULT_MAX_WINDOW_BYTES)
+    if (!Number.isInteger(maxWindowBytes) || maxWindowBytes < windowBytes || maxWindowBytes > 0xffff_ffff) {
+      return Effect.fail(
+        invalidOptions(
+          label,
+          "maxWindowBytes",
+          maxWindowBytes,
+          `a whole number of bytes from windowBytes (${windowBytes}) to 4 GiB - 1`
+        )
+      )
+    }
     const maxFrameBytes = options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES
     if (!Number.isInteger(maxFrameBytes) || maxFrameBytes < 1024) {
       return Effect.fail(invalidOptions(label, "maxFrameBytes", maxFrameBytes, "a whole number of bytes ≥ 1024"))
@@ -272,6 +300,7 @@ export const make = (
       role: options.role,
       label,
       windowBytes,
+      maxWindowBytes,
       maxFrameBytes,
       maxConcurrentStreams,
       maxBufferedBytes,

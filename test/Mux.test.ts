@@ -39,6 +39,8 @@ const KiB = 1024
 const MiB = 1024 * KiB
 /** The spec's initial window, the default `windowBytes`. */
 const WINDOW = 256 * KiB
+/** The most a stream's window grows to by default. */
+const MAX_WINDOW = Mux.DEFAULT_MAX_WINDOW_BYTES
 
 const seed = Number(process.env["FC_SEED"] || Math.floor(Math.random() * 2 ** 31))
 const runsOr = (fallback: number) => Number(process.env["FC_RUNS"] || fallback)
@@ -471,8 +473,8 @@ const PROTOCOL_ERRORS: ReadonlyArray<{
     maxBuffered: 1000
   },
   {
-    name: "a Data frame longer than the window for a stream that does not exist",
-    bad: () => frame(DATA, 0, 99, WINDOW + 1),
+    name: "a Data frame longer than the largest window for a stream that does not exist",
+    bad: () => frame(DATA, 0, 99, MAX_WINDOW + 1),
     maxBuffered: 1000
   },
   { name: "an unknown frame type (4)", bad: () => frame(4, 0, 1, 0), maxBuffered: 1000 },
@@ -866,6 +868,60 @@ describe("Mux credit", () => {
   }
 })
 
+// ---- receive-window tuning ---------------------------------------------------------------------------
+
+describe("Mux receive-window tuning", () => {
+  const total = 8 * MiB
+  for (const { name, options, finalWindow } of [
+    { name: "by default, up to maxWindowBytes (1 MiB)", options: {}, finalWindow: MAX_WINDOW },
+    { name: "not at all with maxWindowBytes = windowBytes", options: { maxWindowBytes: WINDOW }, finalWindow: WINDOW },
+    {
+      name: "only as far as maxBufferedBytes allows (512 KiB of it)",
+      options: { maxBufferedBytes: 2 * WINDOW },
+      finalWindow: 2 * WINDOW
+    }
+  ]) {
+    live(`a stream whose reader keeps up has its window grown ${name}`, () =>
+      Effect.gen(function* () {
+        const [a, b] = yield* Duplex.pair()
+        const log = new FrameLog()
+        const client = yield* Mux.client(a, { keepAliveInterval: 0 })
+        const server = yield* Mux.server(tapped(b, log), { keepAliveInterval: 0, ...options })
+        const out = yield* client.open
+        const payload = randomBytes(total, 11)
+        yield* Effect.forkChild(
+          Effect.gen(function* () {
+            for (let at = 0; at < total; at += 64 * KiB) yield* out.write(payload.subarray(at, at + 64 * KiB))
+          }),
+          { startImmediately: true }
+        )
+        const incoming = yield* server.accept
+        sameBytes(yield* readAtLeast(incoming, total), payload, "the bytes read")
+        // No FIN yet (a stream the peer finished gets no more credit): the last update is sent.
+        const threshold = Math.min(finalWindow / 2, Mux.DEFAULT_MAX_FRAME_BYTES)
+        const granted = () => WINDOW + log.updates(1).reduce((n, u) => n + u, 0)
+        yield* until(
+          "the last update",
+          () => granted() > total + finalWindow - threshold,
+          () => log.describe()
+        )
+        const updates = log.updates(1)
+        // Credit granted and not used: the window now, less what was read since the last update.
+        const outstanding = granted() - total
+        assert.isAtMost(outstanding, finalWindow, log.describe())
+        assert.isAbove(outstanding, finalWindow - threshold, `updates ${updates.join(", ")}`)
+        // An update returns what was read, at most the window, plus the growth: never beyond the new window.
+        assert.isTrue(
+          updates.every((u) => u <= finalWindow),
+          updates.join(", ")
+        )
+        const stats = yield* server.stats
+        assert.isAtMost(stats.peakBufferedBytes, finalWindow)
+      })
+    )
+  }
+})
+
 // ---- silly window ------------------------------------------------------------------------------------
 
 describe("Mux silly-window avoidance", () => {
@@ -922,9 +978,10 @@ describe("Mux silly-window avoidance", () => {
             updates.every((n) => n >= threshold),
             `updates below ${threshold}: ${updates.filter((n) => n < threshold).join(", ")}`
           )
-          // Never more than one update per `threshold` bytes read, and every byte but the last few returned.
+          // Never more than one update per `threshold` bytes read, and every byte but the last few returned
+          // (plus what the window grew by: this reader keeps up).
           assert.isAtMost(updates.length, Math.floor(total / threshold))
-          assert.isAtMost(returned, total)
+          assert.isAtMost(returned, total + MAX_WINDOW - WINDOW)
           assert.isAbove(returned, total - threshold)
           assert.strictEqual((yield* server.stats).windowUpdatesOut, updates.length)
         }),
@@ -1752,7 +1809,7 @@ describe(`Mux properties (seed ${seed})`, () => {
   it.live(
     `1..${PROPERTY_MAX_STREAMS} streams, 0..${PROPERTY_MAX_BYTES / MiB} MiB each way, random pacing, ` +
       `streams never read and streams reset mid-transfer: every read stream byte-exact, no deadlock, ` +
-      `buffered bytes within streams × window ` +
+      `buffered bytes within streams × largest window ` +
       `(${streamRuns} runs)`,
     () =>
       Effect.promise(() =>
@@ -1788,15 +1845,15 @@ describe(`Mux properties (seed ${seed})`, () => {
                           concurrency: "unbounded",
                           discard: true
                         })
-                        // Memory: no stream above its window, no session above streams × window.
+                        // Memory: no stream above its largest window, no session above streams × that.
                         for (const d of [...clientEnds, ...serverEnds]) {
-                          assert.isAtMost((yield* d.stats).inbound.peakBuffered, WINDOW, `${d.label} buffered`)
+                          assert.isAtMost((yield* d.stats).inbound.peakBuffered, MAX_WINDOW, `${d.label} buffered`)
                         }
                         for (const session of [client, server]) {
                           const stats = yield* session.stats
                           assert.isAtMost(
                             stats.peakBufferedBytes,
-                            plans.length * WINDOW,
+                            plans.length * MAX_WINDOW,
                             `${session.label}: ${JSON.stringify(stats)}`
                           )
                         }
@@ -2054,7 +2111,7 @@ const checkBounded = (o: FuzzOutcome, what: string) => {
     assert.isAtMost(f.type, GO_AWAY, `${what}: ${describeFrame(f)}`)
   }
   assert.strictEqual(o.log.partial, 0, `${what}: the session wrote a cut frame`)
-  assert.isAtMost(o.stats.peakBufferedBytes, FUZZ_MAX_STREAMS * WINDOW, `${what}: ${JSON.stringify(o.stats)}`)
+  assert.isAtMost(o.stats.peakBufferedBytes, FUZZ_MAX_STREAMS * MAX_WINDOW, `${what}: ${JSON.stringify(o.stats)}`)
   assert.isAtMost(o.stats.controlQueued, 4096, `${what}: ${JSON.stringify(o.stats)}`)
 }
 

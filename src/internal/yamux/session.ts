@@ -56,6 +56,7 @@ export interface SessionConfig {
   readonly role: "client" | "server"
   readonly label: string
   readonly windowBytes: number
+  readonly maxWindowBytes: number
   readonly maxFrameBytes: number
   readonly maxConcurrentStreams: number
   readonly maxBufferedBytes: number
@@ -93,6 +94,8 @@ interface StreamState {
   readonly label: string
   readonly opener: "local" | "remote"
   readonly inbound: BytePipe
+  /** The stream's receive window: `windowBytes`, grown up to `maxWindowBytes` (see `growthOf`). */
+  window: number
   /** Credit the peer still has on this stream (what we granted minus what it sent). */
   recvCredit: number
   /** `inbound.bytesOut` when credit was last returned. */
@@ -211,7 +214,7 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
     let peakBuffered = 0
     const counts = { framesIn: 0, framesOut: 0, dataFramesOut: 0, windowUpdatesOut: 0 }
     /** Credit is returned once this much has been read: min(window / 2, max frame) (Clark's rule). */
-    const updateThreshold = Math.min(Math.floor(windowBytes / 2), maxFrameBytes)
+    const thresholdOf = (s: StreamState): number => Math.min(Math.floor(s.window / 2), maxFrameBytes)
     /** Extra window announced with our SYN or ACK, beyond the spec's initial 256 KiB. */
     const extraWindow = windowBytes - INITIAL_STREAM_WINDOW_BYTES
 
@@ -230,6 +233,20 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
         return
       }
       wakeWriter()
+    }
+
+    /**
+     * Receive-window tuning, at a window update: a stream whose reader has caught up (less than an
+     * update's worth unread) while its sender has used its credit up (less than an update's worth left) is
+     * held back by its window, not by either application. Its window doubles, up to `maxWindowBytes`,
+     * while the session's `maxBufferedBytes` allows it. A window never shrinks.
+     */
+    const growthOf = (s: StreamState, creditLeft: number): number => {
+      if (s.window >= config.maxWindowBytes) return 0
+      const threshold = thresholdOf(s)
+      if (s.inbound.buffered >= threshold || creditLeft >= threshold) return 0
+      const growth = Math.min(s.window, config.maxWindowBytes - s.window)
+      return committedBytes() + growth <= config.maxBufferedBytes ? growth : 0
     }
 
     /** Every queued control frame, as one buffer. */
@@ -251,9 +268,13 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
           const delta = s.inbound.bytesOut - s.creditedOut
           if (delta <= 0 || s.reset || s.remoteFin) continue
           s.creditedOut = s.inbound.bytesOut
+          const creditLeft = s.recvCredit
           s.recvCredit += delta
+          const growth = growthOf(s, creditLeft)
+          s.window += growth
+          s.recvCredit += growth
           counts.windowUpdatesOut++
-          frames.push(encodeHeader(TYPE_WINDOW_UPDATE, 0, s.id, delta))
+          frames.push(encodeHeader(TYPE_WINDOW_UPDATE, 0, s.id, delta + growth))
         }
       }
       if (frames.length === 0) return undefined
@@ -421,7 +442,8 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
         id,
         label: streamLabel,
         opener,
-        inbound: new BytePipe(windowBytes, `${streamLabel} (peer)`, streamLabel, clock),
+        inbound: new BytePipe(config.maxWindowBytes, `${streamLabel} (peer)`, streamLabel, clock),
+        window: windowBytes,
         recvCredit: windowBytes,
         creditedOut: 0,
         countedOut: 0,
@@ -636,7 +658,7 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
       bufferedTotal -= s.inbound.bytesOut - s.countedOut
       s.countedOut = s.inbound.bytesOut
       if (s.updateQueued || s.reset || s.remoteFin) return
-      if (s.inbound.bytesOut - s.creditedOut >= updateThreshold) {
+      if (s.inbound.bytesOut - s.creditedOut >= thresholdOf(s)) {
         s.updateQueued = true
         enqueue({ update: s })
       }
@@ -785,15 +807,18 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
           } else if (h.length > 0) {
             if (s === undefined || s.reset) {
               // A stream we closed or refused: its data may still be in flight, within the window it had.
-              if (h.length > windowBytes) {
-                return protocolError(label, `a data frame of ${h.length} bytes, over the ${windowBytes}-byte window`)
+              if (h.length > config.maxWindowBytes) {
+                return protocolError(
+                  label,
+                  `a data frame of ${h.length} bytes, over the ${config.maxWindowBytes}-byte largest window`
+                )
               }
               payloadTarget = undefined
             } else {
               if (h.length > s.recvCredit) {
                 return protocolError(
                   label,
-                  `stream ${s.id} sent ${h.length} bytes with ${s.recvCredit} bytes of credit (window ${windowBytes})`
+                  `stream ${s.id} sent ${h.length} bytes with ${s.recvCredit} bytes of credit (window ${s.window})`
                 )
               }
               s.recvCredit -= h.length
