@@ -5,7 +5,7 @@
  * consumer is slow: the window update that would unblock everything is never read. `Mux` reads and
  * dispatches every frame at once, into per-stream buffers bounded by the window each stream advertised,
  * and returns credit only as the application consumes. So a stream whose consumer never reads stops only
- * itself, and memory stays within streams × window.
+ * itself, and memory stays within streams × window (and `maxBufferedBytes`).
  *
  * The wire format is the yamux specification's (hashicorp/yamux `spec.md`): a 12-byte header (version 0;
  * types Data, WindowUpdate, Ping, GoAway; flags SYN, ACK, FIN, RST), odd stream ids for the client and
@@ -191,11 +191,14 @@ const positiveMillis = (
  *
  * **Details**
  *
- * The session owns the duplex until its scope closes. Memory: each stream buffers at most `windowBytes`
- * of unread data, so the session at most `maxConcurrentStreams × windowBytes` (bounded further by
- * `maxBufferedBytes`), plus at most 4096 control frames of 12 bytes waiting to be written (beyond that
- * the peer is not reading, and the session fails). Credit is returned once min(`windowBytes` / 2,
- * `maxFrameBytes`) has been read since the last update, never in smaller pieces.
+ * The session owns the duplex until its scope closes (over a TCP connection or a pair, nothing else may
+ * read it meanwhile). Memory: each stream buffers at most its window of unread data. A window starts at
+ * `windowBytes` and grows, doubling at a window update while the stream's reader keeps up and its sender
+ * waits for credit, up to `maxWindowBytes`; the session commits at most `maxBufferedBytes` (default
+ * `maxConcurrentStreams × windowBytes`) to buffers and credit, growth included. Add at most 4096 control
+ * frames of 12 bytes waiting to be written (beyond that the peer is not reading, and the session fails)
+ * and a 256 KiB send buffer. Credit is returned once min(window / 2, `maxFrameBytes`) has been read
+ * since the last update, never in smaller pieces.
  *
  * **Closing**
  *

@@ -2,16 +2,17 @@
  * A yamux session over a `Duplex`: the frame reader, the control writer, and the streams.
  *
  * Deadlock freedom, by construction:
- * - The reader fiber never writes and never waits on an application. It dispatches every frame at once:
- *   Data into its stream's buffer (never full: the peer may send only the credit we granted, and the
- *   buffer holds a whole window), window updates and flags into the streams' state. Whatever it must
- *   answer (ACK, RST, Ping ACK) goes to the control queue.
+ * - The reader never writes and never waits on an application. It dispatches every frame at once: Data
+ *   into its stream's buffer (never full: the peer may send only the credit we granted, and the buffer
+ *   holds the largest window), window updates and flags into the streams' state. Whatever it must answer
+ *   (ACK, RST, Ping ACK) goes to the control queue. Over a duplex with an inbound `BytePipe` it is a
+ *   consumer attached to that pipe, run in the step that delivers each chunk; otherwise a fiber.
  * - Credit is returned when the application consumes (reads), not when bytes arrive, so a stream's buffer
  *   never holds more than its window; the update goes through the control queue, so a read never waits on
  *   a write.
- * - The control fiber and the streams' writers share the connection through a one-permit lock, one frame
- *   (or one batch of control frames) at a time. A stream without credit waits on its own latch; it holds
- *   nothing the others need.
+ * - One writer fiber writes the connection: control frames first, then the data path's frames in order.
+ *   Streams' writes queue frames and wait only for their own credit or for room in the session's send
+ *   buffer; they hold nothing another stream needs.
  *
  * @internal
  */
