@@ -12,7 +12,7 @@ import { Deferred, Effect, Exit, Fiber, Option, Stream } from "effect"
 import fc from "fast-check"
 import { Duplex, DuplexError, Framing, Tcp } from "fullduplex"
 import { capacity, concatBytes, firstDifference, prng, randomBytes } from "fullduplex/testkit"
-import { duplexErrorOf, within } from "./helpers.js"
+import { duplexErrorOf, reasonOf, within } from "./helpers.js"
 
 const KiB = 1024
 const MiB = 1024 * KiB
@@ -90,18 +90,6 @@ const readAllFrames = (framed: Framing.Framed): Effect.Effect<Array<Framing.Fram
 /** Sends every frame with `send`, then half-closes. */
 const sendAll = (framed: Framing.Framed, frames: ReadonlyArray<Framing.Frame>) =>
   Effect.andThen(Effect.forEach(frames, framed.send, { discard: true }), framed.end)
-
-type Reason = DuplexError.DuplexErrorReason
-/** The reason of the DuplexError an exit failed with, asserted to be `tag`. */
-const reasonOf = <T extends Reason["_tag"]>(
-  exit: Exit.Exit<unknown, unknown>,
-  tag: T,
-  what: string
-): Extract<Reason, { _tag: T }> => {
-  const error = duplexErrorOf(exit, what)
-  assert.strictEqual(error.reason._tag, tag, `${what}: ${error.message}`)
-  return error.reason as Extract<Reason, { _tag: T }>
-}
 
 /** Both kinds at every size that matters: empty, one byte, 4 KiB, the coalescing boundary ± 1, 1 MiB. */
 const ROUND_TRIP_SIZES = [0, 1, 4 * KiB, COALESCE_BYTES - 1, COALESCE_BYTES, COALESCE_BYTES + 1, MiB]

@@ -33,7 +33,7 @@ import {
   readAll
 } from "fullduplex/testkit"
 import { encodeHeader, FrameDecoder } from "../src/internal/yamux/codec.js"
-import { duplexErrorOf, eventually, servedPair, within } from "./helpers.js"
+import { duplexErrorOf, eventually, reasonOf, servedPair, within } from "./helpers.js"
 
 const KiB = 1024
 const MiB = 1024 * KiB
@@ -227,18 +227,6 @@ const sessions = (
     const server = yield* Mux.server(b, { keepAliveInterval: 0, ...serverOptions })
     return { client, server, a, b }
   })
-
-type Reason = DuplexError.DuplexErrorReason
-/** The reason of the DuplexError an exit failed with, asserted to be `tag`. */
-const reasonOf = <T extends Reason["_tag"]>(
-  exit: Exit.Exit<unknown, unknown>,
-  tag: T,
-  what: string
-): Extract<Reason, { _tag: T }> => {
-  const error = duplexErrorOf(exit, what)
-  assert.strictEqual(error.reason._tag, tag, `${what}: ${error.message}`)
-  return error.reason as Extract<Reason, { _tag: T }>
-}
 
 const sameBytes = (got: Uint8Array, want: Uint8Array, what: string) => {
   const at = firstDifference(got, want)

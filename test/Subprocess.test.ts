@@ -9,7 +9,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Clock, Deferred, Effect, Exit, Fiber, Option, Scope, Sink, Stream } from "effect"
 import fc from "fast-check"
-import { Duplex, DuplexError, Subprocess } from "fullduplex"
+import { Duplex, Subprocess } from "fullduplex"
 import {
   assertDeadlockFree,
   chunkedPayload,
@@ -24,7 +24,7 @@ import { execSync } from "node:child_process"
 import { createHash } from "node:crypto"
 import { fileURLToPath } from "node:url"
 import { patternBytes } from "./fixtures/pattern.mjs"
-import { duplexErrorOf, within } from "./helpers.js"
+import { duplexErrorOf, reasonOf, within } from "./helpers.js"
 
 const KiB = 1024
 const MiB = 1024 * KiB
@@ -44,17 +44,6 @@ const spawnFixture = (name: string, args: ReadonlyArray<string | number> = [], o
 const sameBytes = (got: Uint8Array, want: Uint8Array, what: string) => {
   const at = firstDifference(got, want)
   assert.strictEqual(at, -1, `${what}: got ${got.length} bytes, want ${want.length}, first difference at ${at}`)
-}
-
-/** The reason of a failed exit, checked to be a `DuplexError` with reason `tag`. */
-const reasonOf = <T extends DuplexError.DuplexErrorReason["_tag"]>(
-  exit: Exit.Exit<unknown, unknown>,
-  tag: T,
-  what: string
-): Extract<DuplexError.DuplexErrorReason, { readonly _tag: T }> => {
-  const reason = duplexErrorOf(exit, what).reason
-  assert.strictEqual(reason._tag, tag, `${what}: ${reason._tag}: ${reason.message}`)
-  return reason as Extract<DuplexError.DuplexErrorReason, { readonly _tag: T }>
 }
 
 /** Asserts that no process has `pid` any more: it exited and was reaped (a zombie still answers signal 0). */

@@ -60,6 +60,19 @@ export const duplexErrorOf = <A, E>(exit: Exit.Exit<A, E>, what = "the operation
   return error as DuplexError.DuplexError
 }
 
+type Reason = DuplexError.DuplexErrorReason
+
+/** The reason of the `DuplexError` an exit failed with, asserted to be `tag`. */
+export const reasonOf = <T extends Reason["_tag"]>(
+  exit: Exit.Exit<unknown, unknown>,
+  tag: T,
+  what: string
+): Extract<Reason, { readonly _tag: T }> => {
+  const error = duplexErrorOf(exit, what)
+  assert.strictEqual(error.reason._tag, tag, `${what}: ${error.reason._tag}: ${error.message}`)
+  return error.reason as Extract<Reason, { readonly _tag: T }>
+}
+
 /** A port on 127.0.0.1 that nothing listens on: bound on port 0, then closed. */
 export const freePort: Effect.Effect<number> = Effect.callback<number>((resume) => {
   const server = net.createServer()

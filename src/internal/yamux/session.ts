@@ -29,6 +29,7 @@ import type * as Scope from "effect/Scope"
 import * as Semaphore from "effect/Semaphore"
 import * as Stream from "effect/Stream"
 import * as Duplex from "../../Duplex.js"
+import type { Session } from "../../Mux.js"
 import { Broken, Closed, DuplexError, ProtocolError, StallDetected, StreamRefused, Timeout } from "../../DuplexError.js"
 import { BytePipe, inboundPipeOf } from "../bytePipe.js"
 import {
@@ -139,18 +140,6 @@ interface ControlItem {
   readonly update?: StreamState | undefined
   readonly ack?: StreamState | undefined
   readonly rst?: StreamState | undefined
-}
-
-/** @internal */
-export interface Session {
-  readonly label: string
-  readonly open: Effect.Effect<Duplex.Duplex, DuplexError, Scope.Scope>
-  readonly accept: Effect.Effect<Duplex.Duplex, DuplexError, Scope.Scope>
-  readonly ping: Effect.Effect<number, DuplexError>
-  readonly goAway: Effect.Effect<void>
-  readonly close: Effect.Effect<void, DuplexError>
-  readonly closed: Effect.Effect<void, DuplexError>
-  readonly stats: Effect.Effect<SessionStats>
 }
 
 const protocolError = (label: string, problem: string) =>
