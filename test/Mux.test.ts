@@ -1481,6 +1481,8 @@ describe("Mux limits", () => {
       for (const [option, value] of [
         ["windowBytes", WINDOW - 1],
         ["windowBytes", 2 ** 32],
+        ["maxWindowBytes", WINDOW - 1],
+        ["maxWindowBytes", 2 ** 32],
         ["maxFrameBytes", 1023],
         ["maxConcurrentStreams", 0],
         ["maxBufferedBytes", WINDOW - 1],

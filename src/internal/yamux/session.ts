@@ -139,7 +139,6 @@ interface ControlItem {
   readonly frame?: Uint8Array | undefined
   readonly update?: StreamState | undefined
   readonly ack?: StreamState | undefined
-  readonly rst?: StreamState | undefined
 }
 
 const protocolError = (label: string, problem: string) =>
@@ -250,8 +249,6 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
           const s = item.ack
           frames.push(encodeHeader(TYPE_WINDOW_UPDATE, FLAG_ACK, s.id, extraWindow))
           Deferred.doneUnsafe(s.opened, Exit.void)
-        } else if (item.rst !== undefined) {
-          frames.push(encodeHeader(TYPE_WINDOW_UPDATE, FLAG_RST, item.rst.id, 0))
         } else if (item.update !== undefined) {
           const s = item.update
           s.updateQueued = false
@@ -568,11 +565,16 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
         if (s.sendCredit === 0) return Effect.andThen(awaitCredit(s), sendFrom(s, chunk, offset))
         if (outgoingBytes >= MAX_OUTGOING_BYTES) return Effect.andThen(awaitRoom, sendFrom(s, chunk, offset))
         const n = Math.min(s.sendCredit, maxFrameBytes, chunk.length - offset)
-        s.sendCredit -= n
-        s.bytesOut += n
-        queueFrame(encodeHeader(TYPE_DATA, 0, s.id, n), chunk.subarray(offset, offset + n))
+        queueData(s, chunk.subarray(offset, offset + n))
         return offset + n >= chunk.length ? Exit.void : sendFrom(s, chunk, offset + n)
       })
+
+    /** Queues `piece` as one Data frame, spending its credit. */
+    const queueData = (s: StreamState, piece: Uint8Array): void => {
+      s.sendCredit -= piece.length
+      s.bytesOut += piece.length
+      queueFrame(encodeHeader(TYPE_DATA, 0, s.id, piece.length), piece)
+    }
 
     /**
      * A write: queued at once when no other write or end is in progress and the chunk fits in one frame of
@@ -589,9 +591,7 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
           outgoingBytes < MAX_OUTGOING_BYTES &&
           writeError(s, "write") === undefined
         ) {
-          s.sendCredit -= n
-          s.bytesOut += n
-          queueFrame(encodeHeader(TYPE_DATA, 0, s.id, n), chunk)
+          queueData(s, chunk)
           return Exit.void
         }
         return inTurn(s, sendFrom(s, chunk, 0))
