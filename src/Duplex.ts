@@ -21,7 +21,9 @@ import * as Sink from "effect/Sink"
 import * as Stream from "effect/Stream"
 import type * as stream from "node:stream"
 import { DuplexError, InvalidOptions } from "./DuplexError.js"
-import { BytePipe, withInboundPipe } from "./internal/bytePipe.js"
+import { BytePipe, inboundPipeOf, outboundPortOf, withPorts } from "./internal/bytePipe.js"
+import { pump } from "./internal/pump.js"
+import { readableAlongside, readableToEnd } from "./internal/through.js"
 import * as nodeDuplex from "./internal/nodeDuplex.js"
 
 /**
@@ -317,7 +319,7 @@ export const pair = (options: PairOptions = {}): Effect.Effect<readonly [Duplex,
   })
 
 const pairSide = (label: string, outbound: BytePipe, inbound: BytePipe): Duplex =>
-  withInboundPipe(
+  withPorts(
     make({
       label,
       readable: Stream.fromPull(Effect.succeed(inbound.pull)),
@@ -336,7 +338,8 @@ const pairSide = (label: string, outbound: BytePipe, inbound: BytePipe): Duplex 
         inbound: inbound.directionStats("reader")
       }))
     }),
-    inbound
+    inbound,
+    outbound.port
   )
 
 /**
@@ -404,7 +407,7 @@ export const fromNodeDuplex = (
   stream: stream.Duplex,
   options: FromNodeDuplexOptions = {}
 ): Effect.Effect<Duplex, DuplexError, Scope.Scope> =>
-  Effect.map(nodeDuplex.make(stream, options), (parts) => withInboundPipe(make(parts), parts.inbound))
+  Effect.map(nodeDuplex.make(stream, options), (parts) => withPorts(make(parts), parts.inbound, parts.outbound))
 
 /**
  * Writes `input` (then half-closes) while reading `readable` into `sink`, concurrently; returns what the
@@ -474,14 +477,14 @@ export const exchange: {
         // Deadlock freedom: the reader never waits on the writer. A writer failure still ends the read at
         // once, through the race; a writer success leaves the reader alone.
         const result = yield* Effect.raceFirst(
-          Stream.run(self.readable, sink),
+          Stream.run(readableToEnd(self), sink),
           Effect.andThen(Fiber.join(writer), Effect.never)
         )
         if (writer.pollUnsafe() === undefined) {
           // The sink is done before the writer: keep the inbound side moving until the writer is done.
           yield* Effect.raceFirst(
             Fiber.join(writer),
-            Effect.andThen(Stream.runDrain(self.readable), Fiber.join(writer))
+            Effect.andThen(Stream.runDrain(readableToEnd(self)), Fiber.join(writer))
           )
         } else {
           yield* Fiber.join(writer)
@@ -530,9 +533,13 @@ export const pipeThrough: {
 } = dual(
   2,
   <E, R>(input: Stream.Stream<Uint8Array, E, R>, duplex: Duplex): Stream.Stream<Uint8Array, DuplexError | E, R> =>
-    Stream.merge(duplex.readable, Stream.drain(Stream.fromEffect(writeThenEnd(duplex, input))), {
-      haltStrategy: "left"
-    })
+    Stream.unwrap(
+      Effect.map(
+        // The writer lives as long as the output: it is interrupted when the output ends or is dropped.
+        Effect.forkScoped(writeThenEnd(duplex, input), { startImmediately: true }),
+        (writer) => readableAlongside(duplex, writer)
+      )
+    )
 )
 
 /**
@@ -592,7 +599,16 @@ export const splice: {
   )
 )
 
-const copy = (from: Duplex, to: Duplex): Effect.Effect<number, DuplexError> =>
+/** One direction of a splice: a pump where both sides have ports (no fiber per chunk), else a fiber's copy. */
+const copy = (from: Duplex, to: Duplex): Effect.Effect<number, DuplexError> => {
+  const source = inboundPipeOf(from)
+  const destination = outboundPortOf(to)
+  return source !== undefined && destination !== undefined
+    ? pump(source, destination, { endOnEof: true })
+    : copyByFiber(from, to)
+}
+
+const copyByFiber = (from: Duplex, to: Duplex): Effect.Effect<number, DuplexError> =>
   Effect.suspend(() => {
     let bytes = 0
     return Stream.runForEachArray(from.readable, (chunks) => {

@@ -22,7 +22,9 @@ import * as fs from "node:fs/promises"
 import * as os from "node:os"
 import type { Duplex } from "./Duplex.js"
 import type { DuplexError } from "./DuplexError.js"
+import { inboundPipeOf, outboundPortOf } from "./internal/bytePipe.js"
 import { checkFinitePositiveDuration, invalidOptions } from "./internal/errors.js"
+import { pump } from "./internal/pump.js"
 import { SpillQueue } from "./internal/spillQueue.js"
 import * as Tcp from "./Tcp.js"
 import * as Watchdog from "./Watchdog.js"
@@ -192,12 +194,21 @@ const buffered = (duplex: Duplex) => Effect.map(duplex.stats, (s) => s.inbound.b
 
 const streamEcho = (duplex: Duplex, policy: StreamPolicy): Effect.Effect<void, DuplexError> => {
   // Read a chunk, write it back, repeat: while the write waits, nothing is read, so a client that does
-  // not read its echo stalls both directions, which is what the watchdog reports.
-  const loop: Effect.Effect<void, DuplexError> = Effect.flatMap(duplex.read, (chunk) =>
-    Option.isNone(chunk) ? Effect.void : Effect.flatMap(duplex.write(chunk.value), () => loop)
-  )
-  return loop.pipe(Watchdog.guard(duplex, { stallTimeout: policy.stallTimeout }))
+  // not read its echo stalls both directions, which is what the watchdog reports. Over a duplex with
+  // ports (a socket, a pair) that loop is a pump: each chunk is written back in the step that delivers it.
+  const source = inboundPipeOf(duplex)
+  const destination = outboundPortOf(duplex)
+  const echo: Effect.Effect<void, DuplexError> =
+    source !== undefined && destination !== undefined
+      ? Effect.asVoid(pump(source, destination, { endOnEof: false }))
+      : readWriteLoop(duplex)
+  return echo.pipe(Watchdog.guard(duplex, { stallTimeout: policy.stallTimeout }))
 }
+
+const readWriteLoop = (duplex: Duplex): Effect.Effect<void, DuplexError> =>
+  Effect.flatMap(duplex.read, (chunk) =>
+    Option.isNone(chunk) ? Effect.void : Effect.flatMap(duplex.write(chunk.value), () => readWriteLoop(duplex))
+  )
 
 const storeAndForwardEcho = (
   duplex: Duplex,

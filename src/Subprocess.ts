@@ -36,7 +36,9 @@ import {
   ProcessFailed,
   SpawnFailed
 } from "./DuplexError.js"
+import { withPorts } from "./internal/bytePipe.js"
 import * as nodeDuplex from "./internal/nodeDuplex.js"
+import { readableAlongside } from "./internal/through.js"
 import { codeOf, invalidOptions } from "./internal/errors.js"
 
 /**
@@ -434,7 +436,7 @@ export const spawn = (
               stdin.destroy()
             }
           )
-    const duplex = Duplex.make(parts)
+    const duplex = withPorts(Duplex.make(parts), parts.inbound, parts.outbound)
 
     // ---- termination: registered after the adapter, so that it runs before the adapter's own finalizer
     // (finalizers run in reverse order), which would otherwise kill the child at once -----------------
@@ -568,27 +570,37 @@ const feed = <E, R>(
     return Effect.gen(function* () {
       const before = (yield* proc.stats).outbound.bytes
       let offered = 0
-      yield* Stream.runForEachWhile(input, (chunk) => {
+      // Each batch of the input is one `writeAll` (no effect per chunk); a broken pipe stops the writing.
+      yield* Stream.runForEachArray(input, (chunks) => {
+        let bytes = 0
+        for (const chunk of chunks) bytes += chunk.length
         if (stopped) {
-          unconsumed += chunk.length
-          return Effect.succeed(true)
+          unconsumed += bytes
+          return Effect.void
         }
-        offered += chunk.length
-        return proc.write(chunk).pipe(
-          Effect.as(true),
+        offered += bytes
+        return proc.writeAll(chunks).pipe(
           Effect.catchIf(isBrokenPipe, () =>
-            Effect.map(proc.stats, (stats) => {
+            Effect.flatMap(proc.stats, (stats) => {
               stopped = true
               unconsumed += offered - (stats.outbound.bytes - before)
-              return countRest
+              return countRest ? Effect.void : Effect.fail(stopFeeding)
             })
           )
         )
-      })
+      }).pipe(
+        Effect.catchIf(
+          (error): error is typeof stopFeeding => error === stopFeeding,
+          () => Effect.void
+        )
+      )
       if (!stopped) yield* proc.end.pipe(Effect.catchIf(isBrokenPipe, () => Effect.void))
       return { stopped, unconsumed } satisfies Fed
     }).pipe(Effect.onExit((exit) => (Exit.isSuccess(exit) ? Effect.void : endQuietly)))
   })
+
+/** The feeding stops pulling its input (the child stopped reading and the rest is not counted). */
+const stopFeeding: unique symbol = Symbol("fullduplex/Subprocess/stopFeeding")
 
 const notConsumed = (proc: Subprocess, fed: Fed) =>
   new DuplexError({
@@ -671,7 +683,7 @@ export const pipeThrough: {
         })
         return Stream.concat(
           // A failing input fails the output at once, instead of leaving the child waiting for more.
-          Stream.merge(proc.readable, Stream.drain(Stream.fromEffect(fed)), { haltStrategy: "left" }),
+          readableAlongside(proc, feeder),
           Stream.drain(Stream.fromEffect(outcome))
         )
       })

@@ -30,6 +30,26 @@ import type * as Pull from "effect/Pull"
 import type { DirectionStats } from "../Duplex.js"
 import { Broken, Closed, DuplexError } from "../DuplexError.js"
 
+const noop = () => {}
+
+/**
+ * The writer side of a duplex for code outside any fiber: a pump's destination. Every implementation
+ * keeps the duplex's bound: a write that does not fit waits (its `done` is called later), and it is
+ * never split across or interleaved with other writes. @internal
+ */
+export interface OutboundPort {
+  /**
+   * Hands `chunk` over. Returns `undefined` when it was accepted and more can be handed over now;
+   * otherwise `done` is called once (with no error when more can be handed over, or with the error that
+   * stopped the write), and the function returned cancels the wait (what was not accepted is dropped).
+   */
+  readonly writeUnsafe: (chunk: Uint8Array, done: (error: DuplexError | undefined) => void) => (() => void) | undefined
+  /** Whether the destination may still read bytes handed over so far (so a lent buffer must not be reused). */
+  readonly holdsBytes: () => boolean
+  /** Half-close after every byte handed over; `done` gets the error, if it failed. */
+  readonly endUnsafe: (done: (error: DuplexError | undefined) => void) => void
+}
+
 /** @internal */
 export type Batch = readonly [Uint8Array, ...Array<Uint8Array>]
 
@@ -44,16 +64,40 @@ export interface BrokenCause {
   readonly cause?: unknown
 }
 
+/** {@link PushSink.chunk}'s answer: the chunk is taken, deliver the next one when it comes. @internal */
+export const TAKEN = 0
+/** {@link PushSink.chunk}'s answer (a flag): stop delivering until the attachment's `resume`. @internal */
+export const PAUSE = 1
+/** {@link PushSink.chunk}'s answer (a flag): the sink still holds the lent bytes; their buffer must not be reused. @internal */
+export const KEPT = 2
+
 /**
  * A consumer that takes every chunk as it arrives, in the step that delivers it, instead of reading (see
- * {@link BytePipe.attach}). It never pushes back: it must accept whatever comes. @internal
+ * {@link BytePipe.attach}). It answers each chunk with {@link TAKEN}, or with the flags {@link PAUSE} (hold
+ * further chunks back until the attachment's `resume`: the source is paused, as for a full buffer) and
+ * {@link KEPT}. @internal
  */
 export interface PushSink {
-  readonly chunk: (bytes: Uint8Array) => void
+  /**
+   * Takes `bytes`. When `lent` is true they live in a buffer the source reuses for its next read once
+   * this returns: the sink must be done with them by then, or answer {@link KEPT} (the source then reads
+   * into a new buffer). Only a sink with `takesLent` is lent bytes.
+   */
+  readonly chunk: (bytes: Uint8Array, lent: boolean) => number
   /** The writer side ended (EOF), after the last chunk. */
   readonly end: () => void
   /** The writer side aborted, after the chunks it delivered. */
   readonly fail: (error: DuplexError) => void
+  /** The sink copies or keeps what it must of lent bytes, so the source may read into a buffer it reuses. */
+  readonly takesLent?: boolean | undefined
+}
+
+/** An attached {@link PushSink}'s handle. @internal */
+export interface Attachment {
+  /** Deliveries go on after a {@link PAUSE}. A no-op once detached. */
+  readonly resume: () => void
+  /** Later chunks are buffered for readers again. */
+  readonly detach: () => void
 }
 
 /** @internal */
@@ -62,6 +106,11 @@ export class BytePipe {
   bytesIn = 0
   /** Bytes delivered to the reader side. */
   bytesOut = 0
+  /** Chunks offered in a buffer the source reuses ({@link offerLentUnsafe}), and how many of them were copied. */
+  lentChunks = 0
+  copiedLentChunks = 0
+  /** Lent chunks the consumer kept (the source read the next one into a new buffer). */
+  keptLentChunks = 0
   buffered = 0
   peakBuffered = 0
   writerState: "open" | "ended" | "aborted" = "open"
@@ -75,6 +124,8 @@ export class BytePipe {
   private delivering = false
   /** The attached consumer has been told of the end (or the abort). */
   private sinkDone = false
+  /** The attached consumer answered {@link PAUSE} and has not resumed. */
+  private sinkPaused = false
 
   /** Buffered chunks are `chunks[head..]`; the consumed prefix is dropped as reads go. */
   private chunks: Array<Uint8Array> = []
@@ -118,16 +169,55 @@ export class BytePipe {
         }
         return Exit.void
       }
-      return Effect.callback<void, DuplexError>((resume) => this.startWrite(chunk, resume))
+      return Effect.callback<void, DuplexError>((resume) => {
+        const pending = this.startWrite(chunk, resume)
+        return pending === undefined ? undefined : Effect.sync(() => this.cancelWrite(pending))
+      })
     })
 
-  /** The slow path of `write`, in one step: accept what fits, queue the rest, return the cancel. */
+  /**
+   * `write` for code outside any fiber (a pump): accepts `chunk`, or as much of it as fits. Returns
+   * `undefined` when all of it was accepted; otherwise `done` is called once, when the rest is accepted
+   * (with no error) or when the pipe closed (with the error), and the returned function drops the rest.
+   */
+  writeUnsafe(chunk: Uint8Array, done: (error: DuplexError | undefined) => void): (() => void) | undefined {
+    let sync = true
+    let failed: DuplexError | undefined
+    let completed = false
+    const pending = this.startWrite(chunk, (exit) => {
+      const error = Exit.isSuccess(exit) ? undefined : (Cause.squash(exit.cause) as DuplexError)
+      if (sync) {
+        completed = true
+        failed = error
+      } else done(error)
+    })
+    sync = false
+    if (!completed) return pending === undefined ? noop : () => this.cancelWrite(pending)
+    if (failed === undefined) return undefined
+    done(failed)
+    return noop
+  }
+
+  /** This pipe's writer side as a pump's destination. */
+  readonly port: OutboundPort = {
+    writeUnsafe: (chunk, done) => this.writeUnsafe(chunk, done),
+    holdsBytes: () => true,
+    endUnsafe: (done) => done(this.end())
+  }
+
+  /**
+   * The slow path of `write`, in one step: accept what fits, queue the rest. Returns the queued write, or
+   * `undefined` when `resume` was called already.
+   */
   private startWrite(
     chunk: Uint8Array,
     resume: (exit: Exit.Exit<void, DuplexError>) => void
-  ): Effect.Effect<void> | void {
+  ): PendingWrite | undefined {
     const error = this.writeError("write")
-    if (error !== undefined) return resume(Exit.fail(error))
+    if (error !== undefined) {
+      resume(Exit.fail(error))
+      return undefined
+    }
     let rest = chunk
     if (this.writers.length === 0) {
       const room = Math.max(0, this.capacity - this.buffered)
@@ -135,7 +225,8 @@ export class BytePipe {
         this.push(rest)
         this.bytesIn += rest.length
         this.wakeReaders()
-        return resume(Exit.void)
+        resume(Exit.void)
+        return undefined
       }
       if (room > 0) {
         this.push(rest.subarray(0, room))
@@ -147,7 +238,7 @@ export class BytePipe {
     this.writers.push(pending)
     this.startBlocked()
     this.wakeReaders()
-    return Effect.sync(() => this.cancelWrite(pending))
+    return pending
   }
 
   /**
@@ -169,6 +260,28 @@ export class BytePipe {
       this.startBlocked()
     }
     return !this.full
+  }
+
+  /**
+   * Offers bytes that live in a buffer the source reuses once this returns (a socket reading into a buffer
+   * of its own). An attached consumer that takes lent bytes gets them in place; anything else gets a
+   * copy. Returns the consumer's flags: {@link PAUSE} when the source should pause until {@link onRoom}
+   * (the consumer paused, or the buffer is full), {@link KEPT} when the buffer must not be reused.
+   */
+  offerLentUnsafe(bytes: Uint8Array): number {
+    if (this.readerClosed || this.writerState !== "open") return TAKEN
+    this.lentChunks++
+    const sink = this.sink
+    if (sink !== undefined && sink.takesLent === true && !this.sinkPaused && this.buffered === 0 && !this.delivering) {
+      this.bytesIn += bytes.length
+      this.bytesOut += bytes.length
+      const answer = sink.chunk(bytes, true)
+      if ((answer & KEPT) !== 0) this.keptLentChunks++
+      if ((answer & PAUSE) !== 0 && this.sink === sink) this.pauseSink()
+      return answer
+    }
+    this.copiedLentChunks++
+    return this.offerUnsafe(Buffer.from(bytes)) ? TAKEN : PAUSE
   }
 
   /** Wakes a reader waiting for data (after offers made with `wake` false). */
@@ -222,6 +335,40 @@ export class BytePipe {
   }
 
   /**
+   * Every chunk buffered now (at least one), as one batch; fails with `Cause.Done` at EOF. For a consumer
+   * that reads to the end anyway (`exchange`, `pipeThrough`): a consumer that stops after a chunk loses
+   * the rest of its batch. Fails at once with the cause given to {@link failReads}, if any.
+   */
+  readonly pullAll: Pull.Pull<Batch, DuplexError> = Effect.suspend(() => this.pullAllNow())
+
+  private pullAllNow(): Pull.Pull<Batch, DuplexError> {
+    if (this.readFailure !== undefined) return Exit.failCause(this.readFailure)
+    if (this.buffered === 0 || this.readerClosed) {
+      const ready = this.readyExit()
+      if (ready !== undefined) return ready
+      return Effect.flatMap(this.waitReadable, () => this.pullAll)
+    }
+    // The chunks here now; each take may let a waiting writer's next piece in, which waits for the next batch.
+    const count = this.chunks.length - this.head
+    const batch: [Uint8Array, ...Array<Uint8Array>] = [this.takeChunk()]
+    for (let i = 1; i < count && this.buffered > 0; i++) batch.push(this.takeChunk())
+    return Exit.succeed(batch)
+  }
+
+  /**
+   * Fails the pending {@link pullAll} and every later one with `cause`, before any buffered byte: the
+   * reader's own writer failed (`pipeThrough`), so its output fails at once. The cause's errors are the
+   * caller's to type.
+   */
+  failReads(cause: Cause.Cause<unknown>): void {
+    if (this.readFailure !== undefined) return
+    this.readFailure = cause as Cause.Cause<DuplexError>
+    this.wakeReaders()
+  }
+
+  private readFailure: Cause.Cause<DuplexError> | undefined = undefined
+
+  /**
    * One chunk, or `None` at EOF: the same as one `pull`, without the Stream's batch and `Done` failure.
    * It shares its position with `pull`.
    */
@@ -256,7 +403,13 @@ export class BytePipe {
   // The reader's `resume` itself is the waiter: no closure is made per wait on this hot path. The state
   // is checked again here, in the same step that registers the waiter, so no wake-up can fall between.
   private readonly waitReadable: Effect.Effect<void> = Effect.callback<void>((resume) => {
-    if (this.readerClosed || this.buffered > 0 || this.writers.length > 0 || this.writerState !== "open") {
+    if (
+      this.readerClosed ||
+      this.buffered > 0 ||
+      this.writers.length > 0 ||
+      this.writerState !== "open" ||
+      this.readFailure !== undefined
+    ) {
       return resume(Exit.void)
     }
     this.readers.push(resume)
@@ -268,16 +421,53 @@ export class BytePipe {
 
   /**
    * Attaches a consumer that takes every chunk as it arrives, in the step that offers or writes it, with
-   * no read and no fiber woken: what is buffered now goes to it at once. For a consumer that never waits
-   * and never pushes back (a multiplexer's frame reader, bounded by the credit it grants). Returns the
-   * detach: later chunks are buffered for readers again. Nothing else may read while one is attached.
+   * no read and no fiber woken: what is buffered now goes to it at once. The consumer may hold deliveries
+   * back ({@link PAUSE}); meanwhile chunks are buffered, and the source is paused, as for a reader that
+   * does not read. Nothing else may read while one is attached.
    */
-  attach(sink: PushSink): () => void {
+  attach(sink: PushSink): Attachment {
     this.sink = sink
     this.sinkDone = false
+    this.sinkPaused = false
+    this.onAttach?.(sink)
     this.deliver()
-    return () => {
-      if (this.sink === sink) this.sink = undefined
+    return {
+      resume: () => {
+        if (this.sink !== sink || !this.sinkPaused) return
+        this.sinkPaused = false
+        this.deliver()
+        this.roomAfterDelivery()
+      },
+      detach: () => {
+        if (this.sink !== sink) return
+        this.sink = undefined
+        this.sinkPaused = false
+        this.roomAfterDelivery()
+      }
+    }
+  }
+
+  /** Called when a consumer attaches (the Node adapter then reads into a reused buffer, if it can). */
+  onAttach: ((sink: PushSink) => void) | undefined = undefined
+
+  /** Whether the attached consumer, if any, takes lent bytes and is taking them now. */
+  get sinkTakesLent(): boolean {
+    return this.sink?.takesLent === true && !this.sinkPaused
+  }
+
+  /** The consumer paused: the source is held back as by a full buffer. */
+  private pauseSink(): void {
+    this.sinkPaused = true
+    if (!this.full) {
+      this.full = true
+      this.startBlocked()
+    }
+  }
+
+  /** After deliveries resumed (or the consumer left): a source paused for it may go on once there is room. */
+  private roomAfterDelivery(): void {
+    if (this.full && !this.sinkPaused && (this.buffered === 0 || 2 * this.buffered <= this.capacity)) {
+      this.resumeSource()
     }
   }
 
@@ -286,17 +476,19 @@ export class BytePipe {
     if (this.delivering) return
     this.delivering = true
     try {
-      for (let sink = this.sink; sink !== undefined && sink === this.sink;) {
+      for (let sink = this.sink; sink !== undefined && sink === this.sink && !this.sinkPaused;) {
         if (this.readerClosed || this.sinkDone) return
-        if (this.buffered > 0) sink.chunk(this.takeChunk())
-        else if (this.writers.length > 0) sink.chunk(this.handOver())
+        let answer: number
+        if (this.buffered > 0) answer = sink.chunk(this.takeChunk(), false)
+        else if (this.writers.length > 0) answer = sink.chunk(this.handOver(), false)
         else if (this.writerState === "ended") {
           this.sinkDone = true
-          sink.end()
+          return sink.end()
         } else if (this.writerState === "aborted") {
           this.sinkDone = true
-          sink.fail(this.brokenRead())
+          return sink.fail(this.brokenRead())
         } else return
+        if ((answer & PAUSE) !== 0 && this.sink === sink) this.pauseSink()
       }
     } finally {
       this.delivering = false
@@ -378,7 +570,7 @@ export class BytePipe {
     // pieces the size of the chunk just read, and once a piece is tiny every later one stays tiny.
     if (this.buffered === 0 || 2 * this.buffered <= this.capacity) {
       if (this.writers.length > 0) this.refill()
-      if (this.full) this.resumeSource()
+      if (this.full && !this.sinkPaused) this.resumeSource()
     }
     return chunk
   }
@@ -489,15 +681,28 @@ export class BytePipe {
   }
 }
 
-/** Where a duplex built on a {@link BytePipe} keeps its inbound pipe, for {@link inboundPipeOf}. */
-const InboundPipe = Symbol.for("fullduplex/internal/InboundPipe")
+/** Where a duplex built on a {@link BytePipe} keeps its inbound pipe and its outbound port. */
+const Ports = Symbol.for("fullduplex/internal/Ports")
 
-/** Marks `duplex` as reading from `pipe`, so that a consumer may {@link BytePipe.attach} to it. @internal */
-export const withInboundPipe = <D extends object>(duplex: D, pipe: BytePipe): D => {
-  Object.defineProperty(duplex, InboundPipe, { value: pipe })
+interface PortsOf {
+  readonly inbound: BytePipe
+  readonly outbound: OutboundPort | undefined
+}
+
+/**
+ * Marks `duplex` as reading from `inbound` (so that a consumer may {@link BytePipe.attach} to it) and, when
+ * given, as writing through `outbound` (so that a pump may write without a fiber). @internal
+ */
+export const withPorts = <D extends object>(duplex: D, inbound: BytePipe, outbound?: OutboundPort): D => {
+  // Enumerable, so that a copy of the duplex's members (`Object.assign`, spread) keeps its ports.
+  Object.defineProperty(duplex, Ports, { value: { inbound, outbound } satisfies PortsOf, enumerable: true })
   return duplex
 }
 
 /** The inbound pipe of a duplex built on one, if it is. @internal */
 export const inboundPipeOf = (duplex: object): BytePipe | undefined =>
-  (duplex as { readonly [InboundPipe]?: BytePipe })[InboundPipe]
+  (duplex as { readonly [Ports]?: PortsOf })[Ports]?.inbound
+
+/** The outbound port of a duplex that has one. @internal */
+export const outboundPortOf = (duplex: object): OutboundPort | undefined =>
+  (duplex as { readonly [Ports]?: PortsOf })[Ports]?.outbound

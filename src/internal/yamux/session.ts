@@ -31,7 +31,7 @@ import * as Stream from "effect/Stream"
 import * as Duplex from "../../Duplex.js"
 import type { Session } from "../../Mux.js"
 import { Broken, Closed, DuplexError, ProtocolError, StallDetected, StreamRefused, Timeout } from "../../DuplexError.js"
-import { BytePipe, inboundPipeOf } from "../bytePipe.js"
+import { BytePipe, inboundPipeOf, TAKEN } from "../bytePipe.js"
 import {
   encodeHeader,
   FLAG_ACK,
@@ -960,11 +960,12 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
         detachReader()
         onReadError(error)
       }
-      const detach = pipe.attach({
+      const { detach } = pipe.attach({
         chunk: (bytes) => {
-          if (failure !== undefined) return
+          if (failure !== undefined) return TAKEN
           const error = dispatch(bytes)
           if (error !== undefined) stop(error)
+          return TAKEN
         },
         end: () => {
           if (failure !== undefined) return
