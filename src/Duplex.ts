@@ -325,6 +325,7 @@ const pairSide = (label: string, outbound: BytePipe, inbound: BytePipe): Duplex 
       readable: Stream.fromPull(Effect.succeed(inbound.pull)),
       read: inbound.read,
       write: outbound.write,
+      writeAll: outbound.writeAll,
       end: Effect.suspend(() => {
         const error = outbound.end()
         return error === undefined ? Exit.void : Exit.fail(error)

@@ -176,6 +176,33 @@ export class BytePipe {
     })
 
   /**
+   * `write` of each chunk in order, as one write: the chunks that fit are accepted in one step (each wakes
+   * the reader, which may make room for the next), and the write waits only at a chunk that does not fit.
+   *
+   * Interruption and closing: as for `write`, chunk by chunk.
+   */
+  readonly writeAll = (chunks: Iterable<Uint8Array>): Effect.Effect<void, DuplexError> =>
+    Effect.suspend(() => this.writeFrom(Array.isArray(chunks) ? (chunks as ReadonlyArray<Uint8Array>) : [...chunks], 0))
+
+  private writeFrom(list: ReadonlyArray<Uint8Array>, from: number): Effect.Effect<void, DuplexError> {
+    const error = this.writeError("write")
+    if (error !== undefined) return Exit.fail(error)
+    let i = from
+    for (; i < list.length; i++) {
+      // A reader woken by the chunk before may have closed the pipe: the next round reports it.
+      if (i > from && (this.readerClosed || this.writerState !== "open")) return this.writeFrom(list, i)
+      const chunk = list[i]!
+      if (this.writers.length > 0 || chunk.length > this.capacity - this.buffered) break
+      if (chunk.length === 0) continue
+      this.push(chunk)
+      this.bytesIn += chunk.length
+      this.wakeReaders()
+    }
+    if (i === list.length) return Exit.void
+    return Effect.flatMap(this.write(list[i]!), () => this.writeFrom(list, i + 1))
+  }
+
+  /**
    * `write` for code outside any fiber (a pump): accepts `chunk`, or as much of it as fits. Returns
    * `undefined` when all of it was accepted; otherwise `done` is called once, when the rest is accepted
    * (with no error) or when the pipe closed (with the error), and the returned function drops the rest.
