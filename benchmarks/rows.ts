@@ -242,7 +242,7 @@ export const makeCases = (s: Settings): ReadonlyArray<Case> => {
       "cat-spawn",
       "child_process.spawn",
       false,
-      client("cat-node", ["--peer=spawn", bytes]),
+      client("cat-spawn", [bytes]),
       s.bytes,
       "`child_process.spawn(\"cat\")`, stdin written with `write()`/'drain', stdout counted and checked in 'data', until 'close'"
     ),
@@ -250,7 +250,7 @@ export const makeCases = (s: Settings): ReadonlyArray<Case> => {
       "cat-spawn-effect",
       "child_process.spawn (Effect loaded)",
       false,
-      client("cat-node", ["--peer=spawn", bytes], true),
+      client("cat-spawn", [bytes], true),
       s.bytes,
       "the `child_process.spawn` cat client in a process started with `--import effect`"
     ),
@@ -258,7 +258,7 @@ export const makeCases = (s: Settings): ReadonlyArray<Case> => {
       "cat-execa",
       "execa duplex()",
       false,
-      client("cat-node", ["--peer=execa", bytes]),
+      client("cat-execa", [bytes]),
       s.bytes,
       "execa 10 `execa(\"cat\", { buffer: false }).duplex()`, written with `write()`/'drain', read in 'data', then the subprocess awaited"
     ),

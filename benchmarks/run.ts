@@ -34,7 +34,7 @@ import {
   memoryTable,
   resultsTable
 } from "./runner/report.js"
-import { methodText, noteLines } from "./runner/text.js"
+import { methodText, noteLines, readingText } from "./runner/text.js"
 
 const { values } = parseArgs({
   options: {
@@ -175,6 +175,8 @@ if (!full) {
       "anchors, the target's anchor.",
     "",
     tables,
+    "",
+    readingText(),
     "",
     "## Notes on this run",
     "",

@@ -1,5 +1,5 @@
 /**
- * fullduplex through `cat`, matched to `cat-node.ts`: the same payload in 64 KiB writes of one reused
+ * fullduplex through `cat`, matched to `cat-spawn.ts` and `cat-execa.ts`: the same payload in 64 KiB writes of one reused
  * chunk, timed from before the spawn until the child has exited.
  *
  * - `--mode=exchange`: `Subprocess.spawn("cat")`, `Duplex.exchange(proc, Stream.fromIterable(chunks), sink)`,

@@ -212,7 +212,8 @@ export const bufferingLines = (rows: ReadonlyArray<Row>, runs: Runs): ReadonlyAr
       const bound = Number(servers[0]!["peakBufferedBound"])
       const within = servers.every((p) => p["peakBufferedWithinBound"] === true)
       return (
-        `\`${r.subject}\`: peak ${formatBytes(peak)} over ${servers.length} runs, bound ${formatBytes(bound)} ` +
+        `\`${r.subject}\`: the receiving session's \`stats.peakBufferedBytes\` at most ${peak.toLocaleString("en-US")} B ` +
+        `(${formatBytes(peak)}) over ${servers.length} runs; bound ${formatBytes(bound)} ` +
         `(streams × largest window): ${within ? "within" : "**EXCEEDED**"}.`
       )
     })

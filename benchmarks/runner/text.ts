@@ -54,6 +54,34 @@ export const methodText = (s: Settings): string =>
       "during the run."
   ].join("\n")
 
+/** What holds for every run: how to read the figures. */
+export const readingText = (): string =>
+  [
+    "## Reading the figures",
+    "",
+    "- **Loading Effect.** A fullduplex process starts from about twice the RSS of a plain Node process " +
+      '(the base RSS in the memory table): `import ... from "fullduplex"` loads Effect and the whole library. ' +
+      "It also changes how V8 collects the garbage of a transfer, which row 12 isolates: the same raw `net` " +
+      'echo client and `spawn` cat client, in a process that has done `import "effect"` first, are slower and ' +
+      "use more CPU per byte than in a plain process. Node reads each socket chunk into a fresh 64 KiB " +
+      "`Buffer` held outside the JavaScript heap; once Effect is loaded, V8's young generation is larger, " +
+      "fewer scavenges run, and the external memory is reclaimed by full mark-compacts instead (with " +
+      "`--trace-gc`, a 256 MiB run of the raw echo client showed 6 scavenges and no mark-compact in a plain " +
+      "process, 8 scavenges and 4 mark-compacts with Effect loaded). That is a floor no library on Effect can " +
+      "go below: compare a fullduplex row with its row-12 anchor to see what the library itself costs.",
+    "- **In memory.** No path copies or inspects more than the first and last byte of a chunk: every write " +
+      "hands over a reference to the same 64 KiB chunk. The rates measure the cost per write (scheduling, " +
+      "bookkeeping, events), not memory bandwidth. `Duplex.pair()` holds 64 KiB per direction by default; a " +
+      "default `PassThrough` holds up to 64 KiB on its writable side and 64 KiB on its readable side.",
+    "- **Shared cores.** The machine has two cores; a TCP row's two processes (three for the proxy, plus " +
+      "`cat` for the cat rows) and V8's helper threads share them with any other work (the last column). " +
+      "Rates swing with that load more than CPU time per GiB does, and a ratio taken per round cancels much " +
+      "of it, not all.",
+    "- **What a fixed cost weighs.** Connection setup, the first run of the code (nothing is warmed up: " +
+      "every process is fresh) and a server's shutdown are inside the measured sections, on both sides, and " +
+      "weigh little at 1 GiB; with a small `--bytes` they weigh more."
+  ].join("\n")
+
 /** What a reader should know about this run, computed from its records. */
 export const noteLines = (comparisons: ReadonlyArray<Comparison>, runs: ReadonlyArray<Run>): ReadonlyArray<string> => {
   const notes: Array<string> = []
