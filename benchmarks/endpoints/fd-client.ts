@@ -42,21 +42,25 @@ if (mode === "oneway-write" || mode === "oneway-sink" || mode === "echo") {
   const bytes = payloadBytes(opts)
   const chunks = chunksOf(chunk, bytes)
   meter.start()
-  await run(
+  // Timed until the echo's EOF or the reply's, as the raw client; closing the connection (the scope) is not.
+  const ms = await run(
     Effect.gen(function* () {
       const conn = yield* Tcp.connect({ host: HOST, port })
       if (mode === "echo") {
         const check = yield* Duplex.exchange(conn, Stream.fromIterable(chunks), checkSink)
+        const ms = meter.elapsedMs()
         check.verify("echo", bytes)
-        return
+        return ms
       }
       if (mode === "oneway-write") for (const c of chunks) yield* conn.write(c)
       else yield* Stream.run(Stream.fromIterable(chunks), conn.sink)
       yield* conn.end
-      verifyCount("bytes the discard server counted", bytes, Number((yield* readText(conn)).trim()))
+      const reply = yield* readText(conn)
+      const ms = meter.elapsedMs()
+      verifyCount("bytes the discard server counted", bytes, Number(reply.trim()))
+      return ms
     })
   )
-  const ms = meter.elapsedMs()
   meter.finish({ fullduplex: fullduplexUrl, bytes, ms, mibps: mibPerSecond(bytes, ms) })
 } else if (mode === "pingpong") {
   const roundTrips = Number(required(opts, "roundtrips"))
@@ -110,7 +114,8 @@ if (mode === "oneway-write" || mode === "oneway-sink" || mode === "echo") {
       })
     )
   meter.start()
-  const counts = await run(
+  // Timed until every stream's reply has ended, as the libp2p-yamux and http2 clients; `session.close` is not.
+  const { counts, ms } = await run(
     Effect.gen(function* () {
       const conn = yield* Tcp.connect({ host: HOST, port })
       const session = yield* Mux.client(conn, sessionOptions)
@@ -118,11 +123,11 @@ if (mode === "oneway-write" || mode === "oneway-sink" || mode === "echo") {
         Array.from({ length: streams }, () => send(session)),
         { concurrency: "unbounded" }
       )
+      const ms = meter.elapsedMs()
       yield* session.close
-      return counts
+      return { counts, ms }
     })
   )
-  const ms = meter.elapsedMs()
   counts.forEach((n, i) => verifyCount(`bytes the server counted on stream ${i}`, perStream, n))
   meter.finish({ fullduplex: fullduplexUrl, bytes, streams, ms, mibps: mibPerSecond(bytes, ms) })
 } else {

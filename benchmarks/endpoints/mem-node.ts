@@ -8,7 +8,7 @@
  *   `for await` and writes each chunk to `down` (waiting for `'drain'`), then ends `down`; the client
  *   counts and checks `down` with `for await`.
  *
- * Timed from the first write until the reader has seen the end.
+ * Timed from before the pipes are made until the reader has seen the end.
  */
 import { once } from "node:events"
 import { PassThrough, type Readable } from "node:stream"
