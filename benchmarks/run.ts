@@ -24,7 +24,7 @@ import * as path from "node:path"
 import { parseArgs } from "node:util"
 import { formatBytes, parseSize, WRITE_BYTES } from "./lib/common.js"
 import { type Case, makeCases, MEM_FACTOR, type Row, ROWS } from "./rows.js"
-import { ROOT, type Run, runCase } from "./runner/launch.js"
+import { checkBaselineImports, ROOT, type Run, runCase } from "./runner/launch.js"
 import {
   bufferingLines,
   compare,
@@ -85,6 +85,7 @@ const rows = selectRows()
 const full = values.row === undefined && values.filter === undefined
 const needed = new Set(rows.flatMap((r) => [r.subject, ...r.anchors]))
 const cases: ReadonlyArray<Case> = allCases.filter((c) => needed.has(c.id)) // grouped by family, as defined
+checkBaselineImports(cases)
 
 const machine = {
   cpu: os.cpus()[0]?.model ?? "unknown",

@@ -143,13 +143,51 @@ const launch = (role: Role, script: string, args: ReadonlyArray<string>, preload
 }
 
 // -----------------------------------------------------------------------------------------------------
+// what a baseline loads
+// -----------------------------------------------------------------------------------------------------
+
+/** The packages a compiled endpoint imports, following its relative imports (`../lib/common.js`, …). */
+const packagesImportedBy = (file: string, seen = new Set<string>()): Set<string> => {
+  const packages = new Set<string>()
+  if (seen.has(file)) return packages
+  seen.add(file)
+  const source = fs.readFileSync(file, "utf8")
+  for (const m of source.matchAll(
+    /(?:^|\n)\s*(?:import|export)\b[^"';]*?["']([^"']+)["']|\bimport\(\s*["']([^"']+)["']\s*\)/g
+  )) {
+    const specifier = (m[1] ?? m[2])!
+    if (specifier.startsWith(".")) {
+      for (const p of packagesImportedBy(path.resolve(path.dirname(file), specifier), seen)) packages.add(p)
+    } else {
+      packages.add(specifier)
+    }
+  }
+  return packages
+}
+
+/**
+ * Throws if an endpoint of a baseline case (one without `fd-` in its name) imports `effect` or
+ * `fullduplex`, directly or through a helper: a baseline must not share the library's loading costs, except
+ * through the explicit `--import effect` of row 12.
+ */
+export const checkBaselineImports = (cases: ReadonlyArray<Case>): void => {
+  for (const c of cases) {
+    for (const p of c.processes.filter((x) => !x.script.startsWith("fd-"))) {
+      const imported = [...packagesImportedBy(path.join(ENDPOINTS, `${p.script}.js`))]
+      const bad = imported.filter((s) => /^(effect|fullduplex)(\/|$)/.test(s))
+      if (bad.length > 0) throw new Error(`baseline endpoint ${p.script} of ${c.id} imports ${bad.join(", ")}`)
+    }
+  }
+}
+
+// -----------------------------------------------------------------------------------------------------
 // one run
 // -----------------------------------------------------------------------------------------------------
 
 const withTimeout = <A>(promise: Promise<A>, ms: number, what: string): Promise<A> => {
   let timer: NodeJS.Timeout | undefined
   const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: no end after ${Math.round(ms / 1000)} s`)), ms)
+    timer = setTimeout(() => reject(new Error(`${what}: no end after ${(ms / 1000).toFixed(1)} s`)), ms)
   })
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer))
 }
