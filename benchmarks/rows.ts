@@ -53,6 +53,13 @@ export interface Row {
   readonly bestOf?: ReadonlyArray<string>
   /** The subject's server reports `peakBufferedBytes` against its bound: the Mux rows. */
   readonly peakBuffered?: boolean
+  /**
+   * The issue's throughput targets, as ratios to an anchor (by anchor id; for `bestOf` rows, to the better
+   * anchor, under the key `"best"`). From issue #12, as the previous harness carried them.
+   */
+  readonly targets?: Readonly<Record<string, number>>
+  /** The issue's memory target: the measured process's peak RSS at most this many MiB above its base. */
+  readonly maxRssAboveBaseMiB?: number
 }
 
 export interface Settings {
@@ -393,7 +400,8 @@ export const ROWS: ReadonlyArray<Row> = [
     title: "TCP echo server, `Echo.serve`",
     subject: "tcp-echo-fd-server",
     anchors: ["tcp-echo-net"],
-    measured: ["server"]
+    measured: ["server"],
+    maxRssAboveBaseMiB: 64
   },
   {
     id: "tcp-echo-both",
@@ -401,7 +409,8 @@ export const ROWS: ReadonlyArray<Row> = [
     title: "TCP echo, both ends fullduplex",
     subject: "tcp-echo-fd-both",
     anchors: ["tcp-echo-net"],
-    measured: ["client", "server"]
+    measured: ["client", "server"],
+    targets: { "tcp-echo-net": 0.9 }
   },
   {
     id: "proxy",
@@ -409,7 +418,8 @@ export const ROWS: ReadonlyArray<Row> = [
     title: "TCP proxy, `Proxy.serve`",
     subject: "proxy-fd",
     anchors: ["proxy-net"],
-    measured: ["proxy"]
+    measured: ["proxy"],
+    targets: { "proxy-net": 0.9 }
   },
   {
     id: "cat-exchange",
@@ -418,7 +428,9 @@ export const ROWS: ReadonlyArray<Row> = [
     subject: "cat-fd-exchange",
     anchors: ["cat-spawn", "cat-execa", "cat-spawn-effect"],
     measured: ["client"],
-    bestOf: ["cat-spawn", "cat-execa"]
+    bestOf: ["cat-spawn", "cat-execa"],
+    targets: { best: 0.9 },
+    maxRssAboveBaseMiB: 64
   },
   {
     id: "cat-effect-floor",
@@ -435,7 +447,8 @@ export const ROWS: ReadonlyArray<Row> = [
     subject: "cat-fd-pipethrough",
     anchors: ["cat-execa", "cat-spawn"],
     measured: ["client"],
-    bestOf: ["cat-spawn", "cat-execa"]
+    bestOf: ["cat-spawn", "cat-execa"],
+    targets: { best: 0.9 }
   },
   {
     id: "pingpong-client",
@@ -459,7 +472,8 @@ export const ROWS: ReadonlyArray<Row> = [
     title: "1-byte ping-pong, both ends fullduplex",
     subject: "ping-fd-both",
     anchors: ["ping-net"],
-    measured: ["client", "server"]
+    measured: ["client", "server"],
+    targets: { "ping-net": 0.8 }
   },
   {
     id: "mem-oneway",
@@ -467,7 +481,8 @@ export const ROWS: ReadonlyArray<Row> = [
     title: "in memory, one-way",
     subject: "mem-fd-oneway",
     anchors: ["mem-pt-oneway"],
-    measured: ["client"]
+    measured: ["client"],
+    targets: { "mem-pt-oneway": 1.5 }
   },
   {
     id: "mem-echo",
@@ -475,7 +490,8 @@ export const ROWS: ReadonlyArray<Row> = [
     title: "in memory, echo",
     subject: "mem-fd-echo",
     anchors: ["mem-pt-echo"],
-    measured: ["client"]
+    measured: ["client"],
+    targets: { "mem-pt-echo": 1.5 }
   },
   {
     id: "mux-1",
@@ -484,7 +500,8 @@ export const ROWS: ReadonlyArray<Row> = [
     subject: "mux-fd-1",
     anchors: ["mux-yamux-1", "mux-h2-1", "tcp-oneway-net"],
     measured: ["client", "server"],
-    peakBuffered: true
+    peakBuffered: true,
+    targets: { "mux-yamux-1": 1.2, "tcp-oneway-net": 0.9 }
   },
   {
     id: "mux-16",
@@ -493,7 +510,8 @@ export const ROWS: ReadonlyArray<Row> = [
     subject: "mux-fd-16",
     anchors: ["mux-yamux-16", "mux-h2-16", "tcp-oneway-net"],
     measured: ["client", "server"],
-    peakBuffered: true
+    peakBuffered: true,
+    targets: { "mux-yamux-16": 1.2, "tcp-oneway-net": 1.0 }
   },
   {
     id: "mux-1-4mib",
@@ -502,7 +520,8 @@ export const ROWS: ReadonlyArray<Row> = [
     subject: "mux-fd4m-1",
     anchors: ["mux-h2-4m-1"],
     measured: ["client", "server"],
-    peakBuffered: true
+    peakBuffered: true,
+    targets: { "mux-h2-4m-1": 1.0 }
   },
   {
     id: "mux-16-4mib",
@@ -511,6 +530,7 @@ export const ROWS: ReadonlyArray<Row> = [
     subject: "mux-fd4m-16",
     anchors: ["mux-h2-4m-16"],
     measured: ["client", "server"],
-    peakBuffered: true
+    peakBuffered: true,
+    targets: { "mux-h2-4m-16": 1.0 }
   }
 ]

@@ -32,6 +32,7 @@ import {
   indexRuns,
   latencyTable,
   memoryTable,
+  memoryTargetLines,
   resultsTable
 } from "./runner/report.js"
 import { methodText, noteLines, readingText } from "./runner/text.js"
@@ -134,7 +135,8 @@ const tables = [
   resultsTable(comparisons, byCase),
   "",
   ...(cases.some((c) => c.metric === "rtps") ? ["Ping-pong latency:", "", latencyTable(cases, byCase), ""] : []),
-  ...bufferingLines(rows, byCase).map((l) => `- ${l}`)
+  ...bufferingLines(rows, byCase).map((l) => `- ${l}`),
+  ...memoryTargetLines(rows, caseById, byCase).map((l) => `- ${l}`)
 ].join("\n")
 console.log(`\n${tables}\n`)
 const notes = noteLines(comparisons, runs)

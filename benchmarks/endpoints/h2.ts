@@ -45,6 +45,7 @@ if (role === "server") {
     // One session. (Not `server.close()` here: in Node 24 it makes the session refuse new streams.)
     if (windowBytes !== undefined) session.setLocalWindowSize(streams * windowBytes)
     session.on("close", () => {
+      server.close()
       verifyCount("http2 streams received", streams, perStream.length)
       meter.finish({ streams: perStream.length, bytesIn: perStream.reduce((n, b) => n + b, 0) })
     })

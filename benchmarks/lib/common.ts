@@ -152,7 +152,10 @@ const round1 = (x: number): number => Math.round(x * 10) / 10
  *
  * - `start()` starts the measured section: a client calls it right before it connects or spawns, a server
  *   calls {@link ready} once listening. CPU time (user + system, all threads) is counted from there.
- * - `finish(fields)` prints the `RESULT` line and exits with code 0.
+ * - `finish(fields)` prints the `RESULT` line; the endpoint has closed everything by then, so the process
+ *   then exits by itself, with code 0. (Not with `process.exit`: in Node 24 it can deadlock when a
+ *   concurrent compile job waits for a garbage collection the exiting main thread will never run,
+ *   nodejs/node#54918; a natural exit tears the isolate down first, which releases such a job.)
  */
 export class Meter {
   readonly baseRssMiB = round1(process.memoryUsage.rss() / MiB)
@@ -174,7 +177,7 @@ export class Meter {
     return performance.now() - this.t0
   }
 
-  finish(fields: Record<string, unknown>): never {
+  finish(fields: Record<string, unknown>): void {
     if (this.cpu0 === undefined) throw new Error("Meter.finish before start")
     const result = {
       role: this.role,
@@ -187,9 +190,8 @@ export class Meter {
       peakRssMiB: round1(process.resourceUsage().maxRSS / KiB),
       execArgv: process.execArgv
     }
-    // stdout to a pipe is synchronous on Linux, so the line is out before the exit.
     process.stdout.write(`RESULT ${JSON.stringify(result)}\n`)
-    process.exit(0)
+    process.exitCode = 0
   }
 }
 

@@ -98,6 +98,9 @@ const childEnv = (): NodeJS.ProcessEnv => {
   return env
 }
 
+/** How long a process may take to exit after printing its result. */
+const EXIT_GRACE_MS = 5000
+
 const launch = (role: Role, script: string, args: ReadonlyArray<string>, preloadEffect: boolean): Launched => {
   const argv = [...(preloadEffect ? ["--import", "effect"] : []), path.join(ENDPOINTS, `${script}.js`), ...args]
   const child = spawn(process.execPath, argv, { cwd: ROOT, env: childEnv(), stdio: ["ignore", "pipe", "pipe"] })
@@ -107,6 +110,7 @@ const launch = (role: Role, script: string, args: ReadonlyArray<string>, preload
   })
   const noise: Array<string> = []
   let result: ProcessResult | undefined
+  let hungAtExit = false
   let onReady: (port: number) => void = () => {}
   let onEarlyExit: (error: Error) => void = () => {}
   const ready = new Promise<number>((resolve, reject) => {
@@ -116,8 +120,17 @@ const launch = (role: Role, script: string, args: ReadonlyArray<string>, preload
   ready.catch(() => {}) // a process that never listens is reported through `done`
   createInterface({ input: child.stdout! }).on("line", (line) => {
     if (line.startsWith("READY ")) onReady((JSON.parse(line.slice(6)) as { port: number }).port)
-    else if (line.startsWith("RESULT ")) result = JSON.parse(line.slice(7)) as ProcessResult
-    else if (line.trim() !== "") noise.push(`${role} stdout: ${line}`)
+    else if (line.startsWith("RESULT ")) {
+      result = JSON.parse(line.slice(7)) as ProcessResult
+      // Its figures are in; a process that then fails to exit (something left open, or a hang in Node's
+      // own shutdown) is killed rather than left to time the run out, and the kill is reported as noise.
+      setTimeout(() => {
+        if (child.exitCode === null && child.signalCode === null) {
+          hungAtExit = true
+          child.kill("SIGKILL")
+        }
+      }, EXIT_GRACE_MS).unref()
+    } else if (line.trim() !== "") noise.push(`${role} stdout: ${line}`)
   })
   const done = new Promise<{ code: number | null; signal: string | null; result: ProcessResult | undefined }>(
     (resolve) => {
@@ -127,7 +140,12 @@ const launch = (role: Role, script: string, args: ReadonlyArray<string>, preload
       })
       child.once("close", (code, signal) => {
         onEarlyExit(new Error(`${role} exited (${code ?? signal}) before listening`))
-        resolve({ code, signal, result })
+        if (hungAtExit) {
+          noise.push(`${role} had not exited ${EXIT_GRACE_MS / 1000} s after its result and was killed`)
+          resolve({ code: 0, signal: null, result })
+        } else {
+          resolve({ code, signal, result })
+        }
       })
     }
   )

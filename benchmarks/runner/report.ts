@@ -60,6 +60,8 @@ export interface Comparison {
   readonly worstOtherLoad: number
   /** This anchor is the better of the row's `bestOf` anchors (the target's anchor). */
   readonly best: boolean
+  /** The issue's target for the ratio to this anchor, if it sets one. */
+  readonly target: number | undefined
 }
 
 export const compare = (row: Row, cases: ReadonlyMap<string, Case>, runs: Runs): ReadonlyArray<Comparison> => {
@@ -89,7 +91,8 @@ export const compare = (row: Row, cases: ReadonlyMap<string, Case>, runs: Runs):
       cpuRatio: summarize(sc.map((x, i) => x / ac[i]!)),
       failed: all.filter((r) => r.error !== undefined).length,
       worstOtherLoad: Math.max(0, ...all.map((r) => r.otherLoad)),
-      best: best === anchorId
+      best: best === anchorId,
+      target: row.targets?.[anchorId] ?? (best === anchorId ? row.targets?.["best"] : undefined)
     }
   })
 }
@@ -138,14 +141,19 @@ const memoryText = (runs: Runs, c: Case, roles: ReadonlyArray<Role>): string =>
     })
     .join(", ")
 
+const targetText = (c: Comparison): string =>
+  c.target === undefined
+    ? ""
+    : `≥ ${c.target}×: ${c.ratio === undefined ? "–" : c.ratio.median >= c.target ? "met" : "**not met**"}`
+
 const runsText = (c: Comparison): string =>
   `n=${c.rounds.length}${c.failed > 0 ? `, **${c.failed} failed**` : ""}, ${fixed(c.worstOtherLoad * 100, 0)}%`
 
 /** The main table: one line per (row, anchor). */
 export const resultsTable = (comparisons: ReadonlyArray<Comparison>, runs: Runs): string => {
   const lines = [
-    "| # | row (`--row`) | subject vs anchor | subject | anchor | ratio, median of rounds (min–max) | CPU of the measured process(es), subject · anchor (ratio) | peak RSS (base) MiB of the measured process(es), subject · anchor | rounds, other load (max) |",
-    "|---|---|---|---|---|---|---|---|---|"
+    "| # | row (`--row`) | subject vs anchor | subject | anchor | ratio, median of rounds (min–max) | issue target | CPU of the measured process(es), subject · anchor (ratio) | peak RSS (base) MiB of the measured process(es), subject · anchor | rounds, other load (max) |",
+    "|---|---|---|---|---|---|---|---|---|---|"
   ]
   let previous: Row | undefined
   for (const c of comparisons) {
@@ -155,7 +163,7 @@ export const resultsTable = (comparisons: ReadonlyArray<Comparison>, runs: Runs)
     const vs = `${c.subject.label} vs ${c.anchor.label}${c.best ? " ★" : ""}`
     lines.push(
       `${head} ${vs} | ${rangeText(c.subject.metric, c.subjectRate)} | ${rangeText(c.anchor.metric, c.anchorRate)} | ` +
-        `${ratioText(c.ratio)} | ${c.row.measured.join(" + ")}: ${cpuText(c)} | ` +
+        `${ratioText(c.ratio)} | ${targetText(c)} | ${c.row.measured.join(" + ")}: ${cpuText(c)} | ` +
         `${memoryText(runs, c.subject, c.row.measured)} · ${memoryText(runs, c.anchor, c.row.measured)} | ${runsText(c)} |`
     )
   }
@@ -198,6 +206,30 @@ export const latencyTable = (cases: ReadonlyArray<Case>, runs: Runs): string => 
   }
   return lines.join("\n")
 }
+
+/** The issue's memory targets: the measured process's peak RSS above its base, worst run, both sides. */
+export const memoryTargetLines = (rows: ReadonlyArray<Row>, cases: ReadonlyMap<string, Case>, runs: Runs) =>
+  rows
+    .filter((r) => r.maxRssAboveBaseMiB !== undefined)
+    .map((r) => {
+      const role = r.measured[0]!
+      const above = (id: string) =>
+        Math.max(
+          ...[...(runs.get(id)?.values() ?? [])]
+            .map((run) => run.processes[role])
+            .filter((p): p is ProcessResult => p !== undefined)
+            .map((p) => p.peakRssMiB - p.baseRssMiB)
+        )
+      const subject = above(r.subject)
+      const anchors = r.anchors
+        .filter((a) => !a.endsWith("-effect"))
+        .map((a) => `${cases.get(a)!.label} +${fixed(above(a), 0)} MiB`)
+      const limit = r.maxRssAboveBaseMiB!
+      return (
+        `\`${r.id}\`: the ${role}'s peak RSS at most ${fixed(subject, 0)} MiB above its base over the rounds ` +
+        `(issue target ≤ ${limit} MiB: ${subject <= limit ? "met" : "**not met**"}); ${anchors.join(", ")}.`
+      )
+    })
 
 /** The Mux rows' receive buffering: the receiving session's `stats.peakBufferedBytes` against its bound. */
 export const bufferingLines = (rows: ReadonlyArray<Row>, runs: Runs): ReadonlyArray<string> =>
