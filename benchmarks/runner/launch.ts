@@ -152,7 +152,7 @@ const launch = (role: Role, script: string, args: ReadonlyArray<string>, preload
   return {
     role,
     child,
-    argv: ["node", ...argv.map((a) => path.relative(ROOT, a) || a)],
+    argv: ["node", ...argv.map((a) => (path.isAbsolute(a) ? path.relative(ROOT, a) : a))],
     ready,
     done,
     stderr: () => stderr,
