@@ -1,151 +1,208 @@
 /**
- * `npm run bench`: runs every case, prints a markdown table and writes `benchmarks/RESULTS.md`.
+ * `npm run bench`: builds the package and the benchmarks, then (this file, compiled, under plain `node`)
+ * runs every case of the selected rows as fresh processes, round after round, and prints the tables; a
+ * full run (no `--filter` / `--row`) also writes `benchmarks/RESULTS.md`.
  *
- * Options (CLI flags win over environment variables):
+ * Options (after `npm run bench --`):
  *
- * - `--runs N` / `BENCH_RUNS=N`: timed runs per side of each case (default 5, at least 1), after one
- *   untimed warm-up run per side.
- * - `--filter TEXT` / `BENCH_FILTER=TEXT`: only the cases whose name contains TEXT (case-insensitive).
- *   A filtered run prints its table but leaves RESULTS.md alone.
- * - `BENCH_TIMEOUT_MS`: a run that takes longer fails the benchmark (default 60000).
+ * - `--rounds N`: rounds (default 5). Each round runs every selected case once, in an order rotated by
+ *   one case per round and reversed every other round, so the two sides of a ratio alternate (A, B, …,
+ *   then …, B, A) and drift hits both alike.
+ * - `--bytes SIZE`: payload of the TCP, proxy, cat and Mux rows (default `1g`; `64m`, `256m`, …, a
+ *   multiple of 64 KiB); the in-memory rows move 16 × SIZE.
+ * - `--roundtrips N`: timed round trips of the ping-pong rows (default 10000, after 1000 untimed).
+ * - `--filter TEXT`: only the rows whose id, title or case ids contain TEXT (case-insensitive).
+ * - `--row ID[,ID…]`: only these rows (their ids are in the table and in RESULTS.md).
+ * - `--timeout SECONDS`: a run (all its processes) that takes longer fails (default 180).
+ * - `--no-write`: a full run that leaves RESULTS.md alone.
  *
- * Example: `BENCH_RUNS=7 npm run bench -- --filter pair`.
+ * Every run's records go to `benchmarks/results/<date>.jsonl` (not committed).
  */
-import { writeFileSync } from "node:fs"
+import * as fs from "node:fs"
 import * as os from "node:os"
-import { fileURLToPath } from "node:url"
+import * as path from "node:path"
 import { parseArgs } from "node:util"
-import * as prettier from "prettier"
-import { cases as exchangeCases } from "./exchange.js"
-import { type BenchCase, type CaseResult, describeWork, measure, perWrite, table, targetLines } from "./harness.js"
-import { cases as muxCases } from "./mux.js"
-import { cases as pairCases } from "./pair.js"
-import { cases as proxyCases } from "./proxy.js"
-import { cases as subprocessCases } from "./subprocess.js"
-import { cases as tcpCases } from "./tcp.js"
-
-const allCases: ReadonlyArray<BenchCase> = [
-  ...pairCases,
-  ...exchangeCases,
-  ...tcpCases,
-  ...proxyCases,
-  ...subprocessCases,
-  ...muxCases
-]
+import { formatBytes, parseSize, WRITE_BYTES } from "./lib/common.js"
+import { type Case, makeCases, MEM_FACTOR, type Row, ROWS } from "./rows.js"
+import { checkBaselineImports, ROOT, type Run, runCase } from "./runner/launch.js"
+import {
+  bufferingLines,
+  compare,
+  type Comparison,
+  indexRuns,
+  latencyTable,
+  memoryTable,
+  memoryTargetLines,
+  resultsTable
+} from "./runner/report.js"
+import { methodText, noteLines, readingText } from "./runner/text.js"
 
 const { values } = parseArgs({
-  options: { runs: { type: "string" }, filter: { type: "string" } },
+  options: {
+    rounds: { type: "string" },
+    bytes: { type: "string" },
+    roundtrips: { type: "string" },
+    filter: { type: "string" },
+    row: { type: "string" },
+    timeout: { type: "string" },
+    "no-write": { type: "boolean" }
+  },
   allowPositionals: false
 })
-const runs = Number(values.runs ?? process.env["BENCH_RUNS"] ?? 5)
-if (!Number.isSafeInteger(runs) || runs < 1) throw new Error(`runs must be a whole number ≥ 1, got ${runs}`)
-const filter = (values.filter ?? process.env["BENCH_FILTER"] ?? "").toLowerCase()
-const selected = allCases.filter((c) => c.name.toLowerCase().includes(filter))
-if (selected.length === 0) {
-  throw new Error(`no case matches filter "${filter}"; cases: ${allCases.map((c) => c.name).join(", ")}`)
+
+const rounds = Number(values.rounds ?? 5)
+if (!Number.isSafeInteger(rounds) || rounds < 1) throw new Error(`--rounds must be a whole number ≥ 1, got ${rounds}`)
+const bytes = parseSize(values.bytes ?? "1g")
+if (bytes <= 0 || bytes % (16 * WRITE_BYTES) !== 0) {
+  throw new Error(`--bytes must be a multiple of 1 MiB (16 streams × 64 KiB writes), got ${bytes}`)
+}
+const roundTrips = Number(values.roundtrips ?? 10_000)
+const timeoutMs = Number(values.timeout ?? 180) * 1000
+const settings = { bytes, memBytes: MEM_FACTOR * bytes, roundTrips, warmupRoundTrips: 1000 }
+const allCases = makeCases(settings)
+const caseById = new Map(allCases.map((c) => [c.id, c]))
+
+const selectRows = (): ReadonlyArray<Row> => {
+  if (values.row !== undefined) {
+    const ids = values.row.split(",").map((s) => s.trim())
+    const unknown = ids.filter((id) => !ROWS.some((r) => r.id === id))
+    if (unknown.length > 0)
+      throw new Error(`unknown row ${unknown.join(", ")}; rows: ${ROWS.map((r) => r.id).join(", ")}`)
+    return ROWS.filter((r) => ids.includes(r.id))
+  }
+  if (values.filter !== undefined) {
+    const text = values.filter.toLowerCase()
+    const rows = ROWS.filter((r) =>
+      [r.id, r.title, r.subject, ...r.anchors].some((s) => s.toLowerCase().includes(text))
+    )
+    if (rows.length === 0)
+      throw new Error(`no row matches "${values.filter}"; rows: ${ROWS.map((r) => r.id).join(", ")}`)
+    return rows
+  }
+  return ROWS
 }
 
-const cpu = os.cpus()[0]?.model ?? "unknown CPU"
-const cpuCount = os.availableParallelism()
-console.log(
-  `fullduplex benchmarks: ${selected.length} case(s), 1 warm-up + ${runs} timed runs per side, ` +
-    `node ${process.version}, ${cpu} (${cpuCount} CPUs)\n`
+const rows = selectRows()
+const full = values.row === undefined && values.filter === undefined
+const needed = new Set(rows.flatMap((r) => [r.subject, ...r.anchors]))
+const cases: ReadonlyArray<Case> = allCases.filter((c) => needed.has(c.id)) // grouped by family, as defined
+checkBaselineImports(cases)
+
+const machine = {
+  cpu: os.cpus()[0]?.model ?? "unknown",
+  cores: os.availableParallelism(),
+  node: process.version,
+  os: `${os.type()} ${os.release()} ${os.arch()}`,
+  memoryGiB: os.totalmem() / 1024 ** 3,
+  loadStart: os.loadavg()
+}
+const log = (line: string) => process.stderr.write(`${line}\n`)
+log(
+  `bench: ${rows.length} row(s), ${cases.length} case(s), ${rounds} round(s), ${formatBytes(bytes)} ` +
+    `(in memory ${formatBytes(settings.memBytes)}), node ${machine.node}, ${machine.cpu} × ${machine.cores}, ` +
+    `load ${machine.loadStart.map((x) => x.toFixed(2)).join(" ")}`
 )
 
-const loadAverage = () => os.loadavg()[0]!.toFixed(2)
-const loadAtStart = loadAverage()
-const started = Date.now()
-const results: Array<CaseResult> = []
-for (const benchCase of selected) {
-  console.log(
-    `${benchCase.name}: ${describeWork(benchCase)}, ${benchCase.subject.label} vs ${benchCase.baseline.label}`
-  )
-  results.push(await measure(benchCase, runs, (line) => console.log(line)))
+const resultsDir = path.join(ROOT, "benchmarks", "results")
+fs.mkdirSync(resultsDir, { recursive: true })
+const started = new Date()
+const jsonl = path.join(resultsDir, `${started.toISOString().replace(/[:.]/g, "-")}.jsonl`)
+fs.writeFileSync(jsonl, `${JSON.stringify({ started, settings, rounds, rows: rows.map((r) => r.id), machine })}\n`)
+
+const t0 = performance.now()
+const runs: Array<Run> = []
+for (let round = 0; round < rounds; round++) {
+  const rotated = cases.map((_, i) => cases[(i + round) % cases.length]!)
+  const order = round % 2 === 1 ? rotated.reverse() : rotated
+  for (const c of order) {
+    const run = await runCase(c, round, timeoutMs)
+    runs.push(run)
+    fs.appendFileSync(jsonl, `${JSON.stringify(run)}\n`)
+    const rate = run.rate === undefined ? "" : c.metric === "rtps" ? `${run.rate} rt/s` : `${run.rate} MiB/s`
+    log(
+      `round ${round + 1}/${rounds} ${c.id}: ${run.error === undefined ? rate : `FAILED ${run.error}`}` +
+        ` (${(run.wallMs / 1000).toFixed(1)} s, other load ${(run.otherLoad * 100).toFixed(0)}%)` +
+        (run.noise.length > 0 ? ` [noise: ${run.noise.join(" / ").slice(0, 300)}]` : "")
+    )
+  }
 }
-const elapsedSeconds = (Date.now() - started) / 1000
-const loadAtEnd = loadAverage()
+const elapsedS = (performance.now() - t0) / 1000
+const loadEnd = os.loadavg()
 
-/** The row's description, then what was measured per write and observed in the last runs. */
-const rowNotes = (r: CaseResult): string => {
-  const observed = r.benchCase.observed?.()
-  return `${r.benchCase.description} (${perWrite(r)}${observed === undefined ? "" : `; ${observed}`}.)`
-}
+const byCase = indexRuns(runs)
+const comparisons: ReadonlyArray<Comparison> = rows.flatMap((r) => compare(r, caseById, byCase))
+const tables = [
+  resultsTable(comparisons, byCase),
+  "",
+  ...(cases.some((c) => c.metric === "rtps") ? ["Ping-pong latency:", "", latencyTable(cases, byCase), ""] : []),
+  ...bufferingLines(rows, byCase).map((l) => `- ${l}`),
+  ...memoryTargetLines(rows, caseById, byCase).map((l) => `- ${l}`)
+].join("\n")
+console.log(`\n${tables}\n`)
+const notes = noteLines(comparisons, runs)
+for (const line of notes) console.log(`- ${line}`)
+console.log(`\n(${(elapsedS / 60).toFixed(1)} min; records in ${path.relative(ROOT, jsonl)})`)
 
-const resultTable = table(results)
-const targets = targetLines(results)
-console.log(`\n${resultTable}\n`)
-for (const line of targets) console.log(line)
-for (const r of results) console.log(`\n${r.benchCase.name}: ${rowNotes(r)}`)
-console.log(`\n(${elapsedSeconds.toFixed(1)} s; 1-minute load average ${loadAtStart} at start, ${loadAtEnd} at end)`)
-
-if (filter !== "") {
-  console.log(`Filtered run ("${filter}"): benchmarks/RESULTS.md not written.`)
+if (!full) {
+  log(`Filtered run: benchmarks/RESULTS.md not written.`)
+} else if (values["no-write"] === true) {
+  log(`--no-write: benchmarks/RESULTS.md not written.`)
 } else {
-  const date = new Date().toISOString().replace(/\.\d+Z$/, "Z")
+  const loads = (l: ReadonlyArray<number>) => l.map((x) => x.toFixed(2)).join(" / ")
   const markdown = [
     "# fullduplex benchmark results",
     "",
-    `Produced by \`npm run bench\` (\`tsx benchmarks/run.ts\`) on ${date}, Node ${process.version}, ` +
-      `CPU \`${cpu}\`.`,
-    `Figures are medians (with min–max) of ${runs} timed runs per side, after one untimed warm-up run, on a ` +
-      `shared ${cpuCount}-core machine; subject and baseline runs alternate. Throughput is payload / wall-clock ` +
-      `time of one whole run (setup, transfer and byte-count check). The ratio is subject median / baseline ` +
-      `median, both measured in this run. The whole run took ${elapsedSeconds.toFixed(0)} s; the 1-minute load ` +
-      `average was ${loadAtStart} at the start and ${loadAtEnd} at the end.`,
+    `Written by \`npm run bench\` (${rounds} rounds, ${formatBytes(bytes)} per run, ${formatBytes(settings.memBytes)} ` +
+      `in the in-memory rows, ${roundTrips} timed round trips in the ping-pong rows) on ` +
+      `${started.toISOString().replace(/\.\d+Z$/, "Z")}; the run took ${(elapsedS / 60).toFixed(1)} minutes.`,
     "",
-    resultTable,
+    "## Machine",
     "",
-    ...targets.map((line) => `- ${line}`),
+    `- CPU: ${machine.cpu}, ${machine.cores} cores available (\`os.availableParallelism()\`), ` +
+      `${machine.memoryGiB.toFixed(1)} GiB of memory; ${machine.os}.`,
+    `- Node ${machine.node}.`,
+    `- Load average (1 / 5 / 15 min): ${loads(machine.loadStart)} at the start, ${loads(loadEnd)} at the end. ` +
+      "The machine is shared: the last column of the table gives, for each row, the largest share of the " +
+      "machine's CPU that other work used during any of its runs.",
     "",
-    "## What each row measures",
+    methodText(settings),
     "",
-    ...results.map((r) => `- \`${r.benchCase.name}\`: ${rowNotes(r)}`),
+    "## Results",
     "",
-    "## Reading the figures",
+    "Rates are MiB/s (round trips/s where marked), median (min–max) over the rounds. The ratio is " +
+      "subject / anchor taken per round, then its median and min–max: above 1 the subject is faster. CPU " +
+      "is user + system time (all threads) of the measured process(es), per GiB of payload (per round trip " +
+      "in the ping-pong rows), median over rounds; its ratio is also per round, and below 1 the subject uses " +
+      "less. RSS: the peak (`process.resourceUsage().maxRSS`, the largest over the rounds) and, in " +
+      "parentheses, the base (RSS right after the process's imports, median). ★ marks the better of two " +
+      "anchors, the target's anchor.",
     "",
-    "- In the in-memory rows (`pair`, `exchange`) no path copies or inspects payload bytes (except where a " +
-      "row says Node joined chunks): every write " +
-      "hands over a reference to the same chunk, and every reader only adds up lengths. The figures measure " +
-      "per-write overhead (scheduling, bookkeeping, events) times the write size, not memory bandwidth, which " +
-      "is why they can exceed any memory bus; the time per write under each row is the more telling number.",
-    "- A PassThrough's `'data'` listener runs synchronously inside `write()`, so in the `'data'` baselines a " +
-      "chunk usually reaches the reader in the writer's own call stack and the stream's buffers stay empty (see " +
-      "the `write()` counts under each row). The buffering is the same on paper; the Duplex.pair reader is a " +
-      "separate fiber. The `for-await` row shows Node with an asynchronous reader.",
-    "- The library is loaded from `src/` through tsx, which compiles TypeScript with esbuild's `keepNames`: " +
-      "each named closure created in `src/` (and `benchmarks/`) code gets an extra `__name` call. A " +
-      "build made without `keepNames` (tsup's default) would not pay that; Node's own stream code and the " +
-      "`effect` package (plain JS) are not affected.",
-    "- The `tcp` rows go through the kernel's loopback, which copies every byte into and out of socket " +
-      "buffers, and their clients check what comes back (the echo rows the first and last byte of every piece " +
-      "received, against the pattern sent). In the echo and ping-pong rows the server and the client share " +
-      "the bench process, so one thread runs both ends, on both sides; the memory row's servers have a " +
-      "process (and a core) of their own, and both load the same modules, so their idle figures compare.",
-    "- A Node socket reads into a fresh 64 KiB `Buffer` each time, held outside the JavaScript heap in an " +
-      "`ArrayBuffer` until a garbage collection frees it. V8 starts an (incremental) collection for that " +
-      "reason only once external memory has grown by 64 MiB since the last full one (`kExternalAllocation" +
-      "SoftLimit`), so during a 1 GiB echo that garbage is most of any server's RSS growth, `socket.pipe`'s " +
-      "included: compare each server's peak RSS with its peak `ArrayBuffer` figure under the memory row.",
-    "- In the `proxy` row the client (the bench process), the echo server and each proxy have a process of " +
-      "their own, so three busy processes share the two cores, and the wall-clock figures swing with any other " +
-      "load; the proxies' CPU time per run, in the report lines, compares the proxies themselves. Both proxies " +
-      "read into fresh 64 KiB `Buffer`s as above: their collection is a large part of each proxy's CPU time.",
-    "- The `subprocess` rows copy every byte into and out of two pipes, and `cat` needs a core of its own: on a " +
-      "2-core machine `cat`, the bench process and V8's garbage-collection helper threads share two cores, so " +
-      "these rows are the most sensitive to other load. A child's stdout is a Node socket over a pipe, read " +
-      "into fresh 64 KiB `Buffer`s as above, on every side: collecting them is a large part of each side's " +
-      "CPU time, and most of each runner's RSS growth in the memory row. The execa `input` line is one run, " +
-      "in a fresh process, before that row's runs; it is reported, not judged.",
-    "- The `mux` rows move 1 GiB one way over loopback TCP with the sender and the receiver in the bench " +
-      "process, on both sides: one thread runs both ends, so the figures compare the CPU cost per byte of the " +
-      "two ends together, and each row reports that CPU time, which drifts less than the wall-clock figures " +
-      "when other work shares the machine. The `Tcp` rows (fullduplex without the multiplexer) show how much " +
-      "of a gap to raw TCP is the duplex the multiplexer runs over.",
+    tables,
+    "",
+    readingText(),
+    "",
+    "## Notes on this run",
+    "",
+    ...notes.map((l) => `- ${l}`),
+    "",
+    "## Memory of every process",
+    "",
+    memoryTable(cases, byCase),
+    "",
+    "## What each case runs",
+    "",
+    ...cases.map((c) => `- \`${c.id}\`${c.fullduplex ? " (fullduplex)" : ""}: ${c.what}.`),
+    "",
+    "## Rerunning a row alone",
+    "",
+    "Each command builds the package and the benchmarks, then runs the row's subject and anchors for the " +
+      "default 5 rounds of 1 GiB (add `--rounds N`, `--bytes 256m`). A run with `--row` or `--filter` prints " +
+      "its table and leaves this file alone.",
+    "",
+    ...rows.map((r) => `- ${r.issue}, ${r.title}: \`npm run bench -- --row ${r.id}\``),
     ""
   ].join("\n")
-  const path = fileURLToPath(new URL("./RESULTS.md", import.meta.url))
-  // Formatted with the repo's Prettier settings, so that `prettier --check .` accepts the generated file.
-  const prettierOptions = (await prettier.resolveConfig(path)) ?? {}
-  writeFileSync(path, await prettier.format(markdown, { ...prettierOptions, filepath: path }))
-  console.log(`Wrote ${path}`)
+  const file = path.join(ROOT, "benchmarks", "RESULTS.md")
+  fs.writeFileSync(file, markdown)
+  log(`Wrote ${path.relative(ROOT, file)}`)
 }
