@@ -358,7 +358,7 @@ export class BytePipe {
   private pullNow(): Pull.Pull<Batch, DuplexError> {
     const ready = this.readyExit()
     if (ready !== undefined) return ready
-    return Effect.flatMap(this.waitReadable, () => this.pull)
+    return this.waitThenPull
   }
 
   /**
@@ -373,7 +373,7 @@ export class BytePipe {
     if (this.buffered === 0 || this.readerClosed) {
       const ready = this.readyExit()
       if (ready !== undefined) return ready
-      return Effect.flatMap(this.waitReadable, () => this.pullAll)
+      return this.waitThenPullAll
     }
     // The chunks here now; each take may let a waiting writer's next piece in, which waits for the next batch.
     const count = this.chunks.length - this.head
@@ -409,7 +409,7 @@ export class BytePipe {
     if (this.writers.length > 0) return Exit.succeed(Option.some(this.handOver()))
     if (this.writerState === "ended") return Exit.succeed(Option.none())
     if (this.writerState === "aborted") return Exit.fail(this.brokenRead())
-    return Effect.flatMap(this.waitReadable, () => this.read)
+    return this.waitThenRead
   }
 
   /** The oldest buffered chunk, taken without an effect; `undefined` when none is (or the reader closed). */
@@ -445,6 +445,17 @@ export class BytePipe {
       if (i >= 0) this.readers.splice(i, 1)
     })
   })
+
+  // The waits of `pull`, `pullAll` and `read`, made once: a reader that waits allocates no effect for it.
+  private readonly waitThenPull: Pull.Pull<Batch, DuplexError> = Effect.flatMap(this.waitReadable, () => this.pull)
+  private readonly waitThenPullAll: Pull.Pull<Batch, DuplexError> = Effect.flatMap(
+    this.waitReadable,
+    () => this.pullAll
+  )
+  private readonly waitThenRead: Effect.Effect<Option.Option<Uint8Array>, DuplexError> = Effect.flatMap(
+    this.waitReadable,
+    () => this.read
+  )
 
   /**
    * Attaches a consumer that takes every chunk as it arrives, in the step that offers or writes it, with
