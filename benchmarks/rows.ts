@@ -54,12 +54,15 @@ export interface Row {
   /** The subject's server reports `peakBufferedBytes` against its bound: the Mux rows. */
   readonly peakBuffered?: boolean
   /**
-   * The issue's throughput targets, as ratios to an anchor (by anchor id; for `bestOf` rows, to the better
-   * anchor, under the key `"best"`). From issue #12, as the previous harness carried them.
+   * Throughput targets, as ratios to an anchor (by anchor id; for `bestOf` rows, to the better anchor,
+   * under the key `"best"`): issue #12's for its rows (≥ 0.95× the raw anchor, ping-pong with both ends
+   * ≥ 0.9×), the Mux issue's (#15) for the Mux rows.
    */
   readonly targets?: Readonly<Record<string, number>>
-  /** The issue's memory target: the measured process's peak RSS at most this many MiB above its base. */
-  readonly maxRssAboveBaseMiB?: number
+  /** Issue #12: CPU time per GiB (or per round trip) of the measured process(es) at most this × the anchor's. */
+  readonly maxCpuRatio?: number
+  /** Issue #12: the measured process's peak RSS at most this many MiB above the target anchor's peak RSS. */
+  readonly maxPeakRssAboveAnchorMiB?: number
 }
 
 export interface Settings {
@@ -384,7 +387,10 @@ export const ROWS: ReadonlyArray<Row> = [
     title: "TCP echo client",
     subject: "tcp-echo-fd-client",
     anchors: ["tcp-echo-net", "tcp-echo-net-effect"],
-    measured: ["client"]
+    measured: ["client"],
+    targets: { "tcp-echo-net": 0.95 },
+    maxCpuRatio: 1.2,
+    maxPeakRssAboveAnchorMiB: 16
   },
   {
     id: "tcp-echo-effect-floor",
@@ -401,7 +407,9 @@ export const ROWS: ReadonlyArray<Row> = [
     subject: "tcp-echo-fd-server",
     anchors: ["tcp-echo-net"],
     measured: ["server"],
-    maxRssAboveBaseMiB: 64
+    targets: { "tcp-echo-net": 0.95 },
+    maxCpuRatio: 1.2,
+    maxPeakRssAboveAnchorMiB: 16
   },
   {
     id: "tcp-echo-both",
@@ -410,7 +418,9 @@ export const ROWS: ReadonlyArray<Row> = [
     subject: "tcp-echo-fd-both",
     anchors: ["tcp-echo-net"],
     measured: ["client", "server"],
-    targets: { "tcp-echo-net": 0.9 }
+    targets: { "tcp-echo-net": 0.95 },
+    maxCpuRatio: 1.2,
+    maxPeakRssAboveAnchorMiB: 16
   },
   {
     id: "proxy",
@@ -419,7 +429,9 @@ export const ROWS: ReadonlyArray<Row> = [
     subject: "proxy-fd",
     anchors: ["proxy-net"],
     measured: ["proxy"],
-    targets: { "proxy-net": 0.9 }
+    targets: { "proxy-net": 0.95 },
+    maxCpuRatio: 1.2,
+    maxPeakRssAboveAnchorMiB: 16
   },
   {
     id: "cat-exchange",
@@ -429,8 +441,9 @@ export const ROWS: ReadonlyArray<Row> = [
     anchors: ["cat-spawn", "cat-execa", "cat-spawn-effect"],
     measured: ["client"],
     bestOf: ["cat-spawn", "cat-execa"],
-    targets: { best: 0.9 },
-    maxRssAboveBaseMiB: 64
+    targets: { best: 0.95 },
+    maxCpuRatio: 1.2,
+    maxPeakRssAboveAnchorMiB: 16
   },
   {
     id: "cat-effect-floor",
@@ -448,7 +461,9 @@ export const ROWS: ReadonlyArray<Row> = [
     anchors: ["cat-execa", "cat-spawn"],
     measured: ["client"],
     bestOf: ["cat-spawn", "cat-execa"],
-    targets: { best: 0.9 }
+    targets: { best: 0.95 },
+    maxCpuRatio: 1.2,
+    maxPeakRssAboveAnchorMiB: 16
   },
   {
     id: "pingpong-client",
@@ -473,7 +488,9 @@ export const ROWS: ReadonlyArray<Row> = [
     subject: "ping-fd-both",
     anchors: ["ping-net"],
     measured: ["client", "server"],
-    targets: { "ping-net": 0.8 }
+    targets: { "ping-net": 0.9 },
+    maxCpuRatio: 1.2,
+    maxPeakRssAboveAnchorMiB: 16
   },
   {
     id: "mem-oneway",

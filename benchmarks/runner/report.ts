@@ -141,10 +141,15 @@ const memoryText = (runs: Runs, c: Case, roles: ReadonlyArray<Role>): string =>
     })
     .join(", ")
 
-const targetText = (c: Comparison): string =>
-  c.target === undefined
-    ? ""
-    : `≥ ${c.target}×: ${c.ratio === undefined ? "–" : c.ratio.median >= c.target ? "met" : "**not met**"}`
+const targetText = (c: Comparison): string => {
+  if (c.target === undefined) return ""
+  const verdict = (ok: boolean | undefined) => (ok === undefined ? "–" : ok ? "met" : "**not met**")
+  const rate = `≥ ${c.target}×: ${verdict(c.ratio === undefined ? undefined : c.ratio.median >= c.target)}`
+  const maxCpu = c.row.maxCpuRatio
+  if (maxCpu === undefined) return rate
+  const cpu = verdict(c.cpuRatio === undefined ? undefined : c.cpuRatio.median <= maxCpu)
+  return `${rate}; CPU ≤ ${maxCpu}×: ${cpu}`
+}
 
 const runsText = (c: Comparison): string =>
   `n=${c.rounds.length}${c.failed > 0 ? `, **${c.failed} failed**` : ""}, ${fixed(c.worstOtherLoad * 100, 0)}%`
@@ -207,27 +212,28 @@ export const latencyTable = (cases: ReadonlyArray<Case>, runs: Runs): string => 
   return lines.join("\n")
 }
 
-/** The issue's memory targets: the measured process's peak RSS above its base, worst run, both sides. */
+/**
+ * Issue #12's memory targets: the measured process's peak RSS (the largest over the rounds) at most
+ * `maxPeakRssAboveAnchorMiB` above the target anchor's, with both processes' base RSS beside it.
+ */
 export const memoryTargetLines = (rows: ReadonlyArray<Row>, cases: ReadonlyMap<string, Case>, runs: Runs) =>
   rows
-    .filter((r) => r.maxRssAboveBaseMiB !== undefined)
+    .filter((r) => r.maxPeakRssAboveAnchorMiB !== undefined)
     .map((r) => {
       const role = r.measured[0]!
-      const above = (id: string) =>
-        Math.max(
-          ...[...(runs.get(id)?.values() ?? [])]
-            .map((run) => run.processes[role])
-            .filter((p): p is ProcessResult => p !== undefined)
-            .map((p) => p.peakRssMiB - p.baseRssMiB)
-        )
-      const subject = above(r.subject)
-      const anchors = r.anchors
-        .filter((a) => !a.endsWith("-effect"))
-        .map((a) => `${cases.get(a)!.label} +${fixed(above(a), 0)} MiB`)
-      const limit = r.maxRssAboveBaseMiB!
+      const anchorId =
+        r.targets?.["best"] !== undefined
+          ? compare(r, cases, runs).find((c) => c.best)?.anchor.id
+          : Object.keys(r.targets ?? {})[0]
+      const s = memory(runs, r.subject, role)
+      const a = anchorId === undefined ? undefined : memory(runs, anchorId, role)
+      if (s === undefined || a === undefined) return `\`${r.id}\`: no run to judge the memory target on.`
+      const limit = r.maxPeakRssAboveAnchorMiB!
+      const over = s.peak - a.peak
       return (
-        `\`${r.id}\`: the ${role}'s peak RSS at most ${fixed(subject, 0)} MiB above its base over the rounds ` +
-        `(issue target ≤ ${limit} MiB: ${subject <= limit ? "met" : "**not met**"}); ${anchors.join(", ")}.`
+        `\`${r.id}\`: the ${role}'s peak RSS ${fixed(s.peak, 0)} MiB (base ${fixed(s.base, 0)}), ` +
+        `${cases.get(anchorId!)!.label}'s ${fixed(a.peak, 0)} MiB (base ${fixed(a.base, 0)}): ` +
+        `${over >= 0 ? "+" : ""}${fixed(over, 0)} MiB (issue target ≤ +${limit} MiB: ${over <= limit ? "met" : "**not met**"}).`
       )
     })
 
