@@ -5,7 +5,7 @@
  * so a read buffer reused while its bytes were still held would show.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Exit, Fiber, Sink, Stream } from "effect"
+import { Effect, Exit, Fiber, Schedule, Sink, Stream } from "effect"
 import { Duplex, Echo, Subprocess } from "fullduplex"
 import { concatBytes, firstDifference, randomBytes, randomChunks, readAll } from "fullduplex/testkit"
 import * as net from "node:net"
@@ -253,8 +253,11 @@ describe("splice between Node-backed duplexes", () => {
       const a = yield* Duplex.fromNodeDuplex(acceptedA)
       const b = yield* Duplex.fromNodeDuplex(acceptedB)
       const relay = yield* Effect.forkChild(Duplex.splice(a, b), { startImmediately: true })
+      // clientB reads from the start, so the pump is not held back when clientA resets (a paused source
+      // socket would not see the reset until it reads again: the test below covers a paused pump).
+      clientB.on("data", () => {})
       const bClosed = Effect.callback<void>((resume) => {
-        clientB.on("data", () => {})
+        if (clientB.destroyed) return resume(Effect.void)
         clientB.once("close", () => resume(Effect.void))
       })
       clientA.write(randomBytes(4 * MiB, 41))
@@ -264,6 +267,31 @@ describe("splice between Node-backed duplexes", () => {
       assert.strictEqual(duplexErrorOf(exit, "the splice").reason._tag, "Broken")
       yield* bClosed.pipe(within("5 seconds", "the other leg's close"))
     })
+  )
+
+  it.live(
+    "a source that fails while the pump waits on a destination whose peer never reads fails the splice at once",
+    () =>
+      Effect.gen(function* () {
+        const [clientA, acceptedA] = yield* loopbackSockets
+        const [clientB, acceptedB] = yield* loopbackSockets
+        const a = yield* Duplex.fromNodeDuplex(acceptedA)
+        const b = yield* Duplex.fromNodeDuplex(acceptedB)
+        const relay = yield* Effect.forkChild(Duplex.splice(a, b), { startImmediately: true })
+        // clientB never reads: b's socket fills and the pump pauses acceptedA.
+        clientA.on("error", () => {})
+        clientA.write(randomBytes(32 * MiB, 43))
+        yield* Effect.suspend(() => (acceptedA.isPaused() ? Effect.void : Effect.fail("flowing"))).pipe(
+          Effect.retry({ schedule: Schedule.spaced("5 millis") }),
+          within("5 seconds", "the pump pausing on a full destination")
+        )
+        acceptedA.destroy(new Error("a local failure of the source socket"))
+        const exit = yield* Fiber.await(relay).pipe(within("2 seconds", "the splice after its source failed"))
+        assert.strictEqual(duplexErrorOf(exit, "the splice").reason._tag, "Broken")
+        assert.isTrue(acceptedB.destroyed, "the other leg is aborted")
+        clientA.destroy()
+        clientB.destroy()
+      })
   )
 })
 

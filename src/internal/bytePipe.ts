@@ -86,7 +86,10 @@ export interface PushSink {
   readonly chunk: (bytes: Uint8Array, lent: boolean) => number
   /** The writer side ended (EOF), after the last chunk. */
   readonly end: () => void
-  /** The writer side aborted, after the chunks it delivered. */
+  /**
+   * The writer side aborted: after the chunks it delivered, or at once while the sink is paused (the
+   * chunks still buffered are then not delivered).
+   */
   readonly fail: (error: DuplexError) => void
   /** The sink copies or keeps what it must of lent bytes, so the source may read into a buffer it reuses. */
   readonly takesLent?: boolean | undefined
@@ -514,8 +517,15 @@ export class BytePipe {
     if (this.delivering) return
     this.delivering = true
     try {
-      for (let sink = this.sink; sink !== undefined && sink === this.sink && !this.sinkPaused;) {
+      for (let sink = this.sink; sink !== undefined && sink === this.sink;) {
         if (this.readerClosed || this.sinkDone) return
+        if (this.sinkPaused) {
+          // An abort reaches a paused consumer at once: a pump held back by a destination that does not
+          // drain must not wait on it to learn that its source is gone.
+          if (this.writerState !== "aborted") return
+          this.sinkDone = true
+          return sink.fail(this.brokenRead())
+        }
         let answer: number
         if (this.buffered > 0) answer = sink.chunk(this.takeChunk(), false)
         else if (this.writers.length > 0) answer = sink.chunk(this.handOver(), false)

@@ -53,10 +53,17 @@ const start = (
   let waiting: (() => void) | undefined
   // Set once `attach` returns; it may deliver (and the pump finish) before that.
   let attachment: Attachment | undefined
+  /** Cancels the destination's wait, if any, and detaches from the source. */
+  const release = (): void => {
+    const wait = waiting
+    waiting = undefined
+    wait?.()
+    attachment?.detach()
+  }
   const finish = (exit: Exit.Exit<number, DuplexError>): void => {
     if (done) return
     done = true
-    attachment?.detach()
+    release()
     resume(exit)
   }
   const onRoom = (error: DuplexError | undefined): void => {
@@ -85,7 +92,6 @@ const start = (
   return () => {
     if (done) return
     done = true
-    waiting?.()
-    attachment.detach()
+    release()
   }
 }
