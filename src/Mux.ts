@@ -83,6 +83,35 @@ export const DEFAULT_KEEP_ALIVE_INTERVAL: Duration.Duration = Duration.seconds(3
 export const DEFAULT_KEEP_ALIVE_TIMEOUT: Duration.Duration = Duration.seconds(10)
 
 /**
+ * How long a session that ends on a protocol error (or a keepalive timeout) gives its GoAway and FIN to
+ * reach the peer before it aborts the connection, by default: 1 s, the `goAwayTimeout` of Go's
+ * `x/net/http2` server, which closes a connection that long after its GoAway. A peer that does not read
+ * holds the connection no longer than this.
+ *
+ * @category constants
+ * @since 0.1.0
+ */
+export const DEFAULT_ERROR_CLOSE_TIMEOUT: Duration.Duration = Duration.seconds(1)
+
+/**
+ * The churn budget by default: 1024 streams (four times {@link DEFAULT_MAX_CONCURRENT_STREAMS}) that the
+ * peer may open and then reset, or have refused, in a burst. h2o's `reset-budget` is likewise a multiple
+ * of its stream limit.
+ *
+ * @category constants
+ * @since 0.1.0
+ */
+export const DEFAULT_MAX_STREAM_CHURN = 1024
+
+/**
+ * How fast the churn budget refills by default: 256 streams a second, one stream limit a second.
+ *
+ * @category constants
+ * @since 0.1.0
+ */
+export const DEFAULT_STREAM_CHURN_PER_SECOND = 256
+
+/**
  * Options of a session.
  *
  * @category models
@@ -123,6 +152,20 @@ export interface SessionOptions {
   readonly keepAliveInterval?: Duration.Input | undefined
   /** A ping unanswered this long ends the session with `Timeout`. Default {@link DEFAULT_KEEP_ALIVE_TIMEOUT} (10 s). */
   readonly keepAliveTimeout?: Duration.Input | undefined
+  /**
+   * After a protocol error or a keepalive timeout, how long the GoAway and FIN have to be written (and
+   * read) before the connection is aborted, reading or not. Default {@link DEFAULT_ERROR_CLOSE_TIMEOUT} (1 s).
+   */
+  readonly errorCloseTimeout?: Duration.Input | undefined
+  /**
+   * The churn budget: how many streams the peer may open and then reset (or send beyond
+   * `maxConcurrentStreams`, to be refused) in a burst. Each spends one; the budget refills at
+   * `streamChurnPerSecond`. Spent, the session ends with `ProtocolError` and GoAway (code 1): the bound on
+   * the HTTP/2 Rapid Reset pattern. Default {@link DEFAULT_MAX_STREAM_CHURN} (1024).
+   */
+  readonly maxStreamChurn?: number | undefined
+  /** How many streams a second the churn budget regains. Default {@link DEFAULT_STREAM_CHURN_PER_SECOND} (256). */
+  readonly streamChurnPerSecond?: number | undefined
   /** Name for diagnostics. Default `"mux <role> over <duplex label>"`. */
   readonly label?: string | undefined
 }
@@ -149,9 +192,10 @@ export type Stats = SessionStats
  *   `goAway`, `open` fails `StreamRefused` (retryable).
  * - `close` is `goAway`, then waits until every stream is closed both ways, then half-closes the
  *   connection.
- * - A protocol error from the peer (credit overrun, unknown type or version, a bad id) ends the session:
- *   GoAway with code 1, and every stream fails `ProtocolError` after the bytes it already had. `closed`
- *   completes when the session ends.
+ * - A protocol error from the peer (credit overrun, unknown type or version, a bad id, stream churn past
+ *   the budget) ends the session: GoAway with code 1, and every stream fails `ProtocolError` after the
+ *   bytes it already had. The GoAway and FIN get `errorCloseTimeout` (1 s) to reach the peer; then the
+ *   connection is aborted, whether the peer reads or not. `closed` completes when the session ends.
  *
  * @category models
  * @since 0.1.0
@@ -210,7 +254,9 @@ const positiveMillis = (
  * `maxConcurrentStreams × windowBytes`) to buffers and credit, growth included. Add at most 4096 control
  * frames of 12 bytes waiting to be written (beyond that the peer is not reading, and the session fails)
  * and a 256 KiB send buffer. Credit is returned once min(window / 2, `maxFrameBytes`) has been read
- * since the last update, never in smaller pieces.
+ * since the last update, never in smaller pieces. Streams that end do not add to it: a peer that opens
+ * and resets streams is held to the churn budget (`maxStreamChurn`, refilled at `streamChurnPerSecond`),
+ * and one that opens streams past `maxConcurrentStreams` has them refused, from the same budget.
  *
  * **Closing**
  *
@@ -298,6 +344,24 @@ export const make = (
       false
     )
     if (typeof keepAliveTimeoutMillis !== "number") return Effect.fail(keepAliveTimeoutMillis)
+    const errorCloseMillis = positiveMillis(
+      label,
+      "errorCloseTimeout",
+      options.errorCloseTimeout,
+      DEFAULT_ERROR_CLOSE_TIMEOUT,
+      true
+    )
+    if (typeof errorCloseMillis !== "number") return Effect.fail(errorCloseMillis)
+    const maxStreamChurn = options.maxStreamChurn ?? DEFAULT_MAX_STREAM_CHURN
+    if (!Number.isInteger(maxStreamChurn) || maxStreamChurn < 1) {
+      return Effect.fail(invalidOptions(label, "maxStreamChurn", maxStreamChurn, "a whole number ≥ 1"))
+    }
+    const streamChurnPerSecond = options.streamChurnPerSecond ?? DEFAULT_STREAM_CHURN_PER_SECOND
+    if (!Number.isFinite(streamChurnPerSecond) || streamChurnPerSecond < 0) {
+      return Effect.fail(
+        invalidOptions(label, "streamChurnPerSecond", streamChurnPerSecond, "a finite number of streams ≥ 0")
+      )
+    }
     if (options.role !== "client" && options.role !== "server") {
       return Effect.fail(invalidOptions(label, "role", options.role, `"client" or "server"`))
     }
@@ -311,7 +375,10 @@ export const make = (
       maxBufferedBytes,
       stallMillis,
       keepAliveIntervalMillis,
-      keepAliveTimeoutMillis
+      keepAliveTimeoutMillis,
+      errorCloseMillis,
+      maxStreamChurn,
+      streamChurnPerSecond
     })
   })
 

@@ -1,7 +1,7 @@
 /**
  * fullduplex's testkit: fast-check arbitraries for payloads, chunkings, capacities and consumer pacing;
  * `assertDeadlockFree`, a progress watchdog for tests; and `conformance`, the suite every `Duplex`
- * implementation runs. Needs `fast-check` 4 (an optional peer dependency).
+ * implementation runs; `withLeakCheck`, which counts fds and handles around a program. Needs `fast-check` 4 (an optional peer dependency).
  *
  * @since 0.1.0
  */
@@ -10,3 +10,4 @@ export * from "./testkit/assertDeadlockFree.js"
 export * from "./testkit/collect.js"
 export * from "./testkit/conformance.js"
 export * from "./testkit/random.js"
+export * from "./testkit/leaks.js"

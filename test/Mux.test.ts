@@ -1475,6 +1475,91 @@ describe("Mux limits", () => {
     })
   )
 
+  /** `n` streams opened and at once reset by the raw peer, from stream id `first` on. */
+  const synRst = (n: number, first = 1) =>
+    Array.from({ length: n }, (_, i) => [
+      frame(WINDOW_UPDATE, SYN, first + 2 * i),
+      frame(WINDOW_UPDATE, RST, first + 2 * i)
+    ]).flat()
+
+  live("a peer that opens and resets streams past the churn budget is ended with ProtocolError and GoAway", () =>
+    Effect.gen(function* () {
+      const { session, send, log } = yield* rawPeer({ role: "server", maxStreamChurn: 20, streamChurnPerSecond: 0 })
+      yield* send(...synRst(20))
+      yield* eventually("the twenty pairs read", session.stats, (st) => st.framesIn === 40)
+      assert.isUndefined((yield* session.stats).goAwaySent, "within the budget the session goes on")
+      yield* send(...synRst(1, 41))
+      const exit = yield* Effect.exit(session.closed.pipe(within("5 seconds", "the session's end")))
+      const problem = reasonOf(exit, "ProtocolError", "closed").problem
+      assert.include(problem, "stream churn")
+      assert.include(problem, "20")
+      yield* until(
+        "the GoAway",
+        () => log.of(GO_AWAY).length > 0,
+        () => log.describe()
+      )
+      assert.strictEqual(log.of(GO_AWAY)[0]!.length, PROTOCOL_ERROR)
+    })
+  )
+
+  live("SYNs refused past maxConcurrentStreams spend the churn budget too", () =>
+    Effect.gen(function* () {
+      const { session, send } = yield* rawPeer({
+        role: "server",
+        maxConcurrentStreams: 1,
+        maxStreamChurn: 10,
+        streamChurnPerSecond: 0
+      })
+      // One stream open, then SYN after SYN that the session must refuse, each costing it an RST.
+      yield* send(frame(WINDOW_UPDATE, SYN, 1))
+      yield* send(...Array.from({ length: 11 }, (_, i) => frame(WINDOW_UPDATE, SYN, 3 + 2 * i)))
+      const exit = yield* Effect.exit(session.closed.pipe(within("5 seconds", "the session's end")))
+      assert.include(reasonOf(exit, "ProtocolError", "closed").problem, "stream churn")
+    })
+  )
+
+  it.effect("the churn budget refills at streamChurnPerSecond, up to maxStreamChurn", () =>
+    Effect.gen(function* () {
+      const { session, send } = yield* rawPeer({ role: "server", maxStreamChurn: 5, streamChurnPerSecond: 10 })
+      yield* send(...synRst(5))
+      yield* settle
+      // Ten seconds refill a hundred, but the budget holds five at most.
+      yield* TestClock.adjust("10 seconds")
+      yield* send(...synRst(5, 11))
+      yield* settle
+      assert.isUndefined((yield* session.stats).goAwaySent, "ten pairs, five at a time, ten seconds apart")
+      yield* TestClock.adjust("100 millis") // one back
+      yield* send(...synRst(1, 21))
+      yield* settle
+      assert.isUndefined((yield* session.stats).goAwaySent, "the one regained")
+      yield* send(...synRst(1, 23))
+      yield* settle
+      const exit = yield* Effect.exit(session.closed)
+      assert.include(reasonOf(exit, "ProtocolError", "closed").problem, "stream churn")
+    })
+  )
+
+  live("streams opened and reset within the budget leave nothing behind: no stream, no control frame", () =>
+    Effect.gen(function* () {
+      const { session, send } = yield* rawPeer({ role: "server", maxStreamChurn: 5000 })
+      // In batches, with a pause between them for the session's writer: 5000 ACKs waiting at once would
+      // be more than the control queue holds (a peer that does not read).
+      for (let batch = 0; batch < 10; batch++) {
+        yield* send(...synRst(500, 1 + batch * 1000))
+        yield* Effect.sleep(1)
+      }
+      yield* eventually(
+        "every frame read and answered",
+        session.stats,
+        (st) => st.framesIn === 10_000 && st.controlQueued === 0
+      )
+      const stats = yield* session.stats
+      assert.strictEqual(stats.streams, 0, JSON.stringify(stats))
+      assert.strictEqual(stats.bufferedBytes, 0, JSON.stringify(stats))
+      assert.isUndefined(stats.goAwaySent)
+    })
+  )
+
   it.effect("invalid options fail InvalidOptions naming the option", () =>
     Effect.gen(function* () {
       const [a] = yield* Duplex.pair()
@@ -1488,7 +1573,12 @@ describe("Mux limits", () => {
         ["maxBufferedBytes", WINDOW - 1],
         ["stallTimeout", 0],
         ["keepAliveInterval", -1],
-        ["keepAliveTimeout", 0]
+        ["keepAliveTimeout", 0],
+        ["errorCloseTimeout", -1],
+        ["maxStreamChurn", 0],
+        ["maxStreamChurn", 1.5],
+        ["streamChurnPerSecond", -1],
+        ["streamChurnPerSecond", Infinity]
       ] as const) {
         const exit = yield* Effect.exit(Mux.client(a, { [option]: value }))
         assert.strictEqual(reasonOf(exit, "InvalidOptions", `${option}: ${value}`).option, option)

@@ -26,11 +26,18 @@ const ignore = () => {}
 
 /**
  * Sends RST on a connected TCP socket; other streams, sockets still connecting (whose reset Node would
- * only schedule for after the connect) and sockets without a TCP handle are destroyed at once.
+ * only schedule for after the connect), sockets whose `end` has not finished, and sockets without a TCP
+ * handle are destroyed at once.
+ *
+ * A socket whose shutdown is in progress must not be reset: libuv refuses `uv_tcp_close_reset` while a
+ * shutdown request is pending (`UV_EINVAL`), and Node then never closes the handle: the socket reads as
+ * destroyed while its fd stays open for the life of the process. (A mux session that sent its GoAway and
+ * FIN and then aborted leaked one fd a session that way.) Such a socket is destroyed instead; the kernel
+ * still resets it if the peer's bytes remain unread.
  */
 const resetOrDestroy = (stream: NodeStream.Duplex): void => {
   if (stream.destroyed) return
-  if (stream instanceof net.Socket && !stream.connecting) {
+  if (stream instanceof net.Socket && !stream.connecting && (!stream.writableEnded || stream.writableFinished)) {
     try {
       stream.resetAndDestroy()
       return

@@ -65,6 +65,12 @@ export interface SessionConfig {
   readonly stallMillis: number
   readonly keepAliveIntervalMillis: number
   readonly keepAliveTimeoutMillis: number
+  /** After a protocol error, how long the GoAway and FIN have before the connection is aborted. */
+  readonly errorCloseMillis: number
+  /** Streams the peer may open and reset (or have refused) in a burst: the churn budget. */
+  readonly maxStreamChurn: number
+  /** Churn the budget regains a second. */
+  readonly streamChurnPerSecond: number
 }
 
 /** @internal */
@@ -87,6 +93,12 @@ export interface SessionStats {
 
 /** Control frames that may wait at once; beyond it the peer is not reading and the session fails. */
 const MAX_CONTROL_FRAMES = 4096
+
+/**
+ * After a protocol error, how long the GoAway and FIN, once written, are left for the peer to read before
+ * the abort (within the error-close deadline).
+ */
+const FAREWELL_READ_MILLIS = 250
 
 /** Data-path bytes queued for the writer before streams' writes wait: the session's send buffer. */
 const MAX_OUTGOING_BYTES = 256 * 1024
@@ -355,7 +367,7 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
       // Tell the peer why, if we can, then close the connection.
       const farewell =
         goAwayCode !== undefined && goAwaySent === undefined
-          ? conn.write(encodeHeader(TYPE_GO_AWAY, 0, SESSION_STREAM_ID, goAwayCode)).pipe(Effect.timeoutOption(1000))
+          ? conn.write(encodeHeader(TYPE_GO_AWAY, 0, SESSION_STREAM_ID, goAwayCode))
           : Effect.void
       if (goAwayCode !== undefined) goAwaySent = goAwayCode
       // After a graceful close the connection has been ended; the duplex's own scope closes it. A session
@@ -371,10 +383,12 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
           ? conn.abort
           : // The GoAway, then FIN, then a moment for the peer to read them before the abort: an abort
             // right after the GoAway could discard it unread (a reset destroys what the peer has not read),
-            // and a connection only ended would stay half-open to a peer that goes on writing.
+            // and a connection only ended would stay half-open to a peer that goes on writing. All of it
+            // within `errorCloseMillis`: a peer that does not read gets the abort at the deadline.
             Effect.ignore(farewell).pipe(
-              Effect.andThen(Effect.ignore(Effect.timeoutOption(conn.end, 1000))),
-              Effect.andThen(Effect.sleep(250)),
+              Effect.andThen(Effect.ignore(conn.end)),
+              Effect.andThen(Effect.sleep(FAREWELL_READ_MILLIS)),
+              Effect.timeoutOption(config.errorCloseMillis),
               Effect.andThen(conn.abort)
             )
       Effect.runFork(closing)
@@ -758,6 +772,31 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
       enqueue({ frame: encodeHeader(TYPE_WINDOW_UPDATE, FLAG_RST, id, 0) })
     }
 
+    /**
+     * The churn budget (a token bucket): each stream the peer opens and then resets, and each SYN refused,
+     * spends one; the budget refills at `streamChurnPerSecond` up to `maxStreamChurn`. A stream that is
+     * opened and reset at once costs the session its state and the application its accept, while costing
+     * the peer two headers: without a bound, one peer could keep a server busy and growing (the HTTP/2
+     * Rapid Reset attack, CVE-2023-44487). Spent, the session ends with a `ProtocolError` and GoAway.
+     */
+    let churnBudget = config.maxStreamChurn
+    let churnCheckedAt = nowMillis()
+    const spendChurn = (): DuplexError | undefined => {
+      const now = nowMillis()
+      churnBudget = Math.min(
+        config.maxStreamChurn,
+        churnBudget + ((now - churnCheckedAt) * config.streamChurnPerSecond) / 1000
+      )
+      churnCheckedAt = now
+      churnBudget -= 1
+      if (churnBudget >= 0) return undefined
+      return protocolError(
+        label,
+        `stream churn: the peer reset or had refused more than ${config.maxStreamChurn} of the streams it opened ` +
+          `at a rate above ${config.streamChurnPerSecond} a second (the Rapid Reset pattern)`
+      )
+    }
+
     /** Handles one header; returns an error that ends the session. */
     const onHeader = (h: Header): DuplexError | undefined => {
       counts.framesIn++
@@ -780,6 +819,8 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
               committedBytes() + windowBytes > config.maxBufferedBytes
             ) {
               refuse(h.streamId)
+              const churned = spendChurn()
+              if (churned !== undefined) return churned
             } else {
               s = newStream(h.streamId, "remote")
               remember(s)
@@ -820,7 +861,10 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
             if (h.type === TYPE_DATA && h.length > 0) s.finAfterPayload = true
             else remoteFin(s)
           }
-          if (s !== undefined && (h.flags & FLAG_RST) !== 0) remoteReset(s)
+          if (s !== undefined && (h.flags & FLAG_RST) !== 0 && !s.reset) {
+            remoteReset(s)
+            if (s.opener === "remote") return spendChurn()
+          }
           return undefined
         }
         case TYPE_PING: {
