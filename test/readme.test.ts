@@ -13,7 +13,8 @@ describe("README", () => {
     "mux.ts",
     "subprocess.ts",
     "property.ts",
-    "conformance.ts"
+    "conformance.ts",
+    "leakCheck.ts"
   ]) {
     it(`shows examples/${example} verbatim`, () => {
       const source = read(`examples/${example}`)
