@@ -184,10 +184,12 @@ const COALESCE_BYTES = 16 * 1024
  * **Details**
  *
  * See {@link Framed} for what each member does and how it fails. Besides the chunk it is decoding, the
- * reader holds only the bytes of one frame that have arrived: a header announcing a large payload costs
- * nothing until the payload comes. A payload that arrives inside one chunk is a view of that chunk when it
- * is most of it, and a copy otherwise (so a small message kept for later does not keep a large chunk
- * alive). Both ends must agree on `maxFrameBytes`, or the smaller side rejects the larger side's frames.
+ * reader holds only the bytes of one frame that have arrived, copied into one buffer as they come: a header
+ * announcing a large payload costs nothing until the payload comes, and a frame being reassembled costs at
+ * most its length plus 64 KiB however the peer cuts it (one byte per read included), never an object per
+ * piece. A payload that arrives inside one chunk is a view of that chunk when it is most of it, and a copy
+ * otherwise (so a small message kept for later does not keep a large chunk alive). Both ends must agree on
+ * `maxFrameBytes`, or the smaller side rejects the larger side's frames.
  *
  * **Interruption**
  *

@@ -12,6 +12,8 @@ import { Deferred, Effect, Exit, Fiber, Option, Stream } from "effect"
 import fc from "fast-check"
 import { Duplex, DuplexError, Framing, Tcp } from "fullduplex"
 import { capacity, concatBytes, firstDifference, prng, randomBytes } from "fullduplex/testkit"
+import * as v8 from "node:v8"
+import * as vm from "node:vm"
 import { duplexErrorOf, reasonOf, within } from "./helpers.js"
 
 const KiB = 1024
@@ -597,6 +599,54 @@ describe("Framing reads and sends under interruption and concurrency", () => {
   )
 })
 
+// ---- memory under a hostile chunking -------------------------------------------------------------------
+
+/** A full collection, if this Node lets us turn it on (the test runner does not pass `--expose-gc`). */
+const gc: (() => void) | undefined = (() => {
+  try {
+    v8.setFlagsFromString("--expose-gc")
+    return vm.runInNewContext("gc") as () => void
+  } catch {
+    return undefined
+  }
+})()
+
+/** Heap and array buffers after full collections: what the objects alive now cost. */
+const liveBytes = (collect: () => void): number => {
+  collect()
+  collect()
+  const m = process.memoryUsage()
+  return m.heapUsed + m.arrayBuffers
+}
+
+describe("Framing memory", () => {
+  it.effect(
+    "a 1 MiB frame arriving one byte per write through a pair reads back byte-exact, and reassembling it costs under twice the frame",
+    () =>
+      Effect.gen(function* () {
+        const size = 1 * MiB
+        const [a, b] = yield* Duplex.pair()
+        const receiver = yield* Framing.make(b, { maxFrameBytes: size })
+        const frame = Framing.data(randomBytes(size, 20))
+        const bytes = Framing.encode(frame)
+        const reading = yield* Effect.forkChild(receiver.read, { startImmediately: true })
+        const before = gc === undefined ? 0 : liveBytes(gc)
+        // Every byte but the last: the decoder then holds the whole partial frame (a piece per byte, before the fix).
+        for (let i = 0; i < bytes.length - 1; i++) yield* a.write(bytes.subarray(i, i + 1))
+        yield* settle
+        assert.isUndefined(reading.pollUnsafe(), "the frame is not complete before its last byte")
+        const grown = gc === undefined ? 0 : liveBytes(gc) - before
+        yield* a.write(bytes.subarray(bytes.length - 1))
+        assertSameFrames(Option.toArray(yield* Fiber.join(reading)), [frame], "the frame in 1-byte pieces")
+        if (gc !== undefined) {
+          // The payload, and at most 64 KiB of the buffer it grew from; a piece per byte cost over 100 bytes each.
+          assert.isBelow(grown, 2 * size, `reassembly grew the heap by ${grown} bytes for a ${size}-byte frame`)
+        }
+      }),
+    60_000
+  )
+})
+
 // ---- properties ----------------------------------------------------------------------------------------
 
 /** Runs a fast-check property whose predicate is an Effect, each run in its own scope. */
@@ -727,6 +777,51 @@ describe(`Framing properties (seed ${seed}, ${numRuns} runs)`, () => {
                 yield* Effect.forkScoped(Effect.andThen(a.writeAll(pieces), a.end))
               }
               assertSameFrames(yield* readAllFrames(receiver), frames, `capacity ${capacity}, via ${via}`)
+            })
+          )
+      ),
+    120_000
+  )
+
+  it.live(
+    "frames around the reassembly buffer's sizes, cut by a repeating pattern of piece sizes (runs of 1 byte included), decode to the same frames",
+    () =>
+      property(
+        fc.record({
+          specs: fc.array(
+            fc.record({
+              control: fc.boolean(),
+              // The reassembly buffer's steps: its first 256 bytes, 32 and 64 KiB (the last one that doubles), ± 1.
+              size: fc.oneof(
+                fc.constantFrom(255, 256, 257, 32 * KiB, 32 * KiB + 1, 64 * KiB - 1, 64 * KiB, 64 * KiB + 1),
+                fc.integer({ min: 0, max: 96 * KiB })
+              ),
+              seed: fc.integer()
+            }),
+            { minLength: 1, maxLength: 4 }
+          ),
+          // Cycled over the bytes; sizes of 1 make stretches of 1-byte pieces, large ones whole frames.
+          pattern: fc.array(
+            fc.oneof(fc.constant(1), fc.integer({ min: 1, max: 300 }), fc.integer({ min: 1, max: 70 * KiB })),
+            { minLength: 1, maxLength: 16 }
+          )
+        }),
+        ({ specs, pattern }) =>
+          Effect.scoped(
+            Effect.gen(function* () {
+              const frames = specs.map(frameOfSpec)
+              const bytes = concatBytes(frames.map(Framing.encode))
+              const [a, b] = yield* Duplex.pair()
+              const receiver = yield* Framing.make(b, { maxFrameBytes: 96 * KiB })
+              const writes = Effect.gen(function* () {
+                for (let at = 0, i = 0; at < bytes.length; i++) {
+                  const n = pattern[i % pattern.length]!
+                  yield* a.write(bytes.subarray(at, (at += n)))
+                }
+                yield* a.end
+              })
+              yield* Effect.forkScoped(writes)
+              assertSameFrames(yield* readAllFrames(receiver), frames, `pattern [${pattern.join(", ")}]`)
             })
           )
       ),

@@ -17,7 +17,14 @@
  * or in the `Effect.callback` registration that starts the wait. A fiber may yield between any two
  * operations, so a decision taken in one step and acted on in a later one could miss a wake-up.
  *
- * Nothing here copies bytes: chunks and their `subarray` pieces are passed by reference.
+ * Chunks and their `subarray` pieces are passed by reference, with one exception that bounds memory
+ * whatever the chunking: a chunk under {@link COALESCE_BELOW_BYTES} written or offered while others are
+ * buffered is copied into a shared block of {@link BLOCK_BYTES} (with the small chunk buffered just before
+ * it, if there is one), which records each chunk's length, and a read gets it back as a view of the block,
+ * the same bytes and the same boundaries. So a peer that sends 1-byte chunks costs the pipe about two bytes
+ * per byte, not an object of about a hundred, and a small piece of a large buffer does not keep that buffer
+ * alive. Bytes are only ever written into the part of a block no chunk has been read from. Large chunks,
+ * and a small one into an empty buffer (a ping-pong's), are not copied.
  *
  * @internal
  */
@@ -31,6 +38,33 @@ import type { DirectionStats } from "../Duplex.js"
 import { Broken, Closed, DuplexError } from "../DuplexError.js"
 
 const noop = () => {}
+
+/**
+ * Chunks smaller than this, written or offered while others are buffered, are copied into a block (see
+ * the module's doc); larger ones are buffered by reference, where an object per chunk (about 100 bytes)
+ * is a few percent of its bytes at most.
+ */
+export const COALESCE_BELOW_BYTES = 4 * 1024
+
+/** The size of a block small chunks are copied into: four of the largest chunk it takes. */
+export const BLOCK_BYTES = 16 * 1024
+
+/**
+ * Small chunks copied one after another into `block`, bytes `offset..fill` unread. Their lengths are
+ * recorded in `lengths`, one byte each below {@link LONG_LENGTH} and three from it (the mark, then the
+ * length big-endian), so that 1-byte chunks cost two bytes each: `lengths[read..written]` are unread.
+ */
+interface Run {
+  block: Uint8Array
+  lengths: Uint8Array
+  written: number
+  read: number
+  offset: number
+  fill: number
+}
+
+/** A recorded length of this or more takes three bytes. */
+const LONG_LENGTH = 255
 
 /**
  * The writer side of a duplex for code outside any fiber: a pump's destination. Every implementation
@@ -114,6 +148,8 @@ export class BytePipe {
   copiedLentChunks = 0
   /** Lent chunks the consumer kept (the source read the next one into a new buffer). */
   keptLentChunks = 0
+  /** Small chunks copied into a block rather than buffered by reference (see {@link COALESCE_BELOW_BYTES}). */
+  coalescedChunks = 0
   buffered = 0
   peakBuffered = 0
   writerState: "open" | "ended" | "aborted" = "open"
@@ -130,15 +166,31 @@ export class BytePipe {
   /** The attached consumer answered {@link PAUSE} and has not resumed. */
   private sinkPaused = false
 
-  /** Buffered chunks are `chunks[head..]`; the consumed prefix is dropped as reads go. */
+  /**
+   * Buffered chunks are `chunks[head..]`; the consumed prefix is dropped as reads go. An entry that is a
+   * run's block stands for the run's unread chunks (see {@link Run}).
+   */
   private chunks: Array<Uint8Array> = []
   private head = 0
+  /** The chunks buffered, each chunk of a run counted. */
+  private queued = 0
+  /** The runs among the buffered chunks, oldest first. */
+  private runs: Array<Run> = []
+  /** The oldest run's block, `undefined` when there is none: the one test a read of a large chunk pays. */
+  private oldestBlock: Uint8Array | undefined = undefined
+  /** The run small chunks are copied into now, if any: the last buffered entry. */
+  private openRun: Run | undefined = undefined
   private writers: Array<PendingWrite> = []
   private readers: Array<(exit: Exit.Exit<void>) => void> = []
   private full = false
   private brokenCause: BrokenCause | undefined = undefined
   private blockedSince: bigint | undefined = undefined
   private blockedNanos = 0n
+
+  /** The objects that hold buffered bytes: chunks buffered by reference, and blocks. For tests. */
+  get bufferedEntries(): number {
+    return this.chunks.length - this.head
+  }
 
   constructor(
     readonly capacity: number,
@@ -305,13 +357,24 @@ export class BytePipe {
     if (sink !== undefined && sink.takesLent === true && !this.sinkPaused && this.buffered === 0 && !this.delivering) {
       this.bytesIn += bytes.length
       this.bytesOut += bytes.length
+      if (bytes.length < COALESCE_BELOW_BYTES) {
+        // A small read goes over as a copy of its own: a consumer that keeps it (a write the kernel did not
+        // take at once) must not keep the source's whole read buffer alive for a few bytes, nor make the
+        // source read the next one into a new buffer. A peer trickling bytes would cost a buffer per byte.
+        this.copiedLentChunks++
+        const answer = sink.chunk(Buffer.from(bytes), false) & ~KEPT
+        if ((answer & PAUSE) !== 0 && this.sink === sink) this.pauseSink()
+        return answer
+      }
       const answer = sink.chunk(bytes, true)
       if ((answer & KEPT) !== 0) this.keptLentChunks++
       if ((answer & PAUSE) !== 0 && this.sink === sink) this.pauseSink()
       return answer
     }
     this.copiedLentChunks++
-    return this.offerUnsafe(Buffer.from(bytes)) ? TAKEN : PAUSE
+    // A small chunk into a buffer that holds some is copied into a block by `push`: no copy of its own.
+    const copy = bytes.length < COALESCE_BELOW_BYTES && this.chunks.length > this.head ? bytes : Buffer.from(bytes)
+    return this.offerUnsafe(copy) ? TAKEN : PAUSE
   }
 
   /** Wakes a reader waiting for data (after offers made with `wake` false). */
@@ -379,7 +442,7 @@ export class BytePipe {
       return this.waitThenPullAll
     }
     // The chunks here now; each take may let a waiting writer's next piece in, which waits for the next batch.
-    const count = this.chunks.length - this.head
+    const count = this.queued
     const batch: [Uint8Array, ...Array<Uint8Array>] = [this.takeChunk()]
     for (let i = 1; i < count && this.buffered > 0; i++) batch.push(this.takeChunk())
     return Exit.succeed(batch)
@@ -595,22 +658,90 @@ export class BytePipe {
   // ---------------------------------------------------------------------------------------------------
 
   private push(chunk: Uint8Array): void {
-    this.chunks.push(chunk)
+    // A large chunk, or a small one into an empty buffer (a ping-pong's), pays two tests: no copy, no block.
+    if (chunk.length < COALESCE_BELOW_BYTES && this.chunks.length > this.head) this.coalesce(chunk)
+    else {
+      if (this.openRun !== undefined) this.sealRun()
+      this.chunks.push(chunk)
+    }
+    this.queued++
     this.buffered += chunk.length
     if (this.buffered > this.peakBuffered) this.peakBuffered = this.buffered
   }
 
+  /** Copies a small chunk behind the buffered ones: into the open run, or a new one (see the module's doc). */
+  private coalesce(chunk: Uint8Array): void {
+    this.coalescedChunks++
+    let run = this.openRun
+    if (run === undefined || run.block.length - run.fill < chunk.length) {
+      const last = this.chunks.length - 1
+      const previous = this.chunks[last]!
+      const merge =
+        run === undefined &&
+        previous.length < COALESCE_BELOW_BYTES &&
+        (this.runs.length === 0 || this.runs[this.runs.length - 1]!.block !== previous)
+      if (run !== undefined) this.sealRun()
+      // Memory of its own (not a slice of Node's shared pool), so that a view a reader keeps keeps only it.
+      run = {
+        block: Buffer.allocUnsafeSlow(BLOCK_BYTES),
+        lengths: new Uint8Array(16),
+        written: 0,
+        read: 0,
+        offset: 0,
+        fill: 0
+      }
+      if (merge) {
+        // The small chunk buffered by reference just before goes into the block too, in its place.
+        appendTo(run, previous)
+        this.chunks[last] = run.block
+      } else this.chunks.push(run.block)
+      this.runs.push(run)
+      if (this.runs.length === 1) this.oldestBlock = run.block
+      this.openRun = run
+    }
+    appendTo(run, chunk)
+  }
+
+  /**
+   * The open run takes no more chunks. When its unread bytes are less than half of its block, they move to
+   * a block of their size, so that a run cut short by a large chunk does not hold a block for a few bytes.
+   */
+  private sealRun(): void {
+    const run = this.openRun!
+    this.openRun = undefined
+    const unread = run.fill - run.offset
+    if (2 * unread >= run.block.length) return
+    const block = Buffer.from(run.block.subarray(run.offset, run.fill))
+    if (run.block === this.oldestBlock) this.oldestBlock = block
+    run.block = block
+    run.fill = unread
+    run.offset = 0
+    run.lengths = run.lengths.slice(run.read, run.written)
+    run.written -= run.read
+    run.read = 0
+    this.chunks[this.chunks.length - 1] = block
+  }
+
   /** Takes the oldest buffered chunk, then lets waiting writes (or a paused source) into the room. */
   private takeChunk(): Uint8Array {
-    const chunk = this.chunks[this.head++]!
-    if (this.head === this.chunks.length) {
-      this.chunks = []
-      this.head = 0
-    } else if (this.head >= 64 && this.head * 2 >= this.chunks.length) {
-      // A buffer that waiting writers keep refilling never drains: drop the consumed prefix, amortised O(1).
-      this.chunks = this.chunks.slice(this.head)
-      this.head = 0
+    let chunk = this.chunks[this.head]!
+    if (chunk !== this.oldestBlock) this.dropHead()
+    else {
+      // The next chunk of the oldest run: a view of the bytes it was copied to, which are never written again.
+      const run = this.runs[0]!
+      const lengths = run.lengths
+      const short = lengths[run.read++]!
+      const end = run.offset + (short < LONG_LENGTH ? short : (lengths[run.read++]! << 8) | lengths[run.read++]!)
+      chunk = run.block.subarray(run.offset, end)
+      run.offset = end
+      if (run.read === run.written) {
+        this.runs.shift()
+        this.oldestBlock = this.runs.length === 0 ? undefined : this.runs[0]!.block
+        if (this.openRun === run) this.openRun = undefined
+        this.dropHead()
+      }
     }
+    this.queued--
     this.buffered -= chunk.length
     this.bytesOut += chunk.length
     // Silly-window avoidance (Clark's rule, RFC 1122 §4.2.3.3): let writers in only once the buffer is
@@ -621,6 +752,17 @@ export class BytePipe {
       if (this.full && !this.sinkPaused) this.resumeSource()
     }
     return chunk
+  }
+
+  private dropHead(): void {
+    if (++this.head === this.chunks.length) {
+      this.chunks = []
+      this.head = 0
+    } else if (this.head >= 64 && this.head * 2 >= this.chunks.length) {
+      // A buffer that waiting writers keep refilling never drains: drop the consumed prefix, amortised O(1).
+      this.chunks = this.chunks.slice(this.head)
+      this.head = 0
+    }
   }
 
   private resumeSource(): void {
@@ -677,6 +819,10 @@ export class BytePipe {
   private clear(): void {
     this.chunks = []
     this.head = 0
+    this.queued = 0
+    this.runs = []
+    this.oldestBlock = undefined
+    this.openRun = undefined
     this.buffered = 0
     this.full = false
     this.stopBlocked()
@@ -727,6 +873,25 @@ export class BytePipe {
       reason: new Broken({ label: this.writerLabel, direction: "outbound", operation, bytes: this.bytesIn })
     })
   }
+}
+
+/** Copies `chunk` (small, and with room for it) behind the run's chunks. */
+const appendTo = (run: Run, chunk: Uint8Array): void => {
+  const length = chunk.length
+  if (run.written + (length < LONG_LENGTH ? 1 : 3) > run.lengths.length) {
+    // A run records at most a byte per byte of its block: each chunk has a byte, a long one 255 or more.
+    const lengths = new Uint8Array(Math.min(2 * run.lengths.length, BLOCK_BYTES))
+    lengths.set(run.lengths)
+    run.lengths = lengths
+  }
+  if (length < LONG_LENGTH) run.lengths[run.written++] = length
+  else {
+    run.lengths[run.written++] = LONG_LENGTH
+    run.lengths[run.written++] = length >>> 8
+    run.lengths[run.written++] = length & 0xff
+  }
+  run.block.set(chunk, run.fill)
+  run.fill += length
 }
 
 /** Where a duplex built on a {@link BytePipe} keeps its inbound pipe and its outbound port. */

@@ -32,12 +32,27 @@ export const writeHeader = (target: Uint8Array, offset: number, kind: number, le
 }
 
 /**
+ * A payload assembled across chunks is copied into one buffer as its bytes arrive. Up to this size that
+ * buffer is allocated for the whole payload at its first byte; a larger payload's buffer starts at
+ * {@link FIRST_BUFFER_BYTES} and doubles while it is at most this size, then is allocated at its full
+ * length. So a header alone costs nothing, a payload's first bytes cost a small multiple of what arrived,
+ * and a whole payload at most its length plus this much, however its bytes are cut (one byte per read
+ * included). The size of a socket read (libuv's 64 KiB).
+ */
+export const GROW_TO_BYTES = 64 * 1024
+
+/** The first buffer of a payload assembled across chunks (unless the payload is smaller). */
+const FIRST_BUFFER_BYTES = 256
+
+/**
  * Incremental decoder: `push` a chunk, then call `next` until it returns `undefined` (needs more bytes).
  *
- * Memory: besides the chunk being decoded, it holds the pieces of at most one payload, as they arrive; the
- * payload is allocated once all of it has arrived, after its length was checked against the limit, so a
- * header alone (announcing up to `maxFrameBytes`) costs nothing. A payload that lies whole inside one chunk
- * is returned as a view of that chunk when it is most of it, and copied out of it otherwise.
+ * Memory: besides the chunk being decoded, it holds one buffer: the part of one payload that has arrived,
+ * copied out of the chunks it came in (so a payload in 1-byte pieces costs its bytes, not an object per
+ * piece, and keeps no chunk alive). That buffer grows with the bytes that arrived, after the length was
+ * checked against the limit: a header alone (announcing up to `maxFrameBytes`) costs nothing, and a payload
+ * costs at most its length plus {@link GROW_TO_BYTES} (see there). A payload that lies whole inside one
+ * chunk is returned as a view of that chunk when it is most of it, and copied out of it otherwise.
  */
 export class FrameReader {
   private chunk: Uint8Array = EMPTY
@@ -46,8 +61,8 @@ export class FrameReader {
   private headerFill = 0
   /** The announced length of the payload being assembled across chunks, or -1 between frames. */
   private length = -1
-  /** The pieces of that payload received so far: memory follows the bytes that arrived, not the header. */
-  private pieces: Array<Uint8Array> = []
+  /** That payload's bytes received so far, `received` of them: grown as they arrive, not by the header. */
+  private payload: Uint8Array = EMPTY
   private received = 0
   private kind: typeof KIND_DATA | typeof KIND_CONTROL = KIND_DATA
 
@@ -107,23 +122,35 @@ export class FrameReader {
       this.length = length
     }
     const take = Math.min(this.length - this.received, chunk.length - this.pos)
-    if (take > 0) this.pieces.push(chunk.subarray(this.pos, this.pos + take))
-    this.received += take
-    this.pos += take
-    if (this.received < this.length) return this.usedUp()
-    const payload = new Uint8Array(this.length)
-    let offset = 0
-    for (const piece of this.pieces) {
-      payload.set(piece, offset)
-      offset += piece.length
+    if (take > 0) {
+      const end = this.received + take
+      if (end > this.payload.length) this.grow(end)
+      this.payload.set(chunk.subarray(this.pos, this.pos + take), this.received)
+      this.received = end
+      this.pos += take
     }
+    if (this.received < this.length) return this.usedUp()
+    const payload = this.payload
     this.length = -1
-    this.pieces = []
+    this.payload = EMPTY
     this.received = 0
     return { kind: this.kind, payload }
   }
 
-  /** The chunk is used up: let it go (a partial payload keeps only its own pieces of it). */
+  /**
+   * Makes room for `needed` bytes of the payload being assembled: twice that (amortised one copy per
+   * byte), or the whole payload when it is small or when twice that is past {@link GROW_TO_BYTES}. The
+   * length was checked against the limit already.
+   */
+  private grow(needed: number): void {
+    const length = this.length
+    const double = Math.max(2 * needed, FIRST_BUFFER_BYTES)
+    const grown = new Uint8Array(length <= GROW_TO_BYTES || double > GROW_TO_BYTES ? length : double)
+    if (this.received > 0) grown.set(this.payload.subarray(0, this.received))
+    this.payload = grown
+  }
+
+  /** The chunk is used up: let it go (a partial payload was copied out of it). */
   private usedUp(): undefined {
     this.chunk = EMPTY
     this.pos = 0
