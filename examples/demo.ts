@@ -156,6 +156,7 @@ const shutdowns = Effect.gen(function* () {
   const naive = yield* Tcp.serve({ port: 0 }, (conn) =>
     Effect.gen(function* () {
       const framed = yield* Framing.make(conn)
+      yield* framed.send(Framing.control(Shutdown.PREFACE)) // the preface every Shutdown server sends first
       while (true) {
         if (yield* Deferred.isDone(stop)) break // checked first: a read that is ready at once wins any race
         const frame = yield* Effect.raceFirst(framed.read, Effect.as(Deferred.await(stop), Option.none()))

@@ -13,6 +13,31 @@
  * of two ways the caller can tell apart: answered, or `NotProcessed` (never sent, safe to retry). None
  * ends in an ambiguous reset.
  *
+ * **Wire format**
+ *
+ * Every message is a `Framing` frame (a kind byte, a 32-bit big-endian length, the payload):
+ *
+ * | who | frame | payload | when |
+ * | --- | --- | --- | --- |
+ * | server | control | {@link PREFACE}: `0x00 0x01` (preface, protocol version 1) | first, as soon as it accepts |
+ * | client | data | a request | only after the preface has arrived |
+ * | server | data | the answer to the oldest unanswered request | in order |
+ * | server | control | {@link GOING_AWAY}: `0x01` | once, when it starts shutting down |
+ *
+ * The preface is what makes a connection that dies early unambiguous, as HTTP/2's mandatory server
+ * preface does (RFC 9113 §3.4): a client sends nothing before it has read the preface, so a connection
+ * reset before it (a server shutting down with connections still in its listen backlog, which the kernel
+ * resets when the listener closes; a server over its connection limit) carried no request, and every
+ * request queued on it fails `NotProcessed`. The notice plays the part of HTTP/2's GOAWAY: requests
+ * written before it are answered, requests after it are not sent.
+ *
+ * **Bounds**
+ *
+ * A server reads ahead of its handler at most `maxPendingRequests` requests and `maxPendingBytes` bytes
+ * (it stops reading at either limit: backpressure, not buffering), and a response that the client does
+ * not read for `stallTimeout` cuts the connection with `StallDetected`: a client that sends and never
+ * reads holds a bounded amount of memory for a bounded time (see {@link server}).
+ *
  * @since 0.1.0
  */
 import * as Cause from "effect/Cause"
@@ -26,12 +51,21 @@ import * as Latch from "effect/Latch"
 import * as Option from "effect/Option"
 import * as Queue from "effect/Queue"
 import type * as Scope from "effect/Scope"
-import * as Semaphore from "effect/Semaphore"
-import type { Duplex } from "./Duplex.js"
-import { Closed, DuplexError, FrameTooLarge, NotProcessed, ProtocolError, Timeout } from "./DuplexError.js"
+import type { Duplex, Stats } from "./Duplex.js"
+import {
+  Closed,
+  DuplexError,
+  FrameTooLarge,
+  NotProcessed,
+  ProtocolError,
+  StallDetected,
+  type StalledDirection,
+  Timeout
+} from "./DuplexError.js"
 import * as Framing from "./Framing.js"
-import { invalidOptions } from "./internal/errors.js"
+import { checkFinitePositiveDuration, invalidOptions } from "./internal/errors.js"
 import * as Tcp from "./Tcp.js"
+import * as Watchdog from "./Watchdog.js"
 
 /**
  * The payload of the "going away" control frame: one byte, `0x01`.
@@ -40,6 +74,44 @@ import * as Tcp from "./Tcp.js"
  * @since 0.1.0
  */
 export const GOING_AWAY: Uint8Array = Uint8Array.of(0x01)
+
+/**
+ * The payload of the server's preface, the control frame it sends first on every connection: `0x00`
+ * (preface) then `0x01` (protocol version 1). A client sends no request before it has read it.
+ *
+ * @category constants
+ * @since 0.1.0
+ */
+export const PREFACE: Uint8Array = Uint8Array.of(0x00, 0x01)
+
+/**
+ * How long a client waits for the server's preface by default before it gives up on the connection: 10 s,
+ * the same as `Tcp.DEFAULT_CONNECT_TIMEOUT`, since the preface is the last step of opening the connection.
+ *
+ * @category constants
+ * @since 0.1.0
+ */
+export const DEFAULT_PREFACE_TIMEOUT: Duration.Duration = Tcp.DEFAULT_CONNECT_TIMEOUT
+
+/**
+ * How many requests a server reads ahead of its handler by default: 64, the client's
+ * {@link DEFAULT_MAX_IN_FLIGHT}, so that a client pipelining at its default depth never waits on the
+ * server's read-ahead.
+ *
+ * @category constants
+ * @since 0.1.0
+ */
+export const DEFAULT_MAX_PENDING_REQUESTS = 64
+
+/**
+ * How long a write to the client (an answer, the preface, the notice) may make no progress before the
+ * server cuts the connection with `StallDetected`, by default: 10 s, `Watchdog.DEFAULT_STALL_TIMEOUT`, the
+ * limit `Echo.serve` applies to the same kind of peer.
+ *
+ * @category constants
+ * @since 0.1.0
+ */
+export const DEFAULT_STALL_TIMEOUT: Duration.Duration = Watchdog.DEFAULT_STALL_TIMEOUT
 
 /**
  * How long a server waits, after its notice, for the client to half-close: 10 s, the same as
@@ -69,7 +141,8 @@ export const DEFAULT_MAX_QUEUED = 64
 export const DEFAULT_DRAIN_TIMEOUT: Duration.Duration = Duration.seconds(30)
 
 /**
- * Requests read ahead of the handler by default, in bytes: 1 MiB.
+ * Requests read ahead of the handler by default, in bytes: 1 MiB (the server stops reading once the
+ * requests read and not yet answered reach it).
  *
  * @category constants
  * @since 0.1.0
@@ -121,11 +194,40 @@ export interface ServerOptions<E, R> extends Framing.FramingOptions {
    */
   readonly drainTimeout?: Duration.Input | undefined
   /**
-   * Requests read and not yet answered, in bytes: the server reads this far ahead of the handler, so it
-   * sees the client's half-close while it works. A single larger request is still read, alone.
-   * Default {@link DEFAULT_MAX_PENDING_BYTES} (1 MiB).
+   * Requests read and not yet answered, in bytes: the server reads ahead of the handler (so that it sees
+   * the client's half-close while it works) while they total less than this; the request that reaches it
+   * is the last one read until answers make room. Default {@link DEFAULT_MAX_PENDING_BYTES} (1 MiB).
    */
   readonly maxPendingBytes?: number | undefined
+  /**
+   * Requests read and not yet answered, in number: the server reads no further while this many wait.
+   * Default {@link DEFAULT_MAX_PENDING_REQUESTS} (64).
+   */
+  readonly maxPendingRequests?: number | undefined
+  /**
+   * How long a write to the client (an answer, the preface, the notice) may wait for room with no byte
+   * accepted before the connection is aborted with `StallDetected`: the client does not read its answers.
+   * A finite duration above zero. Default {@link DEFAULT_STALL_TIMEOUT} (10 s).
+   */
+  readonly stallTimeout?: Duration.Input | undefined
+}
+
+/**
+ * How far a server read ahead of its handler: the most requests, and bytes of requests, read and not yet
+ * answered at once (on one connection; for {@link serve}, the most on any one connection).
+ *
+ * **Details**
+ *
+ * The server stops reading while `maxPendingRequests` requests wait, or while they total
+ * `maxPendingBytes` or more, so `peakRequests ≤ maxPendingRequests` and
+ * `peakBytes < maxPendingBytes + maxFrameBytes` (the request that crosses the byte limit is read whole).
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface ReadAhead {
+  readonly peakRequests: number
+  readonly peakBytes: number
 }
 
 /**
@@ -161,17 +263,24 @@ export interface ServerConnection<E> {
    * half-close within `grace` of the notice, or the connection did not finish within `drainTimeout`.
    */
   readonly done: Effect.Effect<ServerReport, DuplexError | E>
+  /** How far the server has read ahead of the handler on this connection so far. */
+  readonly readAhead: Effect.Effect<ReadAhead>
 }
 
 interface ServerLimits {
   readonly graceMillis: number
   readonly drainMillis: number
   readonly maxPendingBytes: number
+  readonly maxPendingRequests: number
+  readonly stallMillis: number
 }
 
 const checkServerOptions = (
   label: string,
-  options: Pick<ServerOptions<unknown, unknown>, "grace" | "drainTimeout" | "maxPendingBytes">
+  options: Pick<
+    ServerOptions<unknown, unknown>,
+    "grace" | "drainTimeout" | "maxPendingBytes" | "maxPendingRequests" | "stallTimeout"
+  >
 ): ServerLimits | DuplexError => {
   const graceMillis = Duration.toMillis(options.grace ?? DEFAULT_GRACE)
   if (!(graceMillis >= 0 && Number.isFinite(graceMillis))) {
@@ -188,8 +297,37 @@ const checkServerOptions = (
   if (!(Number.isInteger(maxPendingBytes) && maxPendingBytes >= 1)) {
     return invalidOptions(label, "maxPendingBytes", maxPendingBytes, "a whole number of bytes ≥ 1")
   }
-  return { graceMillis, drainMillis, maxPendingBytes }
+  const maxPendingRequests = options.maxPendingRequests ?? DEFAULT_MAX_PENDING_REQUESTS
+  if (!(Number.isInteger(maxPendingRequests) && maxPendingRequests >= 1)) {
+    return invalidOptions(label, "maxPendingRequests", maxPendingRequests, "a whole number ≥ 1")
+  }
+  const badStall = checkFinitePositiveDuration(label, "stallTimeout", options.stallTimeout)
+  if (badStall !== undefined) return badStall
+  const stallMillis = Duration.toMillis(options.stallTimeout ?? DEFAULT_STALL_TIMEOUT)
+  return { graceMillis, drainMillis, maxPendingBytes, maxPendingRequests, stallMillis }
 }
+
+/** The most requests and bytes read ahead, over the connections of one server (mutable). */
+class Peaks {
+  requests = 0
+  bytes = 0
+  note(requests: number, bytes: number): void {
+    if (requests > this.requests) this.requests = requests
+    if (bytes > this.bytes) this.bytes = bytes
+  }
+  snapshot(): ReadAhead {
+    return { peakRequests: this.requests, peakBytes: this.bytes }
+  }
+}
+
+const stalledDirection = (label: string, which: "outbound" | "inbound", stats: Stats): StalledDirection => ({
+  label,
+  direction: which,
+  bytes: stats[which].bytes,
+  buffered: stats[which].buffered,
+  blocked: stats[which].blocked,
+  blockedMillis: stats[which].blockedMillis
+})
 
 /**
  * Serves requests on a connection in the server role, until the client half-closes.
@@ -202,8 +340,9 @@ const checkServerOptions = (
  *
  * **Details**
  *
- * Two fibers: a reader reads requests ahead of the handler (up to `maxPendingBytes`), and a worker runs
- * `handle` on each, in order, and sends the response. At the client's EOF the worker answers what is left,
+ * The server first sends its preface ({@link PREFACE}); a client in the client role sends nothing before
+ * it. Then two fibers: a reader reads requests ahead of the handler, and a worker runs `handle` on each,
+ * in order, and sends the response. At the client's EOF the worker answers what is left,
  * then half-closes (after every response is flushed) and `done` succeeds. `goingAway` sends the notice, in
  * order with the responses, and leaves the connection fully working: everything the client sends until its
  * EOF is read and answered. Two limits run from the notice:
@@ -218,6 +357,24 @@ const checkServerOptions = (
  *
  * Either way `done` fails `Timeout`, saying which. A control frame from the client, or anything that is
  * not a frame, fails `ProtocolError` (or `FrameTooLarge`, `FrameTruncated`).
+ *
+ * **Bounds** (a client that sends and never reads)
+ *
+ * - Read-ahead: the reader stops reading (the duplex's inbound buffer fills, then the transport's window
+ *   closes and the client is held back) while `maxPendingRequests` requests are read and not yet answered,
+ *   or while they total `maxPendingBytes` or more. A request counts from the moment it is read until its
+ *   answer has been written. `readAhead` reports the peaks.
+ * - Stall limit: when a write to the client (an answer, the preface or the notice) has waited for room for
+ *   `stallTimeout` with no byte accepted, the connection is aborted (a TCP socket is destroyed with RST) and
+ *   `done` fails `StallDetected`, naming both directions. This is a one-way limit: a client that does
+ *   not read its answers is cut whether or not it still sends. Over TCP the kernel accepts bytes in bursts
+ *   (about a third of the send buffer at a time), so a client reading slower than about (send buffer / 3)
+ *   per `stallTimeout` looks stalled, as with `Watchdog`.
+ * - Memory per connection, at most: the requests read ahead (≤ `maxPendingRequests` of them, fewer than
+ *   `maxPendingBytes + maxFrameBytes` bytes: 64 and 5 MiB by default), what is left of the last chunk read
+ *   in the frame decoder and the duplex's inbound buffer (each at most the duplex's `highWaterMark`,
+ *   64 KiB for TCP), and the answer being written (handed over by reference until the transport takes it),
+ *   for at most `stallTimeout` once the client stops reading.
  *
  * **Interruption**
  *
@@ -254,12 +411,19 @@ const checkServerOptions = (
 export const server = <E, R>(
   duplex: Duplex,
   options: ServerOptions<E, R>
+): Effect.Effect<ServerConnection<E>, DuplexError, Scope.Scope | R> => serverWith(duplex, options, new Peaks())
+
+const serverWith = <E, R>(
+  duplex: Duplex,
+  options: ServerOptions<E, R>,
+  /** Where the peaks of the read-ahead are noted too: the server's, for `serve`. */
+  serverPeaks: Peaks
 ): Effect.Effect<ServerConnection<E>, DuplexError, Scope.Scope | R> =>
   Effect.gen(function* () {
     const label = duplex.label
     const limits = checkServerOptions(label, options)
     if (limits instanceof DuplexError) return yield* limits
-    const { graceMillis, drainMillis, maxPendingBytes } = limits
+    const { graceMillis, drainMillis, maxPendingBytes, maxPendingRequests, stallMillis } = limits
     const framed = yield* Framing.make(duplex, options)
     const handle = options.handle
     const scope = yield* Effect.scope
@@ -274,11 +438,21 @@ export const server = <E, R>(
     /** Set once our FIN is out after every answer: nothing may cut the connection any more. */
     let closedCleanly = false
     /** Why the connection was cut, once it was. */
-    let cut: "grace" | "drain" | undefined
+    let cut: "grace" | "drain" | "stall" | undefined
+    /** The diagnosis, when the stall limit cut the connection. */
+    let stallError: DuplexError | undefined
     const timers: Array<Fiber.Fiber<unknown>> = []
+    /** Requests read and not yet answered: at most `maxPendingRequests` (the read-ahead). */
     const pending = yield* Queue.unbounded<Uint8Array, Cause.Done>()
-    const budget = Semaphore.makeUnsafe(maxPendingBytes)
-    const weightOf = (payload: Uint8Array) => Math.max(1, Math.min(payload.length, maxPendingBytes))
+    /** Requests read and not yet answered (from the read to the end of the answer's write), and their bytes. */
+    let pendingRequests = 0
+    let pendingBytes = 0
+    const connectionPeaks = new Peaks()
+    /** Opened by the worker whenever an answer makes room in the read-ahead. */
+    const room = Latch.makeUnsafe(false)
+    const hasRoom = () => pendingRequests < maxPendingRequests && pendingBytes < maxPendingBytes
+    /** Opened once the preface is written: nothing may go out before it, the notice included. */
+    const prefaceSent = Latch.makeUnsafe(false)
 
     const cutNow = (why: "grace" | "drain"): Effect.Effect<void> =>
       Effect.suspend(() => {
@@ -287,6 +461,40 @@ export const server = <E, R>(
         cut = why === "drain" && graceOver && reader !== "eof" ? "grace" : why
         return framed.abort
       })
+
+    /**
+     * The stall limit: a write to the client that has waited for room with no byte accepted for
+     * `stallMillis` aborts the connection. Sampled ten times per limit, as `Watchdog` does; unlike the
+     * watchdog it watches only our outbound direction, since a client that stops reading holds the
+     * server's answers whether or not it keeps sending.
+     */
+    const watchStall = Effect.gen(function* () {
+      const pollMillis = Math.max(1, Math.floor(stallMillis / 10))
+      let since: number | undefined
+      let acceptedAtStart = 0
+      while (true) {
+        yield* Effect.sleep(pollMillis)
+        const stats = yield* duplex.stats
+        const now = yield* Clock.currentTimeMillis
+        if (!stats.outbound.blocked) {
+          since = undefined
+        } else if (since === undefined || stats.outbound.bytes !== acceptedAtStart) {
+          since = now
+          acceptedAtStart = stats.outbound.bytes
+        } else if (now - since >= stallMillis) {
+          if (finished || closedCleanly || cut !== undefined) return
+          cut = "stall"
+          stallError = new DuplexError({
+            reason: new StallDetected({
+              label: `${label}: an answer waited ${now - since} ms for the client to read (the client does not read its answers)`,
+              stalledMillis: now - since,
+              directions: [stalledDirection(label, "outbound", stats), stalledDirection(label, "inbound", stats)]
+            })
+          })
+          return yield* framed.abort
+        }
+      }
+    })
 
     const readNext: Effect.Effect<Option.Option<Framing.Frame>, DuplexError> = Effect.suspend(() => {
       reader = "peer"
@@ -300,6 +508,13 @@ export const server = <E, R>(
 
     const readLoop = Effect.gen(function* () {
       while (true) {
+        // Backpressure, not buffering: with the read-ahead full the reader does not read, so the duplex's
+        // inbound buffer fills and the client is held back by the transport's window.
+        while (!hasRoom()) {
+          reader = "backlog"
+          room.closeUnsafe()
+          yield* room.await
+        }
         const frame = yield* readNext
         if (Option.isNone(frame)) break
         if (frame.value._tag === "Control") {
@@ -307,9 +522,10 @@ export const server = <E, R>(
             reason: new ProtocolError({ label, problem: "a control frame from the client (only servers send them)" })
           })
         }
-        reader = "backlog"
-        yield* budget.take(weightOf(frame.value.payload))
-        reader = "busy"
+        pendingRequests++
+        pendingBytes += frame.value.payload.length
+        connectionPeaks.note(pendingRequests, pendingBytes)
+        serverPeaks.note(pendingRequests, pendingBytes)
         yield* Queue.offer(pending, frame.value.payload)
       }
       reader = "eof"
@@ -318,6 +534,10 @@ export const server = <E, R>(
     })
 
     const answerLoop = Effect.gen(function* () {
+      // The preface first: until it arrives a client sends nothing, so a connection lost before it
+      // carried no request.
+      yield* framed.send(Framing.control(PREFACE))
+      prefaceSent.openUnsafe()
       let answered = 0
       while (true) {
         const next = yield* Effect.exit(Queue.take(pending))
@@ -325,7 +545,9 @@ export const server = <E, R>(
         const response = yield* handle(next.value)
         yield* framed.send(Framing.data(response))
         answered++
-        yield* budget.release(weightOf(next.value))
+        pendingRequests--
+        pendingBytes -= next.value.length
+        room.openUnsafe()
       }
       // Only now, after the client's FIN and every answer: no request can be left behind by our FIN.
       yield* framed.end
@@ -343,16 +565,18 @@ export const server = <E, R>(
         Effect.fail(
           cut === undefined
             ? error
-            : new DuplexError({
-                reason: new Timeout({
-                  label,
-                  operation:
-                    cut === "grace"
-                      ? "shutdown grace (the client did not half-close after the notice)"
-                      : "shutdown drain (the connection did not finish after the notice)",
-                  timeoutMillis: cut === "grace" ? graceMillis : drainMillis
+            : cut === "stall"
+              ? (stallError ?? error)
+              : new DuplexError({
+                  reason: new Timeout({
+                    label,
+                    operation:
+                      cut === "grace"
+                        ? "shutdown grace (the client did not half-close after the notice)"
+                        : "shutdown drain (the connection did not finish after the notice)",
+                    timeoutMillis: cut === "grace" ? graceMillis : drainMillis
+                  })
                 })
-              })
         )
       ),
       Effect.ensuring(
@@ -362,6 +586,7 @@ export const server = <E, R>(
         })
       )
     )
+    timers.push(yield* Effect.forkIn(watchStall, scope))
     const loop = yield* Effect.forkScoped(serveLoop, { startImmediately: true })
 
     const inboundBytes = Effect.map(duplex.stats, (stats) => stats.inbound.bytes)
@@ -396,7 +621,8 @@ export const server = <E, R>(
         // The notice goes out in its own fiber: behind a response that waits for the client to read, it
         // must not hold back the timers, which start now.
         if (withNotice) {
-          timers.push(yield* Effect.forkIn(Effect.ignore(framed.send(Framing.control(GOING_AWAY))), scope))
+          const notice = Effect.andThen(prefaceSent.await, framed.send(Framing.control(GOING_AWAY)))
+          timers.push(yield* Effect.forkIn(Effect.ignore(notice), scope))
           timers.push(yield* Effect.forkIn(judgeAfterGrace, scope))
         }
         timers.push(yield* Effect.forkIn(Effect.andThen(Effect.sleep(drainMillis), cutNow("drain")), scope))
@@ -413,7 +639,7 @@ export const server = <E, R>(
       })
     )
 
-    return { goingAway, done: Fiber.join(loop) }
+    return { goingAway, done: Fiber.join(loop), readAhead: Effect.sync(() => connectionPeaks.snapshot()) }
   })
 
 /**
@@ -446,12 +672,15 @@ export const server = <E, R>(
  * @category server
  * @since 0.1.0
  */
-export const handler =
-  <E, R>(options: ServerOptions<E, R>): Tcp.Handler<DuplexError | E, R> =>
+export const handler = <E, R>(options: ServerOptions<E, R>): Tcp.Handler<DuplexError | E, R> =>
+  handlerWith(options, new Peaks())
+
+const handlerWith =
+  <E, R>(options: ServerOptions<E, R>, peaks: Peaks): Tcp.Handler<DuplexError | E, R> =>
   (duplex, info) =>
     Effect.scoped(
       Effect.gen(function* () {
-        const served = yield* server(duplex, options)
+        const served = yield* serverWith(duplex, options, peaks)
         yield* Effect.forkScoped(Effect.andThen(info.shuttingDown, served.goingAway))
         return yield* served.done
       })
@@ -467,6 +696,17 @@ export const handler =
 export interface ServeOptions<E, R> extends Omit<Tcp.ServeOptions, "shutdownGrace">, ServerOptions<E, R> {}
 
 /**
+ * A server in the server role: a `Tcp.Server` with how far it read ahead on any connection.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface ShutdownServer extends Tcp.Server {
+  /** The most requests, and bytes of requests, any one connection had read and not yet answered at once. */
+  readonly readAhead: Effect.Effect<ReadAhead>
+}
+
+/**
  * A TCP server in the server role: on shutdown it tells every client and drains them within `grace`.
  *
  * **When to use**
@@ -480,6 +720,16 @@ export interface ServeOptions<E, R> extends Omit<Tcp.ServeOptions, "shutdownGrac
  * accepting and every connection gets the notice; a client that half-closes in time has every request it
  * sent answered; one that does not is aborted at `grace` and reported (a `ConnectionClosed` event with
  * `ending: "failed"` and a `Timeout`).
+ *
+ * Connections that the kernel completed but the server had not accepted when it stopped (its listen
+ * backlog) are reset by the kernel as the listener closes, and those that arrive while it shuts down are
+ * refused. Neither has received the preface, so a client in the client role sent nothing on them: every
+ * request queued there fails `NotProcessed` and can be retried elsewhere.
+ *
+ * A client that sends and never reads is bounded as with {@link server}: the read-ahead per connection
+ * (`maxPendingRequests`, `maxPendingBytes`) and the stall limit (`stallTimeout`, 10 s by default, the same
+ * as `Echo.serve`'s), after which the connection is aborted and reported (`ending: "failed"` with
+ * `StallDetected`). `readAhead` reports the most any connection read ahead.
  *
  * **Example** (An echo-by-message service that stops cleanly)
  *
@@ -499,15 +749,20 @@ export interface ServeOptions<E, R> extends Omit<Tcp.ServeOptions, "shutdownGrac
  * @category server
  * @since 0.1.0
  */
-export const serve = <E, R>(options: ServeOptions<E, R>): Effect.Effect<Tcp.Server, DuplexError, Scope.Scope | R> =>
+export const serve = <E, R>(options: ServeOptions<E, R>): Effect.Effect<ShutdownServer, DuplexError, Scope.Scope | R> =>
   Effect.suspend(() => {
     const limits = checkServerOptions(options.label ?? "Shutdown.serve", options)
     if (limits instanceof DuplexError) return Effect.fail(limits)
-    const { handle, grace, drainTimeout, maxPendingBytes, maxFrameBytes, ...listen } = options
+    const { handle, grace, drainTimeout, maxPendingBytes, maxPendingRequests, stallTimeout, maxFrameBytes, ...listen } =
+      options
+    const peaks = new Peaks()
     return Tcp.serve(
       { ...listen, shutdownGrace: limits.drainMillis + BACKSTOP_MILLIS },
-      handler({ handle, grace, drainTimeout, maxPendingBytes, maxFrameBytes })
-    )
+      handlerWith(
+        { handle, grace, drainTimeout, maxPendingBytes, maxPendingRequests, stallTimeout, maxFrameBytes },
+        peaks
+      )
+    ).pipe(Effect.map((tcp): ShutdownServer => ({ ...tcp, readAhead: Effect.sync(() => peaks.snapshot()) })))
   })
 
 // ---------------------------------------------------------------------------------------------------------
@@ -528,6 +783,12 @@ export interface ClientOptions extends Framing.FramingOptions {
    * {@link DEFAULT_MAX_IN_FLIGHT} (64).
    */
   readonly maxInFlight?: number | undefined
+  /**
+   * How long to wait for the server's preface before giving up on the connection: it is then aborted, the
+   * requests queued fail `NotProcessed` (none was sent) and `close` fails `Timeout`. A finite duration above
+   * zero. Default {@link DEFAULT_PREFACE_TIMEOUT} (10 s).
+   */
+  readonly prefaceTimeout?: Duration.Input | undefined
 }
 
 /**
@@ -557,8 +818,9 @@ export interface Client {
   readonly label: string
   /**
    * Sends a request and waits for its response. Requests from any number of fibers are pipelined, in the
-   * order they are called. Fails `NotProcessed` (never sent, safe to retry) when the server's notice, your
-   * `close`, or the end of the connection came first.
+   * order they are called; none is sent before the server's preface. Fails `NotProcessed` (never sent,
+   * safe to retry) when the server's notice, your `close`, or the end of the connection came first
+   * (including a connection that ended before the preface, or whose preface did not come in time).
    */
   readonly request: (payload: Uint8Array) => Effect.Effect<Uint8Array, DuplexError>
   /**
@@ -595,7 +857,12 @@ type ClientState = "open" | "closing" | "goingAway" | "lost"
  *
  * **Details**
  *
- * Two fibers: a writer sends queued requests in order, a reader matches responses to them in order; the
+ * The writer sends nothing until the reader has read the server's preface ({@link PREFACE}): requests
+ * made before it wait in the queue. If the connection ends or is reset before the preface (a server that
+ * shut down with the connection still in its listen backlog, or refused it), or the preface does not come
+ * within `prefaceTimeout`, no request was sent and every one fails `NotProcessed`.
+ *
+ * Then two fibers: a writer sends queued requests in order, a reader matches responses to them in order; the
  * reader never waits on the writer or the other way round. When the notice arrives the client stops
  * sending: requests not yet written fail `NotProcessed` with `why: "goingAway"` (new ones too), the ones in
  * flight are answered, the writer half-closes, and the reader reads until the server's EOF. `close` does
@@ -647,6 +914,9 @@ export const client = (duplex: Duplex, options: ClientOptions = {}): Effect.Effe
     if (!Number.isInteger(maxInFlight) || maxInFlight < 1) {
       return yield* invalidOptions(label, "maxInFlight", maxInFlight, "a whole number ≥ 1")
     }
+    const badPreface = checkFinitePositiveDuration(label, "prefaceTimeout", options.prefaceTimeout)
+    if (badPreface !== undefined) return yield* badPreface
+    const prefaceMillis = Duration.toMillis(options.prefaceTimeout ?? DEFAULT_PREFACE_TIMEOUT)
     const framed = yield* Framing.make(duplex, options)
     const queue = yield* Queue.bounded<Pending, Cause.Done>(maxQueued)
     /** Opened by the reader when it takes an answer: the writer waits on it while `maxInFlight` are out. */
@@ -657,6 +927,10 @@ export const client = (duplex: Duplex, options: ClientOptions = {}): Effect.Effe
     let state: ClientState = "open"
     const counts = { sent: 0, answered: 0, notProcessed: 0 }
     const notice = Deferred.makeUnsafe<void>()
+    /** Set when the server's preface has been read: from then on requests may be sent. */
+    let prefaceSeen = false
+    /** The writer's go-ahead: opened by the preface, or by the end of the connection (then nothing is sent). */
+    const prefaceGate = Latch.makeUnsafe(false)
 
     /** Why a request cannot be sent now: the notice, our own close (whichever came first), or the end of the connection. */
     const whyNow = (): NotProcessed["why"] =>
@@ -676,6 +950,7 @@ export const client = (duplex: Duplex, options: ClientOptions = {}): Effect.Effe
       if (state === "open" || (state === "closing" && next === "goingAway")) state = next
       Queue.endUnsafe(queue)
       answerTaken.openUnsafe() // a writer waiting for room must see it too
+      if (next === "lost") prefaceGate.openUnsafe() // and one waiting for the preface: it will send nothing
     }
     const takeInFlight = (): Pending | undefined => {
       if (inFlightHead === inFlight.length) return undefined
@@ -717,6 +992,8 @@ export const client = (duplex: Duplex, options: ClientOptions = {}): Effect.Effe
     /** Whether requests may still be sent: not after the notice, nor once the connection has ended. */
     const sending = () => (state === "open" || state === "closing") && !ended
     const writer = Effect.gen(function* () {
+      // Nothing before the server's preface: a connection lost before it carried no request.
+      yield* prefaceGate.await
       while (true) {
         // Room first, then a request: a request is never held while waiting, so the notice, a close or the
         // connection's end finds every unsent request in the queue. (The writer may wait for the reader;
@@ -766,6 +1043,19 @@ export const client = (duplex: Duplex, options: ClientOptions = {}): Effect.Effe
       while (true) {
         const frame = yield* framed.read
         if (Option.isNone(frame)) break
+        if (!prefaceSeen) {
+          if (frame.value._tag === "Control" && isPreface(frame.value.payload)) {
+            prefaceSeen = true
+            prefaceGate.openUnsafe() // the writer's go-ahead, and the end of the preface timer
+            continue
+          }
+          return yield* new DuplexError({
+            reason: new ProtocolError({
+              label,
+              problem: `a ${frame.value._tag === "Control" ? "control" : "data"} frame of ${frame.value.payload.length} bytes before the server's preface (is the peer a Shutdown server of this version?)`
+            })
+          })
+        }
         if (frame.value._tag === "Control") {
           const payload = frame.value.payload
           if (payload.length === 1 && payload[0] === GOING_AWAY[0]) {
@@ -811,11 +1101,30 @@ export const client = (duplex: Duplex, options: ClientOptions = {}): Effect.Effe
       )
     )
 
+    /** Gives up on a server whose preface does not come in time: nothing was sent, so nothing is lost. */
+    const prefaceTimer = yield* Effect.forkScoped(
+      Effect.gen(function* () {
+        // Ends at the preface or the connection's end too (both open the gate), leaving no timer behind.
+        yield* Effect.raceFirst(Effect.sleep(prefaceMillis), prefaceGate.await)
+        if (prefaceSeen || ended || state === "lost") return
+        stopSending("lost")
+        lostWith ??= new DuplexError({
+          reason: new Timeout({
+            label,
+            operation: "waiting for the server's preface (no request was sent)",
+            timeoutMillis: prefaceMillis
+          })
+        })
+        yield* framed.abort
+        yield* failPending(lostWith)
+      }),
+      { startImmediately: true }
+    )
     const writerFiber = yield* Effect.forkScoped(writer, { startImmediately: true })
     const readerFiber = yield* Effect.forkScoped(reader, { startImmediately: true })
     yield* Effect.addFinalizer(() =>
       Effect.andThen(
-        Fiber.interruptAll([writerFiber, readerFiber]),
+        Fiber.interruptAll([prefaceTimer, writerFiber, readerFiber]),
         Effect.suspend(() => {
           stopSending("lost")
           return Effect.andThen(framed.abort, failPending(closedError(label)))
@@ -867,6 +1176,9 @@ export const client = (duplex: Duplex, options: ClientOptions = {}): Effect.Effe
   })
 
 const EMPTY = new Uint8Array(0)
+
+const isPreface = (payload: Uint8Array): boolean =>
+  payload.length === PREFACE.length && payload.every((byte, i) => byte === PREFACE[i])
 
 /** The error of a request whose client was closed (its scope) while the request was in flight. */
 const closedError = (label: string): DuplexError =>

@@ -1,7 +1,10 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Cause, Deferred, Duration, Effect, Exit, Fiber, Option, Queue } from "effect"
+import { Cause, Deferred, Duration, Effect, Exit, Fiber, Option, Queue, Scope } from "effect"
 import { TestClock } from "effect/testing"
 import { Duplex, DuplexError, Framing, Shutdown, Tcp } from "fullduplex"
+import { assertNoLeaks, concatBytes, resources, withLeakCheck } from "fullduplex/testkit"
+import * as net from "node:net"
+import { Worker } from "node:worker_threads"
 import { duplexErrorOf, EventLog, within } from "./helpers.js"
 
 const idBytes = (id: number): Uint8Array => {
@@ -10,6 +13,20 @@ const idBytes = (id: number): Uint8Array => {
   return bytes
 }
 const idOf = (bytes: Uint8Array): number => new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getUint32(0)
+
+/** A raw framed peer in the server role's place: it sends the preface, as a Shutdown server does first. */
+const servingPeer = (duplex: Duplex.Duplex) =>
+  Effect.tap(Framing.make(duplex), (peer) => peer.send(Framing.control(Shutdown.PREFACE)))
+
+/** A raw framed peer in the client role's place: it reads (and checks) the server's preface first. */
+const askingPeer = (duplex: Duplex.Duplex) =>
+  Effect.tap(Framing.make(duplex), (peer) =>
+    Effect.map(peer.read, (frame) => {
+      const preface = Option.getOrThrow(frame)
+      assert.strictEqual(preface._tag, "Control", "the server's first frame is a control frame")
+      assert.deepStrictEqual([...preface.payload], [...Shutdown.PREFACE], "the server's first frame is its preface")
+    })
+  )
 
 /** Lets forked fibers run until they block. */
 const settle = Effect.gen(function* () {
@@ -120,7 +137,7 @@ describe("Shutdown, one connection", () => {
         const [a, b] = yield* Duplex.pair({ capacity: 64 })
         const served = yield* Shutdown.server(b, { handle: (r) => Effect.succeed(r), grace: "10 seconds" })
         // A raw framed peer, so the test sees the notice itself and can keep sending after it.
-        const peer = yield* Framing.make(a)
+        const peer = yield* askingPeer(a)
         yield* peer.send(Framing.data(idBytes(1)))
         assert.strictEqual(idOf(Option.getOrThrow(yield* peer.read).payload), 1)
         yield* served.goingAway
@@ -147,7 +164,7 @@ describe("Shutdown, one connection", () => {
     Effect.gen(function* () {
       const [a, b] = yield* Duplex.pair({ capacity: 64 })
       const served = yield* Shutdown.server(b, { handle: (r) => Effect.succeed(r), grace: "1 minute" })
-      const peer = yield* Framing.make(a)
+      const peer = yield* askingPeer(a)
       yield* served.goingAway
       yield* served.goingAway // idempotent: one notice
       assert.strictEqual(Option.getOrThrow(yield* peer.read)._tag, "Control")
@@ -165,7 +182,7 @@ describe("Shutdown, one connection", () => {
     Effect.gen(function* () {
       const [a, b] = yield* Duplex.pair({ capacity: 64 })
       const served = yield* Shutdown.server(b, { handle: (r) => Effect.succeed(r), grace: "3 seconds" })
-      const peer = yield* Framing.make(a)
+      const peer = yield* askingPeer(a)
       yield* served.goingAway
       assert.strictEqual(Option.getOrThrow(yield* peer.read)._tag, "Control")
       yield* peer.send(Framing.data(idBytes(7))) // still answered within the grace
@@ -190,7 +207,7 @@ describe("Shutdown, one connection", () => {
     Effect.gen(function* () {
       const [a, b] = yield* Duplex.pair({ capacity: 64 })
       const served = yield* Shutdown.server(b, { handle: (r) => Effect.succeed(r), grace: "1 second" })
-      const peer = yield* Framing.make(a)
+      const peer = yield* askingPeer(a)
       yield* peer.end
       const report = yield* served.done
       yield* served.goingAway
@@ -247,7 +264,7 @@ describe("Shutdown, one connection", () => {
     Effect.gen(function* () {
       // A tiny pair: the client's writer blocks after a few requests, so most of them wait in its queue.
       const [a, b] = yield* Duplex.pair({ capacity: 16 })
-      const peer = yield* Framing.make(b)
+      const peer = yield* servingPeer(b)
       const client = yield* Shutdown.client(a, { maxQueued: 64 })
       const exits = yield* Effect.forkChild(
         Effect.forEach(
@@ -313,7 +330,7 @@ describe("Shutdown, one connection", () => {
     () =>
       Effect.gen(function* () {
         const [a, b] = yield* Duplex.pair({ capacity: 16 })
-        const peer = yield* Framing.make(b)
+        const peer = yield* servingPeer(b)
         const client = yield* Shutdown.client(a)
         const exits = yield* Effect.forkChild(
           Effect.forEach(
@@ -343,7 +360,7 @@ describe("Shutdown, one connection", () => {
   it.effect("a server that closes with requests unanswered fails them ProtocolError, not NotProcessed", () =>
     Effect.gen(function* () {
       const [a, b] = yield* Duplex.pair({ capacity: 1024 })
-      const peer = yield* Framing.make(b)
+      const peer = yield* servingPeer(b)
       const client = yield* Shutdown.client(a)
       const pending = yield* Effect.forkChild(Effect.exit(client.request(idBytes(1))), { startImmediately: true })
       assert.strictEqual(idOf(Option.getOrThrow(yield* peer.read).payload), 1, "the request reached the server")
@@ -359,13 +376,13 @@ describe("Shutdown, one connection", () => {
     () =>
       Effect.gen(function* () {
         const [a1, b1] = yield* Duplex.pair({ capacity: 1024 })
-        const peer1 = yield* Framing.make(b1)
+        const peer1 = yield* servingPeer(b1)
         const client1 = yield* Shutdown.client(a1)
         yield* peer1.send(Framing.control(Uint8Array.of(0x7f)))
         assert.strictEqual(duplexErrorOf(yield* Effect.exit(client1.close)).reason._tag, "ProtocolError")
 
         const [a2, b2] = yield* Duplex.pair({ capacity: 1024 })
-        const peer2 = yield* Framing.make(b2)
+        const peer2 = yield* servingPeer(b2)
         const client2 = yield* Shutdown.client(a2)
         yield* peer2.send(Framing.data(idBytes(5)))
         const unasked = duplexErrorOf(yield* Effect.exit(client2.close))
@@ -374,7 +391,7 @@ describe("Shutdown, one connection", () => {
 
         const [a3, b3] = yield* Duplex.pair({ capacity: 1024 })
         const served = yield* Shutdown.server(b3, { handle: (r) => Effect.succeed(r) })
-        const peer3 = yield* Framing.make(a3)
+        const peer3 = yield* askingPeer(a3)
         yield* peer3.send(Framing.control(Shutdown.GOING_AWAY))
         assert.strictEqual(duplexErrorOf(yield* Effect.exit(served.done)).reason._tag, "ProtocolError")
       })
@@ -383,7 +400,7 @@ describe("Shutdown, one connection", () => {
   it.effect("closing the client's scope fails every pending request instead of leaving it waiting", () =>
     Effect.gen(function* () {
       const [a, b] = yield* Duplex.pair({ capacity: 16 })
-      const peer = yield* Framing.make(b) // reads nothing, answers nothing
+      const peer = yield* servingPeer(b) // reads nothing, answers nothing
       const outcome = yield* Effect.scoped(
         Effect.gen(function* () {
           const client = yield* Shutdown.client(a)
@@ -532,7 +549,7 @@ describe("Shutdown under load", () => {
             Effect.gen(function* () {
               const [client, server] = yield* Duplex.pair({ capacity: 4096 })
               const ledger = new Ledger()
-              const framed = yield* Framing.make(server)
+              const framed = yield* servingPeer(server)
               const stop = yield* Deferred.make<void>()
               const naive = Effect.gen(function* () {
                 while (true) {
@@ -639,7 +656,7 @@ describe("Shutdown.serve: server-wide graceful shutdown", () => {
         const good = yield* Shutdown.client(yield* Tcp.connect(server.address))
         const callers = yield* Effect.forkChild(ledger.caller(good), { startImmediately: true })
         // The deaf client: frames, but never looks for the notice and never half-closes.
-        const deaf = yield* Framing.make(yield* Tcp.connect(server.address))
+        const deaf = yield* askingPeer(yield* Tcp.connect(server.address))
         yield* deaf.send(Framing.data(idBytes(1_000_000)))
         assert.strictEqual(Option.getOrThrow(yield* deaf.read)._tag, "Data")
         yield* server.shutdown.pipe(within("3 seconds", "the shutdown"))
@@ -686,7 +703,7 @@ describe("Shutdown, the cases a review found", () => {
         handle: (r) => Effect.as(Effect.sleep("2 seconds"), r),
         grace: "3 seconds"
       })
-      const peer = yield* Framing.make(a)
+      const peer = yield* askingPeer(a)
       for (const id of [1, 2, 3]) yield* peer.send(Framing.data(idBytes(id)))
       yield* peer.end // the client has done everything asked of it
       yield* settle
@@ -748,7 +765,7 @@ describe("Shutdown, the cases a review found", () => {
           grace: "1 second",
           maxPendingBytes: 1
         })
-        const peer = yield* Framing.make(a)
+        const peer = yield* askingPeer(a)
         for (const id of [1, 2, 3]) yield* peer.send(Framing.data(idBytes(id)))
         yield* settle
         yield* served.goingAway
@@ -756,7 +773,8 @@ describe("Shutdown, the cases a review found", () => {
         yield* TestClock.adjust("1 second") // the grace ends with the reader held back by the backlog
         yield* settle
         assert.isUndefined(done.pollUnsafe(), "not cut while the server is behind")
-        yield* stepClock(5000, 50) // the three are answered; the reader now waits on the client, silent
+        yield* stepClock(6000, 50) // the three are answered (one at a time: the reader reads the next only
+        // once an answer makes room); the reader now waits on the client, silent
         const error = duplexErrorOf(yield* Fiber.await(done), "done")
         assert.strictEqual(error.reason._tag, "Timeout")
         assert.include(error.message, "did not half-close")
@@ -771,9 +789,10 @@ describe("Shutdown, the cases a review found", () => {
         const served = yield* Shutdown.server(b, {
           handle: (r) => Effect.succeed(r),
           grace: "3 seconds",
-          drainTimeout: "20 seconds"
+          drainTimeout: "20 seconds",
+          stallTimeout: "1 minute" // the drain timeout is under test here, not the stall limit
         })
-        const peer = yield* Framing.make(a)
+        const peer = yield* askingPeer(a)
         yield* peer.send(Framing.data(idBytes(1))) // its 13-byte answer leaves 3 bytes of room
         yield* settle
         yield* served.goingAway // the notice waits for room, holding the send lock
@@ -841,7 +860,7 @@ describe("Shutdown, the cases a review found", () => {
     () =>
       Effect.gen(function* () {
         const [a, b] = yield* Duplex.pair({ capacity: 4096 })
-        const peer = yield* Framing.make(b)
+        const peer = yield* servingPeer(b)
         const client = yield* Shutdown.client(a, { maxFrameBytes: 64 })
         const first = yield* Effect.forkChild(Effect.exit(client.request(idBytes(1))), { startImmediately: true })
         yield* settle
@@ -862,6 +881,7 @@ describe("Shutdown, the cases a review found", () => {
     Effect.gen(function* () {
       // Room for exactly two 13-byte frames: requests 0 and 1 are written, 2 waits with nothing accepted.
       const [a, b] = yield* Duplex.pair({ capacity: 26 })
+      yield* servingPeer(b)
       const client = yield* Shutdown.client(a)
       const requests = yield* Effect.forEach([0, 1, 2, 3], (i) =>
         Effect.forkChild(Effect.exit(client.request(idBytes(i))), { startImmediately: true })
@@ -879,7 +899,7 @@ describe("Shutdown, the cases a review found", () => {
     () =>
       Effect.gen(function* () {
         const [a, b] = yield* Duplex.pair({ capacity: 4096 })
-        const peer = yield* Framing.make(b)
+        const peer = yield* servingPeer(b)
         const client = yield* Shutdown.client(a, { maxInFlight: 1 })
         const requests = yield* Effect.forEach([1, 2], (i) =>
           Effect.forkChild(Effect.exit(client.request(idBytes(i))), { startImmediately: true })
@@ -898,7 +918,7 @@ describe("Shutdown, the cases a review found", () => {
   it.effect("a request whose caller gave up while it waited for room in flight is never sent", () =>
     Effect.gen(function* () {
       const [a, b] = yield* Duplex.pair({ capacity: 4096 })
-      const peer = yield* Framing.make(b)
+      const peer = yield* servingPeer(b)
       const client = yield* Shutdown.client(a, { maxInFlight: 1 })
       const first = yield* Effect.forkChild(Effect.exit(client.request(idBytes(1))), { startImmediately: true })
       const second = yield* Effect.forkChild(client.request(idBytes(2)), { startImmediately: true })
@@ -915,7 +935,7 @@ describe("Shutdown, the cases a review found", () => {
   it.effect("closing the scope ends every request, those waiting for room in flight included", () =>
     Effect.gen(function* () {
       const [a, b] = yield* Duplex.pair({ capacity: 4096 })
-      yield* Framing.make(b)
+      yield* servingPeer(b)
       const requests = yield* Effect.scoped(
         Effect.gen(function* () {
           const client = yield* Shutdown.client(a, { maxInFlight: 1 })
@@ -934,7 +954,7 @@ describe("Shutdown, the cases a review found", () => {
   it.live("the server's EOF racing close with a request queued ends that request instead of leaving it waiting", () =>
     Effect.gen(function* () {
       const [a, b] = yield* Duplex.pair({ capacity: 4096 })
-      const peer = yield* Framing.make(b)
+      const peer = yield* servingPeer(b)
       const client = yield* Shutdown.client(a)
       const request = yield* Effect.forkChild(Effect.exit(client.request(idBytes(7))), { startImmediately: true })
       const closing = yield* Effect.forkChild(Effect.exit(client.close), { startImmediately: true })
@@ -951,9 +971,10 @@ describe("Shutdown, the cases a review found", () => {
       const served = yield* Shutdown.server(b, {
         handle: (r) => Effect.succeed(r),
         grace: "3 seconds",
-        drainTimeout: "20 seconds"
+        drainTimeout: "20 seconds",
+        stallTimeout: "1 minute" // the drain timeout is under test here, not the stall limit
       })
-      const peer = yield* Framing.make(a)
+      const peer = yield* askingPeer(a)
       yield* peer.send(Framing.data(idBytes(1)))
       yield* peer.send(Framing.data(idBytes(2))) // two 13-byte answers do not fit in 16 bytes
       yield* peer.end // then it reads nothing
@@ -986,7 +1007,7 @@ describe("Shutdown, the cases a review found", () => {
           grace: "2015 millis",
           maxPendingBytes: 1
         })
-        const peer = yield* Framing.make(a)
+        const peer = yield* askingPeer(a)
         for (const id of [1, 2, 3]) yield* peer.send(Framing.data(idBytes(id)))
         yield* peer.end
         yield* served.goingAway
@@ -1000,7 +1021,8 @@ describe("Shutdown, the cases a review found", () => {
 
   it.effect("when a write breaks the connection, close fails with that cause, not with our own abort", () =>
     Effect.gen(function* () {
-      const [a] = yield* Duplex.pair({ capacity: 4096 })
+      const [a, b] = yield* Duplex.pair({ capacity: 4096 })
+      yield* servingPeer(b)
       let writes = 0
       const epipe = new DuplexError.DuplexError({
         reason: new DuplexError.Broken({
@@ -1034,7 +1056,7 @@ describe("Shutdown, the cases a review found", () => {
   it.effect("at most maxInFlight requests are out unanswered: the writer waits for answers", () =>
     Effect.gen(function* () {
       const [a, b] = yield* Duplex.pair({ capacity: 65536 })
-      const peer = yield* Framing.make(b)
+      const peer = yield* servingPeer(b)
       const client = yield* Shutdown.client(a, { maxInFlight: 4 })
       const requests = yield* Effect.forEach(
         Array.from({ length: 10 }, (_, i) => i),
@@ -1049,5 +1071,436 @@ describe("Shutdown, the cases a review found", () => {
       yield* settle
       assert.deepStrictEqual(outcomesOf(requests), Array(10).fill("answered"))
     })
+  )
+})
+
+// ---------------------------------------------------------------------------------------------------------
+// Issue #20, fault 5: a client that sends and never reads is bounded and cut
+// ---------------------------------------------------------------------------------------------------------
+
+/** `count` requests (8-byte ids) as the bytes a framed client would send. */
+const requestBytes = (count: number): Uint8Array =>
+  concatBytes(Array.from({ length: count }, (_, i) => Framing.encode(Framing.data(idBytes(i)))))
+
+/**
+ * A raw `net` client that writes `upload` and never reads: the socket is paused from the start, so the
+ * kernel's receive window closes once its buffer is full. `closed` completes with the error code (or
+ * `"EOF"`) once the socket has closed; the scope destroys it.
+ */
+const neverReadingPeer = (address: Tcp.Address, upload: Uint8Array) =>
+  Effect.gen(function* () {
+    const closed = yield* Deferred.make<string>()
+    const socket = yield* Effect.acquireRelease(
+      Effect.sync(() => {
+        const socket = net.connect({ host: (address as Tcp.TcpAddress).host, port: (address as Tcp.TcpAddress).port })
+        let code: string | undefined
+        socket.pause()
+        socket.on("error", (err: NodeJS.ErrnoException) => {
+          code ??= err.code ?? err.message
+        })
+        socket.on("close", () => Deferred.doneUnsafe(closed, Exit.succeed(code ?? "EOF")))
+        socket.once("connect", () => socket.write(upload))
+        return socket
+      }),
+      (socket) => Effect.sync(() => socket.destroy())
+    )
+    return { socket, closed: Deferred.await(closed) }
+  })
+
+/** A handler whose answers are large (64 KiB), so that a client that does not read fills its buffers fast. */
+const bigAnswers = () => Effect.succeed(new Uint8Array(64 * 1024))
+
+describe("Shutdown: a client that sends and never reads (issue #20, fault 5)", () => {
+  it.effect("the server reads ahead at most maxPendingRequests requests while its answers are blocked", () =>
+    Effect.gen(function* () {
+      const [a, b] = yield* Duplex.pair({ capacity: 64 })
+      const served = yield* Shutdown.server(b, {
+        handle: () => Effect.succeed(new Uint8Array(100)),
+        maxPendingRequests: 3,
+        stallTimeout: "1 minute"
+      })
+      // 40 requests written (the pair takes them as the server reads), none of their answers read.
+      const peer = yield* Framing.make(a)
+      const sending = yield* Effect.forkChild(
+        Effect.forEach(
+          Array.from({ length: 40 }, (_, i) => i),
+          (i) => peer.send(Framing.data(idBytes(i)))
+        ),
+        { startImmediately: true }
+      )
+      yield* settle
+      const readAhead = yield* served.readAhead
+      assert.strictEqual(readAhead.peakRequests, 3, "three read ahead, and no more")
+      assert.strictEqual(readAhead.peakBytes, 3 * 8)
+      assert.isUndefined(sending.pollUnsafe(), "the client is held back: the server stopped reading")
+      assert.isTrue((yield* a.stats).outbound.blocked, "by backpressure, not by a buffer")
+    })
+  )
+
+  it.effect("the server reads ahead while the requests total less than maxPendingBytes", () =>
+    Effect.gen(function* () {
+      const [a, b] = yield* Duplex.pair({ capacity: 64 })
+      const served = yield* Shutdown.server(b, {
+        handle: () => Effect.succeed(new Uint8Array(100)),
+        maxPendingBytes: 20, // the third 8-byte request reaches it: the last one read
+        stallTimeout: "1 minute"
+      })
+      const peer = yield* Framing.make(a)
+      yield* Effect.forkChild(
+        Effect.forEach(
+          Array.from({ length: 40 }, (_, i) => i),
+          (i) => peer.send(Framing.data(idBytes(i)))
+        ),
+        { startImmediately: true }
+      )
+      yield* settle
+      assert.deepStrictEqual(yield* served.readAhead, { peakRequests: 3, peakBytes: 24 })
+    })
+  )
+
+  it.effect("an answer that waits stallTimeout for the client to read cuts the connection with StallDetected", () =>
+    Effect.gen(function* () {
+      const [a, b] = yield* Duplex.pair({ capacity: 64 })
+      const served = yield* Shutdown.server(b, {
+        handle: () => Effect.succeed(new Uint8Array(100)),
+        stallTimeout: "2 seconds"
+      })
+      const peer = yield* Framing.make(a)
+      yield* Effect.forkChild(Effect.ignore(peer.send(Framing.data(idBytes(1)))), { startImmediately: true })
+      const done = yield* Effect.forkChild(served.done, { startImmediately: true })
+      yield* stepClock(1800, 100)
+      assert.isUndefined(done.pollUnsafe(), "not cut before the stall limit")
+      yield* stepClock(600, 100)
+      const exit = done.pollUnsafe()
+      assert.isDefined(exit, "cut once the stall limit has passed")
+      const error = duplexErrorOf(exit!, "done")
+      assert.strictEqual(error.reason._tag, "StallDetected", error.message)
+      assert.include(error.message, "does not read its answers")
+      const afterCut = duplexErrorOf(yield* Effect.exit(peer.read), "the peer's read after the cut")
+      assert.strictEqual(afterCut.reason._tag, "Broken", "the connection was aborted")
+    })
+  )
+
+  it.effect("a client that reads its answers, however long the handler takes, is never cut by the stall limit", () =>
+    Effect.gen(function* () {
+      const [a, b] = yield* Duplex.pair({ capacity: 64 })
+      const served = yield* Shutdown.server(b, {
+        handle: (r) => Effect.as(Effect.sleep("5 seconds"), r),
+        stallTimeout: "1 second"
+      })
+      const client = yield* Shutdown.client(a)
+      const answers = yield* Effect.forkChild(
+        Effect.forEach([1, 2, 3], (i) => Effect.map(client.request(idBytes(i)), idOf), { concurrency: 3 }),
+        { startImmediately: true }
+      )
+      yield* stepClock(16_000, 250)
+      assert.deepStrictEqual(yield* Fiber.join(answers), [1, 2, 3])
+      yield* client.close
+      assert.strictEqual((yield* served.done).answered, 3)
+    })
+  )
+
+  it.effect("bad read-ahead and stall options fail InvalidOptions", () =>
+    Effect.gen(function* () {
+      const [, b] = yield* Duplex.pair()
+      const bads: Array<Partial<Shutdown.ServerOptions<never, never>>> = [
+        { maxPendingRequests: 0 },
+        { maxPendingRequests: 1.5 },
+        { stallTimeout: Duration.zero },
+        { stallTimeout: Duration.infinity }
+      ]
+      for (const bad of bads) {
+        const error = duplexErrorOf(
+          yield* Effect.exit(Shutdown.server(b, { handle: (r: Uint8Array) => Effect.succeed(r), ...bad }))
+        )
+        assert.strictEqual(error.reason._tag, "InvalidOptions", JSON.stringify(bad))
+      }
+    })
+  )
+
+  it.live(
+    "Shutdown.serve frees a peer that sends many requests and never reads: StallDetected after the stall limit, read-ahead bounded",
+    () =>
+      Effect.gen(function* () {
+        const log = new EventLog()
+        const maxPendingRequests = 8
+        const server = yield* Shutdown.serve({
+          port: 0,
+          stallTimeout: "300 millis",
+          maxPendingRequests,
+          onEvent: log.onEvent,
+          handle: bigAnswers
+        })
+        const peer = yield* neverReadingPeer(server.address, requestBytes(5000))
+        const [closed] = yield* log.waitFor("ConnectionClosed", { timeout: "10 seconds" })
+        assert.strictEqual(closed!.ending, "failed", log.describe())
+        const error = Cause.squash(closed!.cause!) as DuplexError.DuplexError
+        assert.strictEqual(error.reason._tag, "StallDetected", log.describe())
+        const stall = error.reason as DuplexError.StallDetected
+        assert.isAtLeast(stall.stalledMillis, 300)
+        assert.isTrue(stall.directions.find((d) => d.direction === "outbound")!.blocked, "the answers were blocked")
+        // The bound: what the server read of the 5000 requests while its answers waited.
+        const readAhead = yield* server.readAhead
+        assert.isAtMost(readAhead.peakRequests, maxPendingRequests, JSON.stringify(readAhead))
+        assert.isAtMost(readAhead.peakBytes, maxPendingRequests * 8, JSON.stringify(readAhead))
+        // The server destroyed its socket: the peer, reading now, sees the reset.
+        peer.socket.resume()
+        const end = yield* peer.closed.pipe(within("5 seconds", "the peer's socket after the cut"))
+        assert.include(["ECONNRESET", "EOF", "EPIPE"], end)
+        assert.deepInclude(yield* server.stats, { failed: 1, active: 0 })
+      }),
+    20_000
+  )
+
+  it.live(
+    "200 non-reading peers ended by the stall limit leave no fd or handle behind",
+    () =>
+      Effect.gen(function* () {
+        const log = new EventLog()
+        const scope = yield* Scope.make()
+        const server = yield* Shutdown.serve({
+          port: 0,
+          stallTimeout: "300 millis",
+          maxPendingRequests: 4,
+          onEvent: log.onEvent,
+          handle: bigAnswers
+        }).pipe(Scope.provide(scope))
+        // Counted with the server listening: what each cut connection leaves, not what the server holds.
+        const before = resources()
+        const upload = requestBytes(1000)
+        const batches = 8
+        const perBatch = 25
+        for (let batch = 0; batch < batches; batch++) {
+          yield* Effect.scoped(
+            Effect.gen(function* () {
+              const peers = yield* Effect.forEach(
+                Array.from({ length: perBatch }),
+                () => neverReadingPeer(server.address, upload),
+                { concurrency: "unbounded" }
+              )
+              yield* log.waitFor("ConnectionClosed", { count: (batch + 1) * perBatch, timeout: "20 seconds" })
+              for (const peer of peers) peer.socket.destroy()
+              yield* Effect.forEach(peers, (peer) => peer.closed, { discard: true }).pipe(
+                within("5 seconds", "the peers' sockets")
+              )
+            })
+          )
+        }
+        const closed = log.of("ConnectionClosed")
+        assert.strictEqual(closed.length, batches * perBatch)
+        const reasons = closed.map((e) =>
+          e.cause === undefined ? e.ending : ((Cause.squash(e.cause) as DuplexError.DuplexError).reason?._tag ?? "?")
+        )
+        assert.deepStrictEqual([...new Set(reasons)], ["StallDetected"], log.describe().slice(0, 2000))
+        assert.isAtMost((yield* server.readAhead).peakRequests, 4)
+        yield* assertNoLeaks(before, { timeout: "1 second", label: "200 peers cut by the stall limit" })
+        yield* Scope.close(scope, Exit.void)
+      }).pipe((program) => withLeakCheck(program, { timeout: "1 second", label: "the server and its 200 peers" })),
+    60_000
+  )
+})
+
+// ---------------------------------------------------------------------------------------------------------
+// Issue #20, fault 7: the server's preface; connections caught in the listen backlog at shutdown
+// ---------------------------------------------------------------------------------------------------------
+
+describe("Shutdown: the server's preface (issue #20, fault 7)", () => {
+  it.effect("the client sends nothing before the server's preface, then what was queued", () =>
+    Effect.gen(function* () {
+      const [a, b] = yield* Duplex.pair({ capacity: 4096 })
+      const peer = yield* Framing.make(b)
+      const client = yield* Shutdown.client(a)
+      const request = yield* Effect.forkChild(Effect.map(client.request(idBytes(7)), idOf), {
+        startImmediately: true
+      })
+      yield* settle
+      assert.strictEqual((yield* a.stats).outbound.bytes, 0, "not a byte before the preface")
+      yield* peer.send(Framing.control(Shutdown.PREFACE))
+      const frame = Option.getOrThrow(yield* peer.read)
+      assert.strictEqual(idOf(frame.payload), 7)
+      yield* peer.send(Framing.data(frame.payload))
+      assert.strictEqual(yield* Fiber.join(request), 7)
+    })
+  )
+
+  it.effect("the server's first frame is its preface, before the notice even when goingAway comes at once", () =>
+    Effect.gen(function* () {
+      const [a, b] = yield* Duplex.pair({ capacity: 4096 })
+      const served = yield* Shutdown.server(b, { handle: (r) => Effect.succeed(r) })
+      yield* served.goingAway
+      const peer = yield* Framing.make(a)
+      const first = Option.getOrThrow(yield* peer.read)
+      assert.deepStrictEqual([first._tag, [...first.payload]], ["Control", [...Shutdown.PREFACE]])
+      const second = Option.getOrThrow(yield* peer.read)
+      assert.deepStrictEqual([second._tag, [...second.payload]], ["Control", [...Shutdown.GOING_AWAY]])
+      yield* peer.end
+      assert.strictEqual((yield* served.done).answered, 0)
+    })
+  )
+
+  it.effect("a connection reset or closed before the preface fails every queued request NotProcessed", () =>
+    Effect.gen(function* () {
+      for (const end of ["abort", "end"] as const) {
+        const [a, b] = yield* Duplex.pair({ capacity: 4096 })
+        const client = yield* Shutdown.client(a)
+        const requests = yield* Effect.forEach([1, 2, 3, 4], (i) =>
+          Effect.forkChild(Effect.exit(client.request(idBytes(i))), { startImmediately: true })
+        )
+        yield* settle
+        yield* end === "abort" ? b.abort : b.end
+        yield* settle
+        assert.deepStrictEqual(outcomesOf(requests), Array(4).fill("NotProcessed"), end)
+        assert.strictEqual((yield* client.report).sent, 0)
+        const later = duplexErrorOf(yield* Effect.exit(client.request(idBytes(5))), "a request after the end")
+        assert.strictEqual(later.reason._tag === "NotProcessed" && later.reason.why, "connectionLost")
+        yield* b.abort
+      }
+    })
+  )
+
+  it.effect(
+    "a preface that does not come within prefaceTimeout: the queued requests are NotProcessed, close fails Timeout",
+    () =>
+      Effect.gen(function* () {
+        const [a, b] = yield* Duplex.pair({ capacity: 4096 })
+        yield* Framing.make(b) // a peer that never speaks
+        const client = yield* Shutdown.client(a, { prefaceTimeout: "3 seconds" })
+        const requests = yield* Effect.forEach([1, 2], (i) =>
+          Effect.forkChild(Effect.exit(client.request(idBytes(i))), { startImmediately: true })
+        )
+        yield* TestClock.adjust("2999 millis")
+        yield* settle
+        assert.deepStrictEqual(outcomesOf(requests), ["pending", "pending"])
+        yield* TestClock.adjust("1 millis")
+        yield* settle
+        assert.deepStrictEqual(outcomesOf(requests), ["NotProcessed", "NotProcessed"])
+        const closed = duplexErrorOf(yield* Effect.exit(client.close), "close")
+        assert.strictEqual(closed.reason._tag, "Timeout")
+        assert.include(closed.message, "preface")
+      })
+  )
+
+  it.effect("anything but the preface first is a ProtocolError, and nothing is sent", () =>
+    Effect.gen(function* () {
+      for (const first of [Framing.data(idBytes(1)), Framing.control(Shutdown.GOING_AWAY)]) {
+        const [a, b] = yield* Duplex.pair({ capacity: 4096 })
+        const peer = yield* Framing.make(b)
+        const client = yield* Shutdown.client(a)
+        const request = yield* Effect.forkChild(Effect.exit(client.request(idBytes(9))), { startImmediately: true })
+        yield* peer.send(first)
+        yield* settle
+        assert.deepStrictEqual(outcomesOf([request]), ["NotProcessed"], first._tag)
+        const error = duplexErrorOf(yield* Effect.exit(client.close))
+        assert.strictEqual(error.reason._tag, "ProtocolError")
+        assert.include(error.message, "preface")
+      }
+    })
+  )
+
+  it.live(
+    "connections the kernel completed but the server had not accepted when shutdown began: every request is answered or NotProcessed",
+    () =>
+      Effect.gen(function* () {
+        // The server runs in a worker thread, so that its event loop can be held (Atomics.wait) while the
+        // kernel completes connections into its listen backlog; it starts its shutdown on waking, before
+        // its loop accepts any of them, and the kernel resets them as the listener closes.
+        const shared = new SharedArrayBuffer(8)
+        const flags = new Int32Array(shared) // [0]: 1 = wake up and shut down; [1]: 1 = holding
+        const source = `
+          import { Effect } from "effect"
+          import { Shutdown } from ${JSON.stringify(new URL("../src/index.ts", import.meta.url).href)}
+          import { parentPort, workerData } from "node:worker_threads"
+          const flags = new Int32Array(workerData)
+          Effect.runFork(Effect.scoped(Effect.gen(function* () {
+            const server = yield* Shutdown.serve({ port: 0, grace: "2 seconds", backlog: 512, handle: (r) => Effect.succeed(r), onEvent: () => Effect.void })
+            parentPort.once("message", () => {
+              Atomics.store(flags, 1, 1)
+              Atomics.wait(flags, 0, 0) // no accept while this thread waits
+              // Woken: shut down at once, before the loop polls the listener again.
+              Effect.runPromise(server.shutdown).then(() => Effect.runPromise(server.stats)).then((stats) => parentPort.postMessage({ stats }))
+            })
+            parentPort.postMessage({ port: server.address.port })
+            return yield* Effect.never
+          })))`
+        const worker = yield* Effect.acquireRelease(
+          Effect.sync(() => new Worker(source, { eval: true, workerData: shared, execArgv: ["--import", "tsx"] })),
+          (w) =>
+            Effect.andThen(
+              Effect.sync(() => {
+                Atomics.store(flags, 0, 1)
+                Atomics.notify(flags, 0)
+              }),
+              Effect.promise(() => w.terminate())
+            )
+        )
+        const messages = yield* Queue.unbounded<{ port?: number; stats?: Tcp.ServerStats }>()
+        worker.on("message", (m) => Queue.offerUnsafe(messages, m))
+        worker.on("error", (e) => Queue.offerUnsafe(messages, { stats: { error: String(e) } as never }))
+        const { port } = yield* Queue.take(messages).pipe(within("20 seconds", "the worker's server"))
+        const address = { host: "127.0.0.1", port: port! }
+
+        // Some connections accepted and busy before the hold: they get the notice and drain.
+        const early = yield* Effect.forEach(Array.from({ length: 4 }), () =>
+          Effect.gen(function* () {
+            const ledger = new Ledger()
+            const client = yield* Shutdown.client(yield* Tcp.connect(address))
+            yield* client.request(idBytes(0)).pipe(within("5 seconds", "a first answer"))
+            ledger.issued++
+            ledger.answered.add(0)
+            const callers = yield* Effect.forkScoped(
+              Effect.all(
+                Array.from({ length: 4 }, () => ledger.caller(client)),
+                { concurrency: "unbounded" }
+              ),
+              { startImmediately: true }
+            )
+            return { ledger, callers }
+          })
+        )
+
+        worker.postMessage("hold")
+        yield* Effect.gen(function* () {
+          while (Atomics.load(flags, 1) === 0) yield* Effect.sleep(2)
+        }).pipe(within("5 seconds", "the worker holding its event loop"))
+
+        // 100 connections into the backlog, each with four request fibers, as in the issue.
+        const caught = 100
+        const late = yield* Effect.forEach(
+          Array.from({ length: caught }),
+          () =>
+            Effect.gen(function* () {
+              const ledger = new Ledger()
+              const client = yield* Shutdown.client(yield* Tcp.connect(address))
+              const callers = yield* Effect.forkScoped(
+                Effect.all(
+                  Array.from({ length: 4 }, () => ledger.caller(client)),
+                  { concurrency: "unbounded" }
+                ),
+                { startImmediately: true }
+              )
+              return { ledger, callers }
+            }),
+          { concurrency: "unbounded" }
+        ).pipe(within("10 seconds", "connecting into the backlog"))
+        yield* Effect.sleep(50) // time enough for a client that did not wait for the preface to send
+
+        Atomics.store(flags, 0, 1)
+        Atomics.notify(flags, 0)
+        for (const { callers } of [...early, ...late]) {
+          yield* Fiber.join(callers).pipe(within("10 seconds", "the callers after the shutdown"))
+        }
+        const { stats } = yield* Queue.take(messages).pipe(within("10 seconds", "the worker's shutdown"))
+        early.forEach(({ ledger }, i) => ledger.check(`accepted client ${i}`))
+        late.forEach(({ ledger }, i) => ledger.check(`client ${i} caught in the backlog`))
+        assert.strictEqual(stats!.accepted, early.length, `only the early ones were accepted: ${JSON.stringify(stats)}`)
+        const lateRequests = late.reduce((n, { ledger }) => n + ledger.issued, 0)
+        assert.strictEqual(
+          late.reduce((n, { ledger }) => n + ledger.notProcessed.size, 0),
+          lateRequests,
+          "every request on a connection reset before the preface is NotProcessed"
+        )
+        assert.isAtLeast(lateRequests, caught * 4)
+      }),
+    60_000
   )
 })
