@@ -85,6 +85,12 @@ const countFds = (): number | undefined => {
 /**
  * What the process holds now: open fds and active handles of each watched kind.
  *
+ * **Gotchas**
+ *
+ * Node counts a timer as an active `Timeout` until its callback has returned, so a count taken in a
+ * timer's callback (in a fiber that an Effect sleep resumed, say) includes that timer. {@link withLeakCheck}
+ * and {@link assertNoLeaks} count from an immediate's callback, where no timer is firing.
+ *
  * @category constructors
  * @since 0.1.0
  */
@@ -93,6 +99,13 @@ export const resources = (kinds: ReadonlyArray<string> = WATCHED_HANDLES): Resou
   for (const kind of process.getActiveResourcesInfo()) if (kind in handles) handles[kind]! += 1
   return { fds: countFds(), handles }
 }
+
+/** {@link resources}, counted from an immediate's callback: outside any timer's callback (see its Gotchas). */
+const settledResources = (kinds: ReadonlyArray<string>): Effect.Effect<Resources> =>
+  Effect.callback<Resources>((resume) => {
+    const immediate = setImmediate(() => resume(Effect.succeed(resources(kinds))))
+    return Effect.sync(() => clearImmediate(immediate))
+  })
 
 const excessOf = (before: Resources, after: Resources, fdSlack: number): Array<string> => {
   const excess: Array<string> = []
@@ -108,9 +121,10 @@ const excessOf = (before: Resources, after: Resources, fdSlack: number): Array<s
 
 /**
  * Waits until the process holds no more fds and watched handles than `before`, and fails with
- * {@link LeakDetected} if it still does after `timeout`. It polls every 10 ms from a plain timer's
- * callback, where that timer no longer counts: an Effect sleep would leave a timer of the runtime's own
- * active at each look.
+ * {@link LeakDetected} if it still does after `timeout`. It looks every 10 ms, each time from an
+ * immediate that a plain timer schedules: by then that timer has fired and no longer counts (in its own
+ * callback it would: Node counts a timer until its callback returns), and an Effect sleep would leave a
+ * timer of the runtime's own active at each look.
  *
  * @category assertions
  * @since 0.1.0
@@ -122,8 +136,9 @@ export const assertNoLeaks = (before: Resources, options: LeakCheckOptions = {})
     const fdSlack = options.fdSlack ?? 0
     const started = Date.now()
     let timer: ReturnType<typeof setTimeout> | undefined
+    let immediate: ReturnType<typeof setImmediate> | undefined
     const look = (): void => {
-      timer = undefined
+      immediate = undefined
       const after = resources(kinds)
       const excess = excessOf(before, after, fdSlack)
       if (excess.length === 0) return resume(Effect.void)
@@ -133,11 +148,15 @@ export const assertNoLeaks = (before: Resources, options: LeakCheckOptions = {})
           Effect.fail(new LeakDetected({ label: options.label ?? "leak check", before, after, excess, waitedMillis }))
         )
       }
-      timer = setTimeout(look, 10)
+      timer = setTimeout(() => {
+        timer = undefined
+        immediate = setImmediate(look)
+      }, 10)
     }
-    timer = setTimeout(look, 0)
+    immediate = setImmediate(look)
     return Effect.sync(() => {
       if (timer !== undefined) clearTimeout(timer)
+      if (immediate !== undefined) clearImmediate(immediate)
     })
   })
 
@@ -170,7 +189,6 @@ export const withLeakCheck = <A, E, R>(
   program: Effect.Effect<A, E, R>,
   options: LeakCheckOptions = {}
 ): Effect.Effect<A, E | LeakDetected, R> =>
-  Effect.suspend(() => {
-    const before = resources(options.handles ?? WATCHED_HANDLES)
-    return Effect.exit(program).pipe(Effect.flatMap((exit) => Effect.andThen(assertNoLeaks(before, options), exit)))
-  })
+  Effect.flatMap(settledResources(options.handles ?? WATCHED_HANDLES), (before) =>
+    Effect.exit(program).pipe(Effect.flatMap((exit) => Effect.andThen(assertNoLeaks(before, options), exit)))
+  )
