@@ -1539,6 +1539,38 @@ describe("Mux limits", () => {
     })
   )
 
+  live("a stream that is gone leaves nothing in the scope it was accepted in, however long that scope lives", () =>
+    Effect.gen(function* () {
+      const { session, send } = yield* rawPeer({ role: "server" })
+      // One scope for every accept, as a server's accept loop has: it lives as long as the connection.
+      const owner = yield* Scope.make()
+      const finalizers = () => {
+        const state = (owner as unknown as { state: { _tag: string; finalizers?: Map<unknown, unknown> } }).state
+        return state._tag === "Empty" ? 0 : (state.finalizers?.size ?? 1)
+      }
+      for (let i = 0; i < 200; i++) {
+        const id = 2 * i + 1
+        yield* send(frame(WINDOW_UPDATE, SYN, id))
+        const stream = yield* Scope.provide(session.accept, owner)
+        if (i % 2 === 0) {
+          yield* send(frame(WINDOW_UPDATE, RST, id)) // reset by the peer
+        } else {
+          yield* send(frame(WINDOW_UPDATE, FIN, id)) // closed both ways
+          yield* stream.read
+          yield* stream.end
+        }
+      }
+      yield* eventually("every stream gone", session.stats, (st) => st.streams === 0)
+      assert.strictEqual(finalizers(), 0, "finalizers of streams that are gone, still in their owner's scope")
+      // A stream still open keeps its finalizer, and closing the scope aborts it.
+      yield* send(frame(WINDOW_UPDATE, SYN, 1001))
+      const open = yield* Scope.provide(session.accept, owner)
+      assert.strictEqual(finalizers(), 1)
+      yield* Scope.close(owner, Exit.void)
+      reasonOf(yield* Effect.exit(open.write(Uint8Array.of(1))), "Closed", "a write after the owner's scope closed")
+    })
+  )
+
   live("streams opened and reset within the budget leave nothing behind: no stream, no control frame", () =>
     Effect.gen(function* () {
       const { session, send } = yield* rawPeer({ role: "server", maxStreamChurn: 5000 })
