@@ -8,8 +8,11 @@
  */
 import { formatBytes } from "./lib/common.js"
 
-/** The name a process has in a case, and in the tables. */
-export type Role = "client" | "server" | "proxy" | "echo"
+/**
+ * The name a process has in a case, and in the tables. An `attacker` (the bounds rows, `bounds.ts`) is told
+ * the last server's port as a client is, but reports no payload count for the runner to check.
+ */
+export type Role = "client" | "server" | "proxy" | "echo" | "attacker"
 
 export interface ProcessSpec {
   readonly role: Role

@@ -15,6 +15,10 @@
  * - `--row ID[,ID…]`: only these rows (their ids are in the table and in RESULTS.md).
  * - `--timeout SECONDS`: a run (all its processes) that takes longer fails (default 180).
  * - `--no-write`: a full run that leaves RESULTS.md alone.
+ * - `--bounds`: only the bounds rows of issue #20 (`bounds.ts`: what hostile peers cost, against the bound
+ *   each must stay under), `--rounds` of them (default 3), `--filter` selecting among their cases; it
+ *   rewrites only their section of RESULTS.md (unless filtered or `--no-write`). A full run runs them too,
+ *   after the throughput rows, for 3 rounds. A bound exceeded (or a bounds run failed) sets exit code 1.
  *
  * Every run's records go to `benchmarks/results/<date>.jsonl` (not committed).
  */
@@ -22,6 +26,7 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { parseArgs } from "node:util"
+import { BOUNDS_ROUNDS, type BoundsOutcome, runBounds, withBoundsSection } from "./bounds.js"
 import { formatBytes, parseSize, WRITE_BYTES } from "./lib/common.js"
 import { type Case, makeCases, MEM_FACTOR, type Row, ROWS } from "./rows.js"
 import { checkBaselineImports, ROOT, type Run, runCase } from "./runner/launch.js"
@@ -45,12 +50,16 @@ const { values } = parseArgs({
     filter: { type: "string" },
     row: { type: "string" },
     timeout: { type: "string" },
-    "no-write": { type: "boolean" }
+    "no-write": { type: "boolean" },
+    bounds: { type: "boolean" }
   },
   allowPositionals: false
 })
 
-const rounds = Number(values.rounds ?? 5)
+const boundsOnly = values.bounds === true
+if (boundsOnly && values.row !== undefined)
+  throw new Error("--bounds runs the bounds rows: --row selects throughput rows")
+const rounds = Number(values.rounds ?? (boundsOnly ? BOUNDS_ROUNDS : 5))
 if (!Number.isSafeInteger(rounds) || rounds < 1) throw new Error(`--rounds must be a whole number ≥ 1, got ${rounds}`)
 const bytes = parseSize(values.bytes ?? "1g")
 if (bytes <= 0 || bytes % (16 * WRITE_BYTES) !== 0) {
@@ -82,7 +91,7 @@ const selectRows = (): ReadonlyArray<Row> => {
   return ROWS
 }
 
-const rows = selectRows()
+const rows = boundsOnly ? [] : selectRows()
 const full = values.row === undefined && values.filter === undefined
 const needed = new Set(rows.flatMap((r) => [r.subject, ...r.anchors]))
 const cases: ReadonlyArray<Case> = allCases.filter((c) => needed.has(c.id)) // grouped by family, as defined
@@ -98,8 +107,11 @@ const machine = {
 }
 const log = (line: string) => process.stderr.write(`${line}\n`)
 log(
-  `bench: ${rows.length} row(s), ${cases.length} case(s), ${rounds} round(s), ${formatBytes(bytes)} ` +
-    `(in memory ${formatBytes(settings.memBytes)}), node ${machine.node}, ${machine.cpu} × ${machine.cores}, ` +
+  (boundsOnly
+    ? `bench: bounds rows only, ${rounds} round(s)`
+    : `bench: ${rows.length} row(s), ${cases.length} case(s), ${rounds} round(s), ${formatBytes(bytes)} ` +
+      `(in memory ${formatBytes(settings.memBytes)})`) +
+    `, node ${machine.node}, ${machine.cpu} × ${machine.cores}, ` +
     `load ${machine.loadStart.map((x) => x.toFixed(2)).join(" ")}`
 )
 
@@ -109,100 +121,124 @@ const started = new Date()
 const jsonl = path.join(resultsDir, `${started.toISOString().replace(/[:.]/g, "-")}.jsonl`)
 fs.writeFileSync(jsonl, `${JSON.stringify({ started, settings, rounds, rows: rows.map((r) => r.id), machine })}\n`)
 
-const t0 = performance.now()
-const runs: Array<Run> = []
-for (let round = 0; round < rounds; round++) {
-  const rotated = cases.map((_, i) => cases[(i + round) % cases.length]!)
-  const order = round % 2 === 1 ? rotated.reverse() : rotated
-  for (const c of order) {
-    const run = await runCase(c, round, timeoutMs)
-    runs.push(run)
-    fs.appendFileSync(jsonl, `${JSON.stringify(run)}\n`)
-    const rate = run.rate === undefined ? "" : c.metric === "rtps" ? `${run.rate} rt/s` : `${run.rate} MiB/s`
-    log(
-      `round ${round + 1}/${rounds} ${c.id}: ${run.error === undefined ? rate : `FAILED ${run.error}`}` +
-        ` (${(run.wallMs / 1000).toFixed(1)} s, other load ${(run.otherLoad * 100).toFixed(0)}%)` +
-        (run.noise.length > 0 ? ` [noise: ${run.noise.join(" / ").slice(0, 300)}]` : "")
-    )
+const resultsFile = path.join(ROOT, "benchmarks", "RESULTS.md")
+const record = (run: Run) => fs.appendFileSync(jsonl, `${JSON.stringify(run)}\n`)
+const bounds = (n: number): Promise<BoundsOutcome> =>
+  runBounds(n, log, { timeoutMs, filter: boundsOnly ? values.filter : undefined, onRun: record }).then((outcome) => {
+    console.log(`\nBounds under hostile peers (issue #20):\n\n${outcome.text}\n`)
+    if (outcome.failed) process.exitCode = 1
+    return outcome
+  })
+
+if (boundsOnly) {
+  const outcome = await bounds(rounds)
+  if (!full) log(`Filtered run: benchmarks/RESULTS.md not written.`)
+  else if (values["no-write"] === true) log(`--no-write: benchmarks/RESULTS.md not written.`)
+  else {
+    const before = fs.existsSync(resultsFile)
+      ? fs.readFileSync(resultsFile, "utf8")
+      : "# fullduplex benchmark results\n"
+    fs.writeFileSync(resultsFile, withBoundsSection(before, outcome.markdown))
+    log(`Wrote the bounds section of ${path.relative(ROOT, resultsFile)}`)
   }
-}
-const elapsedS = (performance.now() - t0) / 1000
-const loadEnd = os.loadavg()
-
-const byCase = indexRuns(runs)
-const comparisons: ReadonlyArray<Comparison> = rows.flatMap((r) => compare(r, caseById, byCase))
-const tables = [
-  resultsTable(comparisons, byCase),
-  "",
-  ...(cases.some((c) => c.metric === "rtps") ? ["Ping-pong latency:", "", latencyTable(cases, byCase), ""] : []),
-  ...bufferingLines(rows, byCase).map((l) => `- ${l}`),
-  ...memoryTargetLines(rows, caseById, byCase).map((l) => `- ${l}`)
-].join("\n")
-console.log(`\n${tables}\n`)
-const notes = noteLines(comparisons, runs)
-for (const line of notes) console.log(`- ${line}`)
-console.log(`\n(${(elapsedS / 60).toFixed(1)} min; records in ${path.relative(ROOT, jsonl)})`)
-
-if (!full) {
-  log(`Filtered run: benchmarks/RESULTS.md not written.`)
-} else if (values["no-write"] === true) {
-  log(`--no-write: benchmarks/RESULTS.md not written.`)
 } else {
-  const loads = (l: ReadonlyArray<number>) => l.map((x) => x.toFixed(2)).join(" / ")
-  const markdown = [
-    "# fullduplex benchmark results",
+  const t0 = performance.now()
+  const runs: Array<Run> = []
+  for (let round = 0; round < rounds; round++) {
+    const rotated = cases.map((_, i) => cases[(i + round) % cases.length]!)
+    const order = round % 2 === 1 ? rotated.reverse() : rotated
+    for (const c of order) {
+      const run = await runCase(c, round, timeoutMs)
+      runs.push(run)
+      record(run)
+      const rate = run.rate === undefined ? "" : c.metric === "rtps" ? `${run.rate} rt/s` : `${run.rate} MiB/s`
+      log(
+        `round ${round + 1}/${rounds} ${c.id}: ${run.error === undefined ? rate : `FAILED ${run.error}`}` +
+          ` (${(run.wallMs / 1000).toFixed(1)} s, other load ${(run.otherLoad * 100).toFixed(0)}%)` +
+          (run.noise.length > 0 ? ` [noise: ${run.noise.join(" / ").slice(0, 300)}]` : "")
+      )
+    }
+  }
+  const elapsedS = (performance.now() - t0) / 1000
+  const loadEnd = os.loadavg()
+
+  const byCase = indexRuns(runs)
+  const comparisons: ReadonlyArray<Comparison> = rows.flatMap((r) => compare(r, caseById, byCase))
+  const tables = [
+    resultsTable(comparisons, byCase),
     "",
-    `Written by \`npm run bench\` (${rounds} rounds, ${formatBytes(bytes)} per run, ${formatBytes(settings.memBytes)} ` +
-      `in the in-memory rows, ${roundTrips} timed round trips in the ping-pong rows) on ` +
-      `${started.toISOString().replace(/\.\d+Z$/, "Z")}; the run took ${(elapsedS / 60).toFixed(1)} minutes.`,
-    "",
-    "## Machine",
-    "",
-    `- CPU: ${machine.cpu}, ${machine.cores} cores available (\`os.availableParallelism()\`), ` +
-      `${machine.memoryGiB.toFixed(1)} GiB of memory; ${machine.os}.`,
-    `- Node ${machine.node}.`,
-    `- Load average (1 / 5 / 15 min): ${loads(machine.loadStart)} at the start, ${loads(loadEnd)} at the end. ` +
-      "The machine is shared: the last column of the table gives, for each row, the largest share of the " +
-      "machine's CPU that other work used during any of its runs.",
-    "",
-    methodText(settings),
-    "",
-    "## Results",
-    "",
-    "Rates are MiB/s (round trips/s where marked), median (min–max) over the rounds. The ratio is " +
-      "subject / anchor taken per round, then its median and min–max: above 1 the subject is faster. CPU " +
-      "is user + system time (all threads) of the measured process(es), per GiB of payload (per round trip " +
-      "in the ping-pong rows), median over rounds; its ratio is also per round, and below 1 the subject uses " +
-      "less. RSS: the peak (`process.resourceUsage().maxRSS`, the largest over the rounds) and, in " +
-      "parentheses, the base (RSS right after the process's imports, median). ★ marks the better of two " +
-      "anchors, the target's anchor.",
-    "",
-    tables,
-    "",
-    readingText(),
-    "",
-    "## Notes on this run",
-    "",
-    ...notes.map((l) => `- ${l}`),
-    "",
-    "## Memory of every process",
-    "",
-    memoryTable(cases, byCase),
-    "",
-    "## What each case runs",
-    "",
-    ...cases.map((c) => `- \`${c.id}\`${c.fullduplex ? " (fullduplex)" : ""}: ${c.what}.`),
-    "",
-    "## Rerunning a row alone",
-    "",
-    "Each command builds the package and the benchmarks, then runs the row's subject and anchors for the " +
-      "default 5 rounds of 1 GiB (add `--rounds N`, `--bytes 256m`). A run with `--row` or `--filter` prints " +
-      "its table and leaves this file alone.",
-    "",
-    ...rows.map((r) => `- ${r.issue}, ${r.title}: \`npm run bench -- --row ${r.id}\``),
-    ""
+    ...(cases.some((c) => c.metric === "rtps") ? ["Ping-pong latency:", "", latencyTable(cases, byCase), ""] : []),
+    ...bufferingLines(rows, byCase).map((l) => `- ${l}`),
+    ...memoryTargetLines(rows, caseById, byCase).map((l) => `- ${l}`)
   ].join("\n")
-  const file = path.join(ROOT, "benchmarks", "RESULTS.md")
-  fs.writeFileSync(file, markdown)
-  log(`Wrote ${path.relative(ROOT, file)}`)
+  console.log(`\n${tables}\n`)
+  const notes = noteLines(comparisons, runs)
+  for (const line of notes) console.log(`- ${line}`)
+  console.log(`\n(${(elapsedS / 60).toFixed(1)} min; records in ${path.relative(ROOT, jsonl)})`)
+  // A full run measures the bounds too, after the throughput rows, and keeps their section in RESULTS.md.
+  const boundsOutcome = full ? await bounds(BOUNDS_ROUNDS) : undefined
+
+  if (!full) {
+    log(`Filtered run: benchmarks/RESULTS.md not written.`)
+  } else if (values["no-write"] === true) {
+    log(`--no-write: benchmarks/RESULTS.md not written.`)
+  } else {
+    const loads = (l: ReadonlyArray<number>) => l.map((x) => x.toFixed(2)).join(" / ")
+    const markdown = [
+      "# fullduplex benchmark results",
+      "",
+      `Written by \`npm run bench\` (${rounds} rounds, ${formatBytes(bytes)} per run, ${formatBytes(settings.memBytes)} ` +
+        `in the in-memory rows, ${roundTrips} timed round trips in the ping-pong rows) on ` +
+        `${started.toISOString().replace(/\.\d+Z$/, "Z")}; the run took ${(elapsedS / 60).toFixed(1)} minutes.`,
+      "",
+      "## Machine",
+      "",
+      `- CPU: ${machine.cpu}, ${machine.cores} cores available (\`os.availableParallelism()\`), ` +
+        `${machine.memoryGiB.toFixed(1)} GiB of memory; ${machine.os}.`,
+      `- Node ${machine.node}.`,
+      `- Load average (1 / 5 / 15 min): ${loads(machine.loadStart)} at the start, ${loads(loadEnd)} at the end. ` +
+        "The machine is shared: the last column of the table gives, for each row, the largest share of the " +
+        "machine's CPU that other work used during any of its runs.",
+      "",
+      methodText(settings),
+      "",
+      "## Results",
+      "",
+      "Rates are MiB/s (round trips/s where marked), median (min–max) over the rounds. The ratio is " +
+        "subject / anchor taken per round, then its median and min–max: above 1 the subject is faster. CPU " +
+        "is user + system time (all threads) of the measured process(es), per GiB of payload (per round trip " +
+        "in the ping-pong rows), median over rounds; its ratio is also per round, and below 1 the subject uses " +
+        "less. RSS: the peak (`process.resourceUsage().maxRSS`, the largest over the rounds) and, in " +
+        "parentheses, the base (RSS right after the process's imports, median). ★ marks the better of two " +
+        "anchors, the target's anchor.",
+      "",
+      tables,
+      "",
+      readingText(),
+      "",
+      "## Notes on this run",
+      "",
+      ...notes.map((l) => `- ${l}`),
+      "",
+      "## Memory of every process",
+      "",
+      memoryTable(cases, byCase),
+      "",
+      "## What each case runs",
+      "",
+      ...cases.map((c) => `- \`${c.id}\`${c.fullduplex ? " (fullduplex)" : ""}: ${c.what}.`),
+      "",
+      ...(boundsOutcome === undefined ? [] : [boundsOutcome.markdown, ""]),
+      "## Rerunning a row alone",
+      "",
+      "Each command builds the package and the benchmarks, then runs the row's subject and anchors for the " +
+        "default 5 rounds of 1 GiB (add `--rounds N`, `--bytes 256m`). A run with `--row` or `--filter` prints " +
+        "its table and leaves this file alone.",
+      "",
+      ...rows.map((r) => `- ${r.issue}, ${r.title}: \`npm run bench -- --row ${r.id}\``),
+      ""
+    ].join("\n")
+    fs.writeFileSync(resultsFile, markdown)
+    log(`Wrote ${path.relative(ROOT, resultsFile)}`)
+  }
 }

@@ -248,7 +248,8 @@ export const runCase = async (c: Case, round: number, timeoutMs: number): Promis
     for (const spec of c.processes) {
       const args = [...spec.args]
       if (spec.listens === true && targetPort !== undefined) args.push(`--target=${targetPort}`)
-      if (spec.role === "client" && lastPort !== undefined) args.push(`--port=${lastPort}`)
+      if ((spec.role === "client" || spec.role === "attacker") && lastPort !== undefined)
+        args.push(`--port=${lastPort}`)
       const p = launch(spec.role, spec.script, args, spec.preloadEffect === true)
       launched.push(p)
       // A process that fails ends the run: the others are killed rather than left waiting on it.
