@@ -51,7 +51,7 @@ import * as Latch from "effect/Latch"
 import * as Option from "effect/Option"
 import * as Queue from "effect/Queue"
 import type * as Scope from "effect/Scope"
-import type { Duplex, Stats } from "./Duplex.js"
+import type { Duplex } from "./Duplex.js"
 import {
   Closed,
   DuplexError,
@@ -59,11 +59,10 @@ import {
   NotProcessed,
   ProtocolError,
   StallDetected,
-  type StalledDirection,
   Timeout
 } from "./DuplexError.js"
 import * as Framing from "./Framing.js"
-import { checkFinitePositiveDuration, invalidOptions } from "./internal/errors.js"
+import { checkFinitePositiveDuration, invalidOptions, stalledDirection } from "./internal/errors.js"
 import * as Tcp from "./Tcp.js"
 import * as Watchdog from "./Watchdog.js"
 
@@ -319,15 +318,6 @@ class Peaks {
     return { peakRequests: this.requests, peakBytes: this.bytes }
   }
 }
-
-const stalledDirection = (label: string, which: "outbound" | "inbound", stats: Stats): StalledDirection => ({
-  label,
-  direction: which,
-  bytes: stats[which].bytes,
-  buffered: stats[which].buffered,
-  blocked: stats[which].blocked,
-  blockedMillis: stats[which].blockedMillis
-})
 
 /**
  * Serves requests on a connection in the server role, until the client half-closes.

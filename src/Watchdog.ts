@@ -13,9 +13,9 @@ import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import { dual } from "effect/Function"
-import type { Duplex, Stats } from "./Duplex.js"
-import { DuplexError, StallDetected, type StalledDirection } from "./DuplexError.js"
-import { checkFinitePositiveDuration } from "./internal/errors.js"
+import type { Duplex } from "./Duplex.js"
+import { DuplexError, StallDetected } from "./DuplexError.js"
+import { checkFinitePositiveDuration, stalledDirection } from "./internal/errors.js"
 
 /**
  * Options of {@link watch}.
@@ -35,18 +35,6 @@ export interface WatchOptions {
  * @since 0.1.0
  */
 export const DEFAULT_STALL_TIMEOUT: Duration.Duration = Duration.seconds(10)
-
-const direction = (label: string, which: "outbound" | "inbound", stats: Stats): StalledDirection => {
-  const s = stats[which]
-  return {
-    label,
-    direction: which,
-    bytes: s.bytes,
-    buffered: s.buffered,
-    blocked: s.blocked,
-    blockedMillis: s.blockedMillis
-  }
-}
 
 /**
  * Watches a duplex and fails with `DuplexError` reason `StallDetected` once its write side has been
@@ -115,7 +103,10 @@ export const watch = (duplex: Duplex, options: WatchOptions = {}): Effect.Effect
           reason: new StallDetected({
             label: `${duplex.label}: both directions at a zero window (the peer neither reads nor stops writing)`,
             stalledMillis: now - since,
-            directions: [direction(duplex.label, "outbound", stats), direction(duplex.label, "inbound", stats)]
+            directions: [
+              stalledDirection(duplex.label, "outbound", stats),
+              stalledDirection(duplex.label, "inbound", stats)
+            ]
           })
         })
       }

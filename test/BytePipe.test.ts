@@ -9,8 +9,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Clock, Effect, Option } from "effect"
 import fc from "fast-check"
-import * as v8 from "node:v8"
-import * as vm from "node:vm"
 import {
   BLOCK_BYTES,
   BytePipe,
@@ -20,6 +18,7 @@ import {
   type PushSink,
   TAKEN
 } from "../src/internal/bytePipe.js"
+import { gc, liveBytes } from "./helpers.js"
 
 const seed = Number(process.env["FC_SEED"] ?? Math.floor(Math.random() * 2 ** 31))
 const numRuns = Number(process.env["FC_RUNS"] ?? 100)
@@ -30,24 +29,6 @@ const MiB = 1024 * KiB
 
 const clock = Effect.runSync(Clock.clockWith(Effect.succeed))
 const makePipe = (capacity: number) => new BytePipe(capacity, "writer", "reader", clock)
-
-/** A full collection, if this Node lets us turn it on (the test runner does not pass `--expose-gc`). */
-const gc: (() => void) | undefined = (() => {
-  try {
-    v8.setFlagsFromString("--expose-gc")
-    return vm.runInNewContext("gc") as () => void
-  } catch {
-    return undefined
-  }
-})()
-
-/** Heap and array buffers after full collections: what the objects alive now cost. */
-const liveBytes = (collect: () => void): number => {
-  collect()
-  collect()
-  const m = process.memoryUsage()
-  return m.heapUsed + m.arrayBuffers
-}
 
 /** Chunks with bytes that tell every position apart: byte `i` of the whole stream is `(i * 31 + 7) & 0xff`. */
 const byteSource = () => {

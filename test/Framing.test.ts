@@ -12,9 +12,7 @@ import { Deferred, Effect, Exit, Fiber, Option, Stream } from "effect"
 import fc from "fast-check"
 import { Duplex, DuplexError, Framing, Tcp } from "fullduplex"
 import { capacity, concatBytes, firstDifference, prng, randomBytes } from "fullduplex/testkit"
-import * as v8 from "node:v8"
-import * as vm from "node:vm"
-import { duplexErrorOf, reasonOf, within } from "./helpers.js"
+import { duplexErrorOf, gc, liveBytes, reasonOf, within } from "./helpers.js"
 
 const KiB = 1024
 const MiB = 1024 * KiB
@@ -600,24 +598,6 @@ describe("Framing reads and sends under interruption and concurrency", () => {
 })
 
 // ---- memory under a hostile chunking -------------------------------------------------------------------
-
-/** A full collection, if this Node lets us turn it on (the test runner does not pass `--expose-gc`). */
-const gc: (() => void) | undefined = (() => {
-  try {
-    v8.setFlagsFromString("--expose-gc")
-    return vm.runInNewContext("gc") as () => void
-  } catch {
-    return undefined
-  }
-})()
-
-/** Heap and array buffers after full collections: what the objects alive now cost. */
-const liveBytes = (collect: () => void): number => {
-  collect()
-  collect()
-  const m = process.memoryUsage()
-  return m.heapUsed + m.arrayBuffers
-}
 
 describe("Framing memory", () => {
   it.effect(

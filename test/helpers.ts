@@ -1,11 +1,13 @@
 import { assert } from "@effect/vitest"
 import { Cause, Deferred, Duration, Effect, Exit, Scope } from "effect"
 import { type Duplex, DuplexError, Tcp } from "fullduplex"
-import { concatBytes } from "fullduplex/testkit"
+import { assertNoLeaks, concatBytes, type LeakDetected, resources } from "fullduplex/testkit"
 import * as fs from "node:fs"
 import * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
+import * as v8 from "node:v8"
+import * as vm from "node:vm"
 import { Worker } from "node:worker_threads"
 
 /**
@@ -160,41 +162,36 @@ export class EventLog {
   }
 }
 
-/** Handle kinds whose count must come back down once every scope is closed. */
-const WATCHED_RESOURCES = ["TCPSocketWrap", "TCPServerWrap", "PipeWrap", "PipeServerWrap", "Timeout"] as const
-
-/** How many of each watched handle kind the process holds now. */
-export const activeHandles = (): Record<string, number> => {
-  const counts: Record<string, number> = Object.fromEntries(WATCHED_RESOURCES.map((k) => [k, 0]))
-  for (const kind of process.getActiveResourcesInfo()) if (kind in counts) counts[kind]! += 1
-  return counts
-}
+/** How many of each watched handle kind the process holds now (the testkit's `resources`, handles only). */
+export const activeHandles = (): Record<string, number> => ({ ...resources().handles })
 
 /**
- * Waits (about `timeoutMillis` at most) until no watched handle kind is above its count in `before`: Node
- * closes handles a tick or two after `destroy`, so the first look may be early. Fails listing the kinds
- * still above. It polls with short sleeps rather than under a timer of its own, which would count itself.
+ * Waits (about `timeoutMillis` at most) until no watched handle kind is above its count in `before`: the
+ * testkit's `assertNoLeaks`, on handles alone (these tests share a process with others that open files).
  */
 export const assertNoLeakedHandles = (
   before: Record<string, number>,
   timeoutMillis = 2000
-): Effect.Effect<void, Error> =>
-  Effect.gen(function* () {
-    const excess = () =>
-      Object.entries(activeHandles())
-        .filter(([kind, n]) => n > (before[kind] ?? 0))
-        .map(([kind, n]) => `${kind}: ${n} now, ${before[kind] ?? 0} before`)
-    for (let waited = 0; excess().length > 0; waited += 10) {
-      if (waited >= timeoutMillis) {
-        return yield* Effect.fail(
-          new Error(
-            `leaked handles after ${waited} ms: ${excess().join("; ")} (active: ${process.getActiveResourcesInfo().join(", ")})`
-          )
-        )
-      }
-      yield* Effect.sleep(10)
-    }
-  })
+): Effect.Effect<void, LeakDetected> =>
+  assertNoLeaks({ fds: undefined, handles: before }, { timeout: timeoutMillis, label: "leaked handles" })
+
+/** A full collection, if this Node lets us turn it on (the test runner does not pass `--expose-gc`). */
+export const gc: (() => void) | undefined = (() => {
+  try {
+    v8.setFlagsFromString("--expose-gc")
+    return vm.runInNewContext("gc") as () => void
+  } catch {
+    return undefined
+  }
+})()
+
+/** Heap and array buffers after full collections: what the objects alive now cost. */
+export const liveBytes = (collect: () => void): number => {
+  collect()
+  collect()
+  const m = process.memoryUsage()
+  return m.heapUsed + m.arrayBuffers
+}
 
 /** What a raw `net` client saw of a connection. */
 export interface RawOutcome {

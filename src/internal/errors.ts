@@ -4,7 +4,8 @@
  * @internal
  */
 import * as Duration from "effect/Duration"
-import { DuplexError, InvalidOptions } from "../DuplexError.js"
+import type { Stats } from "../Duplex.js"
+import { DuplexError, InvalidOptions, type StalledDirection } from "../DuplexError.js"
 
 /** The OS error code (`ECONNRESET`, `EPIPE`, `ENOENT`, …) of a Node error, if it has one. */
 export const codeOf = (err: unknown): string | undefined =>
@@ -25,4 +26,17 @@ export const checkFinitePositiveDuration = (
   return millis > 0 && Number.isFinite(millis)
     ? undefined
     : invalidOptions(label, option, value, "a finite duration above zero")
+}
+
+/** One direction of a duplex, from its stats, as a `StallDetected` diagnosis lists it. */
+export const stalledDirection = (label: string, which: "outbound" | "inbound", stats: Stats): StalledDirection => {
+  const s = stats[which]
+  return {
+    label,
+    direction: which,
+    bytes: s.bytes,
+    buffered: s.buffered,
+    blocked: s.blocked,
+    blockedMillis: s.blockedMillis
+  }
 }
