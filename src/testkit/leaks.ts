@@ -126,6 +126,21 @@ const excessOf = (before: Resources, after: Resources, fdSlack: number): Array<s
  * callback it would: Node counts a timer until its callback returns), and an Effect sleep would leave a
  * timer of the runtime's own active at each look.
  *
+ * **Example** (A server still running, its connections all gone)
+ *
+ * ```ts
+ * import { Effect } from "effect"
+ * import { assertNoLeaks, resources } from "fullduplex/testkit"
+ *
+ * declare const hundredsOfConnections: Effect.Effect<void>
+ *
+ * const checked = Effect.gen(function* () {
+ *   const before = resources() // the server listens already: its own handles count as "before"
+ *   yield* hundredsOfConnections
+ *   yield* assertNoLeaks(before, { timeout: "1 second", label: "connections ended" })
+ * })
+ * ```
+ *
  * @category assertions
  * @since 0.1.0
  */
