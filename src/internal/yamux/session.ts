@@ -720,8 +720,8 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
      * The finalizer sits in a scope of its own under the caller's, closed (and so taken out of the
      * caller's) once the session forgets the stream: closed both ways or reset, there is nothing left to
      * abort. A caller that accepts streams in one long-lived scope would otherwise keep the state of every
-     * stream the connection ever carried until the connection ends: 200,000 streams opened and reset cost
-     * such a server 200 MiB.
+     * stream the connection ever carried until the connection ends (200,000 streams opened and reset: 13 MiB
+     * still held after full collections, 1 MiB with the finalizer released).
      */
     const scoped = (s: StreamState): Effect.Effect<Duplex.Duplex, never, Scope.Scope> =>
       Effect.flatMap(Effect.scope, (owner) => {
