@@ -297,8 +297,23 @@ export class SpillFailed extends Data.TaggedClass("SpillFailed")<{
 }
 
 /**
- * A child process could not be started: the command was not found (`ENOENT`), is not executable
- * (`EACCES`), or the OS refused (`EAGAIN`, `EMFILE`).
+ * What stood in the way of a start, as far as it can be told (see {@link SpawnFailed}).
+ *
+ * - `CommandNotFound`: no such command on the `PATH` (`ENOENT` for a bare name).
+ * - `FileNotFound`: no such file (`ENOENT` for a path with a `/`).
+ * - `NotExecutable`: the file is there but may not run (`EACCES`: no execute permission, a directory).
+ * - `CwdNotFound`, `CwdNotDirectory`: the `cwd` option does not name a directory.
+ * - `Other`: the OS refused (`EAGAIN`, `EMFILE`, …) or the arguments cannot be a command (a NUL byte).
+ *
+ * @category reasons
+ * @since 0.1.0
+ */
+export type SpawnProblem =
+  "CommandNotFound" | "FileNotFound" | "NotExecutable" | "CwdNotFound" | "CwdNotDirectory" | "Other"
+
+/**
+ * A child process could not be started; `problem` says why (a missing command, a file that may not run, a
+ * `cwd` that is not a directory, or the OS's refusal), `code` is the OS's error code.
  *
  * @category reasons
  * @since 0.1.0
@@ -308,21 +323,40 @@ export class SpawnFailed extends Data.TaggedClass("SpawnFailed")<{
   /** The command line, as given. */
   readonly command: string
   readonly code?: string | undefined
+  /** @since 0.1.0 */
+  readonly problem?: SpawnProblem | undefined
+  /** The `cwd` option, when one was given. @since 0.1.0 */
+  readonly cwd?: string | undefined
   readonly cause?: unknown
 }> {
   get message(): string {
-    const why = this.code === "ENOENT" ? "no such command (ENOENT)" : whyOf(this.code, this.cause)
-    return `could not start ${commandAndLabel(this.command, this.label)}: ${why}; check the command and the PATH`
+    const code = this.code === undefined ? "" : ` (${this.code})`
+    const what = commandAndLabel(this.command, this.label)
+    switch (this.problem) {
+      case "CommandNotFound":
+        return `could not start ${what}: no such command on the PATH${code}; check its name and the PATH`
+      case "FileNotFound":
+        return `could not start ${what}: no such file${code}; check the path`
+      case "NotExecutable":
+        return `could not start ${what}: the file may not be executed${code}; check that it is a program with execute permission`
+      case "CwdNotFound":
+        return `could not start ${what}: the working directory ${this.cwd} does not exist${code}; check the cwd option`
+      case "CwdNotDirectory":
+        return `could not start ${what}: the working directory ${this.cwd} is not a directory${code}; check the cwd option`
+      default:
+        return `could not start ${what}: ${whyOf(this.code, this.cause)}`
+    }
   }
 }
 
 /**
- * A child process ended with a non-zero exit code or was killed by a signal, where success was expected
- * (`Subprocess.pipeThrough`, `Subprocess.pipeline`).
+ * A child process ended with a non-zero exit code or was killed by a signal, where success was expected:
+ * by every `Subprocess` helper unless you opt out with `reject: false`.
  *
  * **Details**
  *
- * `stderrTail` holds the last bytes the child wrote to stderr, usually the explanation.
+ * `stderrTail` holds the last bytes the child wrote to stderr, usually the explanation;
+ * `stderrDroppedBytes` counts the bytes before them that were not kept.
  *
  * @category reasons
  * @since 0.1.0
@@ -333,20 +367,26 @@ export class ProcessFailed extends Data.TaggedClass("ProcessFailed")<{
   readonly exitCode?: number | undefined
   readonly signal?: string | undefined
   readonly stderrTail: Uint8Array
+  /** @since 0.1.0 */
+  readonly stderrDroppedBytes?: number | undefined
 }> {
   get message(): string {
     const how = this.signal !== undefined ? `was killed by ${this.signal}` : `exited with code ${this.exitCode}`
     const tail = new TextDecoder().decode(this.stderrTail).trim()
-    return `${commandAndLabel(this.command, this.label)} ${how}${tail.length > 0 ? `; stderr ends with:\n${tail}` : " and wrote nothing to stderr"}`
+    const dropped = this.stderrDroppedBytes ?? 0
+    const ends = dropped > 0 ? `stderr (${formatBytes(dropped)} before these not kept) ends with` : "stderr ends with"
+    return `${commandAndLabel(this.command, this.label)} ${how}${tail.length > 0 ? `; ${ends}:\n${tail}` : " and wrote nothing to stderr"}`
   }
 }
 
 /**
- * More output arrived than a bounded capture holds (`maxBuffer`): the child was killed and reaped.
+ * More output arrived than a bounded capture holds (`maxBuffer`).
  *
  * **Details**
  *
- * `captured` holds the first `limit` bytes, which are kept; `stream` says which output overflowed.
+ * From `exit`, `communicate` and `output` the child was then stopped and reaped, and `captured` holds the
+ * first `limit` bytes. From a read of the output (`readable`, `stderr`) the bytes before were all
+ * delivered; the child was not blocked meanwhile, and `droppedBytes` more were read and dropped.
  *
  * @category reasons
  * @since 0.1.0
@@ -357,9 +397,11 @@ export class MaxBufferExceeded extends Data.TaggedClass("MaxBufferExceeded")<{
   readonly stream: "stdout" | "stderr"
   readonly limit: number
   readonly captured: Uint8Array
+  /** Bytes read past the limit and dropped. @since 0.1.0 */
+  readonly droppedBytes?: number | undefined
 }> {
   get message(): string {
-    return `${commandAndLabel(this.command, this.label)} wrote more than maxBuffer (${formatBytes(this.limit)}) to ${this.stream}; the child was killed. Read ${this.stream} as a stream instead, or raise maxBuffer`
+    return `${commandAndLabel(this.command, this.label)} wrote more than maxBuffer (${formatBytes(this.limit)}) to ${this.stream} while nobody read it; read ${this.stream} as a stream, raise maxBuffer${this.stream === "stderr" ? ', or keep only its tail (stderr: "tail")' : ""}`
   }
 }
 

@@ -1,14 +1,16 @@
 /**
- * Child processes as duplexes that cannot deadlock: stdin is the write side, stdout is `readable`, and
- * stderr is always drained, so the child never blocks on a pipe nobody reads.
+ * Child processes as duplexes that cannot deadlock, whatever the caller reads and in whatever order:
+ * stdin is the write side, stdout is `readable`, stderr is a stream of its own (or a tail).
  *
- * The classic hang: a parent writes a child's stdin while the child writes stdout (or stderr) that nobody
- * reads; both pipes fill and both processes wait forever. Here stdout is read concurrently by
- * `exchange`, `pipeThrough` and `communicate`; stderr goes to a bounded tail (or your sink) from the
- * start; and `exit` drains what is left of stdout into a bounded capture while it waits.
+ * The classic hangs: a parent writes a child's stdin while the child writes stdout (or stderr) that
+ * nobody reads; or it reads one output to its end while the other fills. Here an output nobody may be
+ * reading is never what holds the child back (see {@link Subprocess}); captures are bounded by
+ * `maxBuffer` and say so when they are exceeded; a child that fails fails the helper; and closing the
+ * scope stops the child's whole process tree.
  *
- * Processes are started with execa 10. Closing the scope terminates a child still running: stdin is
- * closed, then after `stdinGrace` SIGTERM, then after `killGrace` SIGKILL; the child is always reaped.
+ * Processes are started with execa 10, each in a process group of its own. Closing the scope terminates
+ * the group: stdin is closed, then after `stdinGrace` SIGTERM, then after `killGrace` SIGKILL; the child
+ * is always reaped.
  *
  * @since 0.1.0
  */
@@ -18,28 +20,21 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import { dual } from "effect/Function"
-import * as Option from "effect/Option"
-import type * as Cause from "effect/Cause"
-import * as Queue from "effect/Queue"
 import type * as Scope from "effect/Scope"
 import * as Sink from "effect/Sink"
 import * as Stream from "effect/Stream"
-import type { execa as Execa } from "execa"
 import type { ChildProcess } from "node:child_process"
 import * as NodeStream from "node:stream"
 import * as Duplex from "./Duplex.js"
-import {
-  DuplexError,
-  InputNotConsumed,
-  isDuplexError,
-  MaxBufferExceeded,
-  ProcessFailed,
-  SpawnFailed
-} from "./DuplexError.js"
+import { DuplexError, InputNotConsumed, MaxBufferExceeded, ProcessFailed } from "./DuplexError.js"
 import { withPorts } from "./internal/bytePipe.js"
 import * as nodeDuplex from "./internal/nodeDuplex.js"
+import { invalidOptions } from "./internal/errors.js"
+import { type Fed, feed } from "./internal/subprocess/feed.js"
+import * as Ladder from "./internal/subprocess/ladder.js"
+import { Spill, Tail } from "./internal/subprocess/output.js"
+import { start } from "./internal/subprocess/start.js"
 import { readableAlongside } from "./internal/through.js"
-import { codeOf, invalidOptions } from "./internal/errors.js"
 
 /**
  * Default size of the stderr tail kept for error messages: 64 KiB.
@@ -50,7 +45,7 @@ import { codeOf, invalidOptions } from "./internal/errors.js"
 export const DEFAULT_STDERR_TAIL_BYTES = 64 * 1024
 
 /**
- * Default bound of the stdout captured by `exit` and `communicate`: 64 MiB.
+ * Default bound of every capture of an output nobody reads (stdout, and stderr in `pipe` mode): 64 MiB.
  *
  * @category constants
  * @since 0.1.0
@@ -83,14 +78,24 @@ export const DEFAULT_KILL_GRACE: Duration.Duration = Duration.seconds(5)
 export type StdoutMode = "pipe" | "ignore" | "inherit"
 
 /**
- * Where a child's stderr goes: `tail` (the default: read as it comes, the last `stderrTailBytes` kept
- * for error messages, also readable live from `stderr`), a `Sink` of yours (which receives every byte,
- * with backpressure: a sink that stops stops the child), `ignore` or `inherit`.
+ * Where a child's stderr goes.
+ *
+ * - `pipe` (the default of `spawn`, `communicate` and `output`): the `stderr` stream, with backpressure
+ *   while you read it; while nobody reads it, it is buffered up to `maxBuffer` (so the child never blocks
+ *   on it), and `exit` returns what nobody read. Past `maxBuffer` the rest is dropped and counted, and
+ *   `exit` (or the next read of `stderr`) fails `MaxBufferExceeded`.
+ * - `tail` (the default of `pipeThrough`, `lines` and `pipeline`): read as it comes; only the last
+ *   `stderrTailBytes` are kept, with the count of the bytes before them.
+ * - a `Sink` of yours: receives every byte, with backpressure (a sink that stops pulling stops the
+ *   child); a sink done early leaves the rest to the tail.
+ * - `ignore` or `inherit`.
+ *
+ * In every mode but `ignore` and `inherit` the last `stderrTailBytes` are kept for `ProcessFailed`.
  *
  * @category models
  * @since 0.1.0
  */
-export type StderrMode = "tail" | "ignore" | "inherit" | Sink.Sink<unknown, Uint8Array, unknown, never, never>
+export type StderrMode = "pipe" | "tail" | "ignore" | "inherit" | Sink.Sink<unknown, Uint8Array, unknown, never, never>
 
 /**
  * Options of {@link spawn}.
@@ -104,17 +109,33 @@ export interface SpawnOptions {
   readonly env?: Readonly<Record<string, string | undefined>> | undefined
   readonly extendEnv?: boolean | undefined
   readonly stdout?: StdoutMode | undefined
+  /** See {@link StderrMode}. Default `pipe`. */
   readonly stderr?: StderrMode | undefined
-  /** Bytes of stderr kept by the `tail` mode. Default {@link DEFAULT_STDERR_TAIL_BYTES} (64 KiB). */
+  /** Bytes of stderr kept as its tail. Default {@link DEFAULT_STDERR_TAIL_BYTES} (64 KiB). */
   readonly stderrTailBytes?: number | undefined
-  /** The most stdout `exit` captures. Default {@link DEFAULT_MAX_BUFFER_BYTES} (64 MiB). */
+  /**
+   * The most bytes of an output nobody reads that are kept for later (stdout; stderr in `pipe` mode).
+   * Default {@link DEFAULT_MAX_BUFFER_BYTES} (64 MiB).
+   */
   readonly maxBuffer?: number | undefined
-  /** Bytes of stdout held before the pipe is paused, and the largest piece written to stdin. Default 64 KiB. */
+  /** Bytes of an output held before the child is paused, and the largest piece written to stdin. Default 64 KiB. */
   readonly highWaterMark?: number | undefined
   /** At scope close, how long after closing stdin before SIGTERM. Default 1 s. */
   readonly stdinGrace?: Duration.Input | undefined
   /** At scope close, how long after SIGTERM before SIGKILL. Default 5 s. */
   readonly killGrace?: Duration.Input | undefined
+  /**
+   * `true` (the default): a non-zero exit code or a signal fails `exit`, `communicate`, `pipeThrough`,
+   * `output`, `lines` and `pipeline` with `ProcessFailed`. `false`: it is reported as a status (execa's
+   * `reject: false`).
+   */
+  readonly reject?: boolean | undefined
+  /**
+   * `true` (the default): the child runs in a process group of its own, and every signal (`kill`, `abort`,
+   * the scope's termination, the parent's own exit) goes to the whole group, so no grandchild outlives
+   * the scope. `false`: the child alone is signalled, and what it started may outlive us (a daemon).
+   */
+  readonly killTree?: boolean | undefined
   /** Name for errors. Default the command line. */
   readonly label?: string | undefined
 }
@@ -131,37 +152,63 @@ export interface ExitStatus {
 }
 
 /**
- * What {@link Subprocess.exit} returns: the status, the stdout nobody had read (captured up to
- * `maxBuffer`), and the stderr tail.
+ * A bounded capture: the bytes kept, every byte seen, and the bytes not kept (`totalBytes -
+ * bytes.length`).
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface Capture {
+  readonly bytes: Uint8Array
+  readonly totalBytes: number
+  readonly droppedBytes: number
+}
+
+/**
+ * What {@link Subprocess.exit} returns.
  *
  * @category models
  * @since 0.1.0
  */
 export interface Completed extends ExitStatus {
+  /** The stdout nobody had read (all of it if you read none). */
   readonly stdout: Uint8Array
-  readonly stderrTail: Uint8Array
+  /** In `pipe` mode the stderr nobody had read; in the other modes the tail. */
+  readonly stderr: Uint8Array
+  /** Bytes of stderr written before `stderr` and not kept (a tail's); 0 in `pipe` mode. */
+  readonly stderrDroppedBytes: number
+  /** From the spawn to the exit. */
+  readonly durationMillis: number
 }
 
 /**
  * A running child process: a {@link Duplex.Duplex} (stdin is the write side, stdout is `readable`) plus
  * its stderr, its exit and its pid.
  *
+ * **No read order hangs**
+ *
+ * - **stdout** (`readable`) has backpressure: while you read it, a full `highWaterMark` pauses the
+ *   child, as a socket would. While you wait on the child elsewhere (reading `stderr`, in `exit`,
+ *   `communicate`), stdout may be read by nobody, so it is buffered up to `maxBuffer` instead, for
+ *   whoever reads it next; past that the rest is dropped and counted, and the next read of stdout (after
+ *   the kept bytes) and `exit` fail `MaxBufferExceeded`.
+ * - **stderr** (`pipe` mode): backpressure while you read `stderr`; while you do not, it is buffered up
+ *   to `maxBuffer` in the same way. In `tail` mode it is read as it comes and never pauses the child.
+ *
+ * So reading stdout alone to its end, stderr alone, one after the other, both at once, or neither and
+ * then `exit`, all complete.
+ *
  * **Details**
  *
- * - `exit`: waits for the child to end. Meanwhile it reads whatever stdout is still unread into a
- *   capture of at most `maxBuffer` bytes (so a child whose stdout nobody reads cannot block); beyond the
- *   limit the child is killed and reaped, and `exit` fails with `MaxBufferExceeded`, whose `captured`
- *   holds the bytes read so far. A non-zero exit code is a status, not an error, here.
- * - `stderr`: stderr as it arrives (the `tail` mode). It is read whether or not you consume it; a
- *   consumer that falls behind by more than 64 chunks loses the oldest. `stderrTail` is the last
- *   `stderrTailBytes`.
- * - `abort` kills the child (SIGKILL); `end` closes its stdin. A write after the child has closed its stdin
- *   or exited fails `Broken` with code `EPIPE`.
- *
- * **Gotchas**
- *
- * `exit` reads from the same stdout as `readable`: read stdout first, or instead; do not run both at
- * once.
+ * - `exit` waits for the child to end, and returns the stdout and stderr nobody read. A non-zero exit
+ *   code or a signal fails `ProcessFailed` (unless `reject: false`); output past `maxBuffer` stops the
+ *   child's tree and fails `MaxBufferExceeded`, whose `captured` holds the first `maxBuffer` bytes.
+ *   Bytes of a read still running when `exit` returns may go to either. An interrupted `exit` loses
+ *   nothing: what it had not returned stays for the next.
+ * - `stderr`: stderr as it arrives, in `pipe` mode; in other modes it fails at once with
+ *   `InvalidOptions`. `stderrTail` is the last `stderrTailBytes` with the count of the bytes before.
+ * - `kill` signals the child's process group (SIGTERM by default); `abort` SIGKILLs it; `end` closes
+ *   stdin. A write after the child has closed its stdin or exited fails `Broken` with code `EPIPE`.
  *
  * @category models
  * @since 0.1.0
@@ -171,10 +218,8 @@ export interface Subprocess extends Duplex.Duplex {
   /** The command line, for messages. */
   readonly command: string
   readonly exit: Effect.Effect<Completed, DuplexError>
-  /** The exit status alone, without touching stdout (once stderr has closed too, at most 1 s later). */
-  readonly status: Effect.Effect<ExitStatus>
-  readonly stderr: Stream.Stream<Uint8Array>
-  readonly stderrTail: Effect.Effect<Uint8Array>
+  readonly stderr: Stream.Stream<Uint8Array, DuplexError>
+  readonly stderrTail: Effect.Effect<Capture>
   readonly kill: (signal?: NodeJS.Signals) => Effect.Effect<void>
   /**
    * Stops reading stdout and closes our end of the pipe: the child's next write fails (SIGPIPE, `EPIPE`,
@@ -184,96 +229,42 @@ export interface Subprocess extends Duplex.Duplex {
   readonly closeStdout: Effect.Effect<void>
 }
 
-/** How long `exit` waits for stderr to close after the child has exited. */
-const STDERR_AFTER_EXIT_MILLIS = 1000
-
-/**
- * execa, loaded at the first spawn: a program that never starts a child (a TCP server importing the root
- * module) does not pay its start-up (about 80 ms of CPU and 6 MiB of RSS on the development machine, Node 24).
- */
-let execaModule: Promise<typeof Execa> | undefined
-const loadExeca: Effect.Effect<typeof Execa> = Effect.promise(() => {
-  execaModule ??= import("execa").then((m) => m.execa)
-  return execaModule
-})
+/** How long `exit` waits for stdout and stderr to close after the child has exited. */
+const OUTPUTS_AFTER_EXIT_MILLIS = 1000
 
 const quote = (arg: string) => (/^[\w@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replace(/'/g, `'\\''`)}'`)
 
 const commandLine = (command: string, args: ReadonlyArray<string>) => [command, ...args].map(quote).join(" ")
 
-/** The last `limit` bytes of what was appended. */
-class Tail {
-  private chunks: Array<Uint8Array> = []
-  private bytes = 0
-  constructor(private readonly limit: number) {}
-  append(chunk: Uint8Array) {
-    if (this.limit === 0) return
-    this.chunks.push(chunk)
-    this.bytes += chunk.length
-    while (this.chunks.length > 1 && this.bytes - this.chunks[0]!.length >= this.limit) {
-      this.bytes -= this.chunks.shift()!.length
-    }
-  }
-  get value(): Uint8Array {
-    const all = Buffer.concat(this.chunks)
-    return all.length > this.limit ? all.subarray(all.length - this.limit) : all
-  }
+/** The options of a spawn, checked and with their defaults. */
+interface Config {
+  readonly line: string
+  readonly label: string
+  readonly tailBytes: number
+  readonly maxBuffer: number
+  readonly highWaterMark: number | undefined
+  readonly stdinGraceMillis: number
+  readonly killGraceMillis: number
+  readonly stdout: StdoutMode
+  readonly stderr: "pipe" | "tail" | "ignore" | "inherit" | "sink"
+  readonly sink: Sink.Sink<unknown, Uint8Array, unknown, never, never> | undefined
+  readonly reject: boolean
+  readonly killTree: boolean
 }
 
-/**
- * Starts a child process as a {@link Subprocess}, owned by the scope.
- *
- * **When to use**
- *
- * For any child you talk to. Write and read it concurrently (`Duplex.exchange`, {@link communicate}), or
- * use {@link pipeThrough} for a stream, and `exit` for the result.
- *
- * **Details**
- *
- * A command that cannot start fails with reason `SpawnFailed`. Writing after the child closed its stdin
- * fails `Broken` with code `EPIPE` (never an uncaught exception). stderr is read from the start (see
- * {@link StderrMode}).
- *
- * **Interruption**
- *
- * Interrupting `spawn` itself kills the half-started child.
- *
- * **Closing**
- *
- * Closing the scope terminates a child still running: stdin closed, `stdinGrace` (1 s), SIGTERM,
- * `killGrace` (5 s), SIGKILL; it waits until the child is reaped, so no zombie is left.
- *
- * **Example** (Upper-casing through `tr`)
- *
- * ```ts
- * import { Effect, Sink, Stream } from "effect"
- * import { Duplex, Subprocess } from "fullduplex"
- *
- * const program = Effect.scoped(
- *   Effect.gen(function* () {
- *     const tr = yield* Subprocess.spawn("tr", ["a-z", "A-Z"])
- *     const out = yield* Duplex.exchange(tr, Stream.make(new TextEncoder().encode("hello\n")), Sink.collect())
- *     const { exitCode } = yield* tr.exit
- *     return { out, exitCode }
- *   })
- * )
- * ```
- *
- * @category constructors
- * @since 0.1.0
- */
-export const spawn = (
+const configOf = (
   command: string,
-  args: ReadonlyArray<string> = [],
-  options: SpawnOptions = {}
-): Effect.Effect<Subprocess, DuplexError, Scope.Scope> =>
-  Effect.gen(function* () {
+  args: ReadonlyArray<string>,
+  options: SpawnOptions
+): Effect.Effect<Config, DuplexError> =>
+  Effect.suspend(() => {
     const line = commandLine(command, args)
     const label = options.label ?? line
     const tailBytes = options.stderrTailBytes ?? DEFAULT_STDERR_TAIL_BYTES
     const maxBuffer = options.maxBuffer ?? DEFAULT_MAX_BUFFER_BYTES
     const stdinGraceMillis = Duration.toMillis(options.stdinGrace ?? DEFAULT_STDIN_GRACE)
     const killGraceMillis = Duration.toMillis(options.killGrace ?? DEFAULT_KILL_GRACE)
+    const isBoolean = (value: unknown) => value === undefined || typeof value === "boolean"
     for (const [option, value, ok, expected] of [
       ["stderrTailBytes", tailBytes, Number.isSafeInteger(tailBytes) && tailBytes >= 0, "a whole number ≥ 0"],
       ["maxBuffer", maxBuffer, Number.isSafeInteger(maxBuffer) && maxBuffer >= 0, "a whole number ≥ 0"],
@@ -307,245 +298,388 @@ export const spawn = (
         typeof options.stderr === "string" ? options.stderr : "a sink",
         options.stderr === undefined ||
           (typeof options.stderr === "string"
-            ? ["tail", "ignore", "inherit"].includes(options.stderr)
+            ? ["pipe", "tail", "ignore", "inherit"].includes(options.stderr)
             : Sink.isSink(options.stderr)),
-        "tail, ignore, inherit or a Sink"
-      ]
+        "pipe, tail, ignore, inherit or a Sink"
+      ],
+      ["reject", options.reject, isBoolean(options.reject), "true or false"],
+      ["killTree", options.killTree, isBoolean(options.killTree), "true or false"]
     ] as const) {
-      if (!ok) return yield* invalidOptions(label, option, value, expected)
+      if (!ok) return Effect.fail(invalidOptions(label, option, value, expected))
     }
-    const stdoutMode = options.stdout ?? "pipe"
-    const stderrOption = options.stderr ?? "tail"
-    const stderrMode = typeof stderrOption === "string" ? stderrOption : "sink"
-
-    // ---- start --------------------------------------------------------------------------------------
-    const execa = yield* loadExeca
-    const child = yield* Effect.callback<ChildProcess, DuplexError>((resume) => {
-      const start = () =>
-        execa(command, [...args], {
-          stdin: "pipe",
-          stdout: stdoutMode,
-          stderr: stderrMode === "tail" || stderrMode === "sink" ? "pipe" : stderrMode,
-          buffer: false,
-          reject: false,
-          encoding: "buffer",
-          stripFinalNewline: false,
-          cleanup: true,
-          extendEnv: options.extendEnv ?? true,
-          ...(options.cwd === undefined ? {} : { cwd: options.cwd }),
-          ...(options.env === undefined ? {} : { env: options.env })
-        })
-      let settled = false
-      const failed = (err: unknown) => {
-        if (settled) return
-        settled = true
-        resume(
-          Exit.fail(
-            new DuplexError({ reason: new SpawnFailed({ label, command: line, code: codeOf(err), cause: err }) })
-          )
-        )
-      }
-      let started: ReturnType<typeof start>
-      try {
-        started = start()
-      } catch (err) {
-        // execa throws at once for what cannot be a command at all (a NUL byte in an argument, …).
-        return failed(err)
-      }
-      const child: ChildProcess | undefined = started.nodeChildProcess
-      // execa's own result is used only to learn of a spawn that failed before Node could report it; with
-      // `reject: false` it never rejects, but it must never be left to reject unhandled either.
-      Promise.resolve(started).then((result) => {
-        if (result.failed && child?.pid === undefined) failed(result.cause ?? result)
-      }, failed)
-      if (child === undefined) return
-      child.once("spawn", () => {
-        if (settled) return
-        settled = true
-        resume(Effect.succeed(child))
-      })
-      child.once("error", failed)
-      return Effect.sync(() => {
-        child.kill("SIGKILL")
-      })
-    })
-    for (const s of [child.stdin, child.stdout, child.stderr]) s?.on("error", () => {})
-
-    const exited = Deferred.makeUnsafe<ExitStatus>()
-    const onExit = (code: number | null, signal: NodeJS.Signals | null) =>
-      Deferred.doneUnsafe(
-        exited,
-        Exit.succeed({ exitCode: code ?? undefined, signal: signal ?? undefined } satisfies ExitStatus)
-      )
-    if (child.exitCode !== null || child.signalCode !== null) onExit(child.exitCode, child.signalCode)
-    else child.once("exit", onExit)
-    const exitedStatus = Deferred.await(exited)
-    const hasExited = () => Deferred.isDoneUnsafe(exited)
-
-    // ---- stderr -------------------------------------------------------------------------------------
-    const tail = new Tail(tailBytes)
-    const live = yield* Queue.sliding<Uint8Array, Cause.Done>(64)
-    let stderrDone: Effect.Effect<void> = Effect.void
-    if (stderrMode === "tail" && child.stderr !== null) {
-      const stderr = child.stderr
-      const ended = Deferred.makeUnsafe<void>()
-      stderr.on("data", (chunk: Uint8Array) => {
-        tail.append(chunk)
-        Queue.offerUnsafe(live, chunk)
-      })
-      stderr.once("close", () => {
-        Queue.endUnsafe(live)
-        Deferred.doneUnsafe(ended, Exit.void)
-      })
-      stderrDone = Deferred.await(ended)
-    } else if (stderrMode === "sink" && child.stderr !== null) {
-      Queue.endUnsafe(live)
-      const parts = yield* nodeDuplex.makeParts(child.stderr, nullWritable(), { label: `${label} stderr` }, () => {})
-      const sink = stderrOption as Sink.Sink<unknown, Uint8Array, unknown, never, never>
-      const tapped = Stream.tap(parts.readable, (chunk) => Effect.sync(() => tail.append(chunk)))
-      // A sink that is done early (`Sink.head`) must not leave stderr unread: the rest goes to the tail.
-      const drained = yield* Effect.forkScoped(
-        // Whatever the sink does (done early, failed, died), the rest of stderr is still read.
-        Effect.exit(Stream.run(tapped, sink)).pipe(Effect.andThen(Stream.runDrain(tapped)), Effect.ignoreCause)
-      )
-      stderrDone = Effect.asVoid(Fiber.await(drained))
-    } else {
-      Queue.endUnsafe(live)
-    }
-
-    // The status once stderr is closed too (so that the tail is complete), unless a grandchild holds
-    // stderr open: that is not waited for longer than a moment.
-    const status = Effect.tap(exitedStatus, () => Effect.timeoutOption(stderrDone, STDERR_AFTER_EXIT_MILLIS))
-
-    // ---- stdin and stdout as one duplex -------------------------------------------------------------
-    const kill = (signal: NodeJS.Signals = "SIGTERM") =>
-      Effect.sync(() => {
-        if (!hasExited()) child.kill(signal)
-      })
-    const stdin = child.stdin!
-    // Node destroys stdin when the child exits, and a write then finds it closed with no error of its
-    // own: that is a broken pipe all the same, as a write into a child that closed its stdin is.
-    const closedCode = () => (hasExited() ? "EPIPE" : undefined)
-    const parts =
-      child.stdout !== null
-        ? yield* nodeDuplex.makeParts(
-            child.stdout,
-            stdin,
-            { label, highWaterMark: options.highWaterMark, closedCode },
-            (graceful) => {
-              if (!graceful && !hasExited()) child.kill("SIGKILL")
-              child.stdout?.destroy()
-              stdin.destroy()
-            }
-          )
-        : yield* nodeDuplex.makeParts(
-            emptyReadable(),
-            stdin,
-            { label, highWaterMark: options.highWaterMark, closedCode },
-            (graceful) => {
-              if (!graceful && !hasExited()) child.kill("SIGKILL")
-              stdin.destroy()
-            }
-          )
-    const duplex = withPorts(Duplex.make(parts), parts.inbound, parts.outbound)
-
-    // ---- termination: registered after the adapter, so that it runs before the adapter's own finalizer
-    // (finalizers run in reverse order), which would otherwise kill the child at once -----------------
-    const waitExit = (millis: number) => Effect.timeoutOption(exitedStatus, millis)
-    yield* Effect.addFinalizer(() =>
-      Effect.gen(function* () {
-        // Our side first: a read or write still pending fails `Closed` (what it was cut short by), before
-        // the child's end could pass for a complete output. What the child still writes is discarded.
-        parts.closeLocal()
-        if (!hasExited()) {
-          child.stdin?.end()
-          if (Option.isNone(yield* waitExit(stdinGraceMillis))) {
-            child.kill("SIGTERM")
-            if (Option.isNone(yield* waitExit(killGraceMillis))) {
-              child.kill("SIGKILL")
-              yield* exitedStatus // SIGKILL cannot be ignored: the exit comes, and Node reaps the child
-            }
-          }
-        }
-        for (const s of [child.stdin, child.stdout, child.stderr]) s?.destroy()
-      })
-    )
-
-    // What `exit` has read of stdout, kept across calls: an interrupted `exit` loses nothing it had read.
-    const capture = { chunks: [] as Array<Uint8Array>, bytes: 0, overflow: false }
-    let stdoutClosedByUs = false
-    const drainStdout = Stream.runForEachWhile(duplex.readable, (chunk) =>
-      Effect.sync(() => {
-        if (capture.bytes + chunk.length > maxBuffer) {
-          capture.chunks.push(chunk.subarray(0, maxBuffer - capture.bytes))
-          capture.bytes = maxBuffer
-          capture.overflow = true
-          return false
-        }
-        capture.chunks.push(chunk)
-        capture.bytes += chunk.length
-        return true
-      })
-    ).pipe(
-      Effect.catchReason("DuplexError", "Closed", () => Effect.void),
-      // Our own `closeStdout` ends stdout early: that is the end of what there is to read.
-      Effect.catchReason("DuplexError", "Broken", (reason) =>
-        stdoutClosedByUs ? Effect.void : Effect.fail(new DuplexError({ reason }))
-      )
-    )
-    const exit: Effect.Effect<Completed, DuplexError> = Effect.gen(function* () {
-      // Read what is left of stdout while the child runs, so that it cannot block on a full pipe. Once the
-      // child has exited, stdout gets a moment to end; a grandchild that holds it open is not waited for.
-      yield* Effect.raceFirst(drainStdout, Effect.andThen(exitedStatus, Effect.sleep(STDERR_AFTER_EXIT_MILLIS)))
-      if (capture.overflow) {
-        if (!hasExited()) child.kill("SIGKILL")
-        yield* exitedStatus
-        return yield* new DuplexError({
-          reason: new MaxBufferExceeded({
-            label,
-            command: line,
-            stream: "stdout",
-            limit: maxBuffer,
-            captured: Buffer.concat(capture.chunks)
-          })
-        })
-      }
-      const done = yield* status
-      return { ...done, stdout: Buffer.concat(capture.chunks), stderrTail: tail.value }
-    })
-
-    const subprocess: Subprocess = extend(duplex, {
-      pid: child.pid,
-      command: line,
-      exit,
-      status,
-      stderr: Stream.fromQueue(live),
-      stderrTail: Effect.sync(() => tail.value),
-      kill,
-      closeStdout: Effect.sync(() => {
-        stdoutClosedByUs = true
-        child.stdout?.destroy()
-      })
-    })
-    return subprocess
+    const stderr = options.stderr ?? "pipe"
+    return Effect.succeed({
+      line,
+      label,
+      tailBytes,
+      maxBuffer,
+      highWaterMark: options.highWaterMark,
+      stdinGraceMillis,
+      killGraceMillis,
+      stdout: options.stdout ?? "pipe",
+      stderr: typeof stderr === "string" ? stderr : "sink",
+      sink: typeof stderr === "string" ? undefined : stderr,
+      reject: options.reject ?? true,
+      killTree: options.killTree ?? true
+    } satisfies Config)
   })
 
-/** A duplex with more members: the same duplex (its type id and `pipe` included), plus `extra`. */
-const extend = <X extends object>(duplex: Duplex.Duplex, extra: X): Duplex.Duplex & X =>
-  Object.assign(Object.create(Object.getPrototypeOf(duplex)), duplex, extra)
+/** What the helpers use of a child beyond its public face. */
+interface Internals {
+  /** `exit`, failing `ProcessFailed` or not. */
+  readonly exitWith: (reject: boolean) => Effect.Effect<Completed, DuplexError>
+  readonly reject: boolean
+}
+
+const internals = new WeakMap<object, Internals>()
+
+const maxBufferError = (config: Config, stream: "stdout" | "stderr", captured: Uint8Array, droppedBytes?: number) =>
+  new DuplexError({
+    reason: new MaxBufferExceeded({
+      label: config.label,
+      command: config.line,
+      stream,
+      limit: config.maxBuffer,
+      captured,
+      ...(droppedBytes === undefined ? {} : { droppedBytes })
+    })
+  })
+
+const onceDone = (stream: NodeStream.Readable | null): Effect.Effect<void> => {
+  if (stream === null) return Effect.void
+  const done = Deferred.makeUnsafe<void>()
+  NodeStream.finished(stream, { writable: false }, () => Deferred.doneUnsafe(done, Exit.void))
+  return Deferred.await(done)
+}
+
+// ---- the room of stderr ----------------------------------------------------------------------------
+
+interface StderrRoom {
+  readonly tail: Tail
+  readonly stream: Stream.Stream<Uint8Array, DuplexError>
+  /** stderr has closed (or the sink's fiber has read it all). */
+  readonly done: Effect.Effect<void>
+  /** `pipe` mode's buffer while nobody reads it. */
+  readonly spill: Spill | undefined
+  /** Readers of `stream` now; the owner re-decides the spills when this changes. */
+  readonly readers: () => number
+  readonly closeLocal: () => void
+}
+
+const stderrRoom = (
+  child: ChildProcess,
+  config: Config,
+  changed: () => void
+): Effect.Effect<StderrRoom, DuplexError, Scope.Scope> =>
+  Effect.gen(function* () {
+    const tail = new Tail(config.tailBytes)
+    const notPiped = Stream.fail(
+      invalidOptions(config.label, "stderr", config.stderr, "pipe, to read stderr as a stream")
+    )
+    const stderr = child.stderr
+    if (stderr === null) {
+      return { tail, stream: notPiped, done: Effect.void, spill: undefined, readers: () => 0, closeLocal: () => {} }
+    }
+    if (config.stderr === "tail") {
+      stderr.on("data", (chunk: Uint8Array) => tail.append(chunk))
+      return {
+        tail,
+        stream: notPiped,
+        done: onceDone(stderr),
+        spill: undefined,
+        readers: () => 0,
+        closeLocal: () => {}
+      }
+    }
+    let spill: Spill | undefined
+    const parts = yield* nodeDuplex.makeParts(
+      stderr,
+      nullWritable(),
+      { label: `${config.label} stderr`, highWaterMark: config.highWaterMark, overflow: () => spill?.full() },
+      () => stderr.destroy()
+    )
+    if (config.stderr === "sink") {
+      const tapped = Stream.tap(parts.readable, (chunk) => Effect.sync(() => tail.append(chunk)))
+      // Whatever the sink does (done early, failed, died), the rest of stderr is still read, into the tail.
+      const drained = yield* Effect.forkScoped(
+        Effect.exit(Stream.run(tapped, config.sink!)).pipe(Effect.andThen(Stream.runDrain(tapped)), Effect.ignoreCause)
+      )
+      return {
+        tail,
+        stream: notPiped,
+        done: Effect.asVoid(Fiber.await(drained)),
+        spill: undefined,
+        readers: () => 0,
+        closeLocal: parts.closeLocal
+      }
+    }
+    // `pipe`: every chunk reaches the tail as it arrives, read or not.
+    stderr.on("data", (chunk: Uint8Array) => tail.append(chunk))
+    spill = new Spill(parts.inbound, config.highWaterMark ?? 64 * 1024, config.maxBuffer, () =>
+      maxBufferError(config, "stderr", new Uint8Array(0))
+    )
+    let readers = 0
+    const stream = Stream.suspend(() => {
+      readers++
+      changed()
+      return Stream.ensuring(
+        parts.readable,
+        Effect.sync(() => {
+          readers--
+          changed()
+        })
+      )
+    })
+    return { tail, stream, done: onceDone(stderr), spill, readers: () => readers, closeLocal: parts.closeLocal }
+  })
 
 const emptyReadable = (): NodeStream.Readable => NodeStream.Readable.from([])
 
 const nullWritable = (): NodeStream.Writable =>
   new NodeStream.Writable({ write: (_chunk, _encoding, callback) => callback() })
 
+/** A duplex with more members: the same duplex (its type id and `pipe` included), plus `extra`. */
+const extend = <X extends object>(duplex: Duplex.Duplex, extra: X): Duplex.Duplex & X =>
+  Object.assign(Object.create(Object.getPrototypeOf(duplex)), duplex, extra)
+
 /**
- * Options of {@link pipeThrough} and {@link communicate}.
+ * Starts a child process as a {@link Subprocess}, owned by the scope.
+ *
+ * **When to use**
+ *
+ * For any child you talk to. Write and read it concurrently (`Duplex.exchange`, {@link communicate}), or
+ * use {@link pipeThrough} for a stream, {@link output} to run it to its end, and `exit` for the result.
+ *
+ * **Details**
+ *
+ * A command that cannot start fails with reason `SpawnFailed`, whose `problem` tells a missing command,
+ * a missing file, a file that may not run, and a `cwd` that is not a directory apart. Writing after the
+ * child closed its stdin fails `Broken` with code `EPIPE` (never an uncaught exception). See
+ * {@link Subprocess} for what happens to outputs nobody reads.
+ *
+ * **Interruption**
+ *
+ * Interrupting `spawn` itself kills the half-started child.
+ *
+ * **Closing**
+ *
+ * Closing the scope terminates the child's process group (its grandchildren too, unless `killTree:
+ * false`): stdin closed, `stdinGrace` (1 s), SIGTERM, `killGrace` (5 s), SIGKILL; then the same for any
+ * member of the group the child left running. It waits until the child is reaped, so no zombie is left.
+ *
+ * **Example** (Upper-casing through `tr`)
+ *
+ * ```ts
+ * import { Effect, Sink, Stream } from "effect"
+ * import { Duplex, Subprocess } from "fullduplex"
+ *
+ * const program = Effect.scoped(
+ *   Effect.gen(function* () {
+ *     const tr = yield* Subprocess.spawn("tr", ["a-z", "A-Z"])
+ *     const out = yield* Duplex.exchange(tr, Stream.make(new TextEncoder().encode("hello\n")), Sink.collect())
+ *     const { exitCode } = yield* tr.exit
+ *     return { out, exitCode }
+ *   })
+ * )
+ * ```
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const spawn = (
+  command: string,
+  args: ReadonlyArray<string> = [],
+  options: SpawnOptions = {}
+): Effect.Effect<Subprocess, DuplexError, Scope.Scope> =>
+  Effect.gen(function* () {
+    const config = yield* configOf(command, args, options)
+
+    // ---- start --------------------------------------------------------------------------------------
+    const child = yield* start(command, args, {
+      label: config.label,
+      line: config.line,
+      cwd: options.cwd,
+      env: options.env,
+      extendEnv: options.extendEnv ?? true,
+      stdout: config.stdout,
+      stderr: config.stderr === "pipe" || config.stderr === "tail" || config.stderr === "sink" ? "pipe" : config.stderr,
+      group: config.killTree
+    })
+    const startedAt = performance.now()
+    for (const s of [child.stdin, child.stdout, child.stderr]) s?.on("error", () => {})
+    const exited = Deferred.makeUnsafe<ExitStatus>()
+    let exitedAt = startedAt
+    const onExit = (code: number | null, signal: NodeJS.Signals | null) => {
+      exitedAt = performance.now()
+      Deferred.doneUnsafe(exited, Exit.succeed({ exitCode: code ?? undefined, signal: signal ?? undefined }))
+    }
+    if (child.exitCode !== null || child.signalCode !== null) onExit(child.exitCode, child.signalCode)
+    else child.once("exit", onExit)
+    const exitedStatus = Deferred.await(exited)
+    const hasExited = () => Deferred.isDoneUnsafe(exited)
+    const tree: Ladder.Tree = { child, group: config.killTree, hasExited, exited: exitedStatus }
+
+    // ---- who may be reading what: an output nobody may be reading is spilled ----------------------------
+    let exitWaiters = 0
+    let stdoutSpill: Spill | undefined
+    const changed = () => {
+      const stderrReaders = stderr?.readers() ?? 0
+      stdoutSpill?.set(exitWaiters > 0 || stderrReaders > 0)
+      stderr?.spill?.set(stderrReaders === 0)
+    }
+    const stderr: StderrRoom = yield* stderrRoom(child, config, () => changed())
+
+    // ---- stdin and stdout as one duplex -------------------------------------------------------------
+    const stdin = child.stdin!
+    // Node destroys stdin when the child exits, and a write then finds it closed with no error of its
+    // own: that is a broken pipe all the same, as a write into a child that closed its stdin is.
+    const closedCode = () => (hasExited() ? "EPIPE" : undefined)
+    const adapter = {
+      label: config.label,
+      highWaterMark: config.highWaterMark,
+      closedCode,
+      overflow: () => stdoutSpill?.full()
+    }
+    const parts = yield* nodeDuplex.makeParts(child.stdout ?? emptyReadable(), stdin, adapter, (graceful) => {
+      if (!graceful) Ladder.signal(tree, "SIGKILL")
+      child.stdout?.destroy()
+      stdin.destroy()
+    })
+    if (child.stdout !== null) {
+      stdoutSpill = new Spill(parts.inbound, config.highWaterMark ?? 64 * 1024, config.maxBuffer, () =>
+        maxBufferError(config, "stdout", new Uint8Array(0))
+      )
+    }
+    changed()
+    const duplex = withPorts(Duplex.make(parts), parts.inbound, parts.outbound)
+
+    // ---- termination: registered after the adapters, so that it runs before their own finalizers
+    // (finalizers run in reverse order), which would otherwise kill the child at once -----------------
+    yield* Effect.addFinalizer(() =>
+      Effect.gen(function* () {
+        // Our side first: a read or write still pending fails `Closed` (what it was cut short by), before
+        // the child's end could pass for a complete output. What the child still writes is discarded.
+        parts.closeLocal()
+        stderr.closeLocal()
+        yield* Ladder.terminate(tree, {
+          stdinGraceMillis: config.stdinGraceMillis,
+          killGraceMillis: config.killGraceMillis,
+          closeStdin: () => child.stdin?.end()
+        })
+        for (const s of [child.stdin, child.stdout, child.stderr]) s?.destroy()
+      })
+    )
+
+    // ---- exit ---------------------------------------------------------------------------------------
+    const spills = [stdoutSpill, stderr.spill].filter((s): s is Spill => s !== undefined)
+    const overflowed = Effect.callback<Spill>((resume) => {
+      const offs = spills.map((spill) => spill.whenOverflowed(() => resume(Effect.succeed(spill))))
+      return Effect.sync(() => offs.forEach((off) => off()))
+    })
+    const overflowError = (spill: Spill) => {
+      const taken = spill.takeBuffered()
+      const captured = taken.subarray(0, config.maxBuffer)
+      return maxBufferError(
+        config,
+        spill === stdoutSpill ? "stdout" : "stderr",
+        captured,
+        spill.droppedBytes + taken.length - captured.length
+      )
+    }
+    const outputsDone = Effect.all([onceDone(child.stdout), stderr.done], { discard: true })
+    const exitWith = (reject: boolean): Effect.Effect<Completed, DuplexError> =>
+      Effect.gen(function* () {
+        // Wait for the exit; an output overflowing its capture meanwhile stops the tree at once.
+        const first = yield* Effect.raceFirst(Effect.as(exitedStatus, undefined), overflowed)
+        if (first !== undefined) {
+          Ladder.signal(tree, "SIGKILL")
+          yield* exitedStatus
+          return yield* overflowError(first)
+        }
+        // Then the outputs get a moment to end; a grandchild that holds one open is not waited for.
+        yield* Effect.timeoutOption(outputsDone, OUTPUTS_AFTER_EXIT_MILLIS)
+        const late = spills.find((spill) => spill.overflowed)
+        if (late !== undefined) return yield* overflowError(late)
+        const status = yield* exitedStatus
+        if (reject) yield* checkStatus(config, status, stderr.tail)
+        const tailBytes = stderr.tail.value
+        const piped = stderr.spill !== undefined
+        return {
+          exitCode: status.exitCode,
+          signal: status.signal,
+          stdout: stdoutSpill?.takeBuffered() ?? new Uint8Array(0),
+          stderr: piped ? stderr.spill!.takeBuffered() : tailBytes,
+          stderrDroppedBytes: piped ? 0 : stderr.tail.totalBytes - tailBytes.length,
+          durationMillis: exitedAt - startedAt
+        } satisfies Completed
+      }).pipe(whileWaiting)
+    // While an `exit` runs, nobody may be reading stdout: it spills (see `changed`).
+    function whileWaiting<A, E>(effect: Effect.Effect<A, E>): Effect.Effect<A, E> {
+      return Effect.suspend(() => {
+        exitWaiters++
+        changed()
+        return Effect.ensuring(
+          effect,
+          Effect.sync(() => {
+            exitWaiters--
+            changed()
+          })
+        )
+      })
+    }
+
+    const subprocess: Subprocess = extend(duplex, {
+      pid: child.pid,
+      command: config.line,
+      exit: exitWith(config.reject),
+      stderr: stderr.stream,
+      stderrTail: Effect.sync(() => {
+        const bytes = stderr.tail.value
+        return { bytes, totalBytes: stderr.tail.totalBytes, droppedBytes: stderr.tail.totalBytes - bytes.length }
+      }),
+      kill: (signal: NodeJS.Signals = "SIGTERM") => Effect.sync(() => Ladder.signal(tree, signal)),
+      closeStdout: Effect.sync(() => {
+        child.stdout?.destroy()
+      })
+    })
+    internals.set(subprocess, { exitWith, reject: config.reject })
+    return subprocess
+  })
+
+const checkStatus = (config: Config, status: ExitStatus, tail: Tail): Effect.Effect<void, DuplexError> =>
+  Effect.suspend(() => {
+    if (status.exitCode === 0) return Effect.void
+    const stderrTail = tail.value
+    return Effect.fail(
+      new DuplexError({
+        reason: new ProcessFailed({
+          label: config.label,
+          command: config.line,
+          exitCode: status.exitCode,
+          signal: status.signal,
+          stderrTail,
+          stderrDroppedBytes: tail.totalBytes - stderrTail.length
+        })
+      })
+    )
+  })
+
+/** `exit` of a child made by {@link spawn}, failing `ProcessFailed` or not. */
+const exitOf = (proc: Subprocess, reject?: boolean | undefined): Effect.Effect<Completed, DuplexError> => {
+  const inner = internals.get(proc)
+  return inner === undefined ? proc.exit : inner.exitWith(reject ?? inner.reject)
+}
+
+/**
+ * Options of {@link pipeThrough} and {@link lines}: the spawn's, with stderr defaulting to `tail` (what
+ * nobody reads is kept for the error message only; `pipe` is not offered, as the child is not yours to
+ * read from).
  *
  * @category models
  * @since 0.1.0
  */
-export interface RunOptions extends SpawnOptions {
+export interface RunOptions extends Omit<SpawnOptions, "stderr"> {
+  readonly stderr?: Exclude<StderrMode, "pipe"> | undefined
   /**
    * When the child exits without reading all of its input: `false` (the default) drops the rest and
    * reports the count; `true` fails with reason `InputNotConsumed`.
@@ -553,87 +687,15 @@ export interface RunOptions extends SpawnOptions {
   readonly failOnUnconsumedInput?: boolean | undefined
 }
 
-/** What feeding a child's stdin came to. */
-interface Fed {
-  /** Whether the child stopped reading (EPIPE) before the input ended. */
-  readonly stopped: boolean
-  /** Input bytes not written because of that. */
-  readonly unconsumed: number
-}
-
-/**
- * Writes `input` to the child's stdin, then ends it. When the child stops reading (EPIPE) the writing
- * stops; with `countRest` the rest of the input is still pulled and counted (one pass: a stream can be
- * re-run from its start, so a second run could not count it). If the input fails, or this is
- * interrupted, stdin is closed all the same, so the child is never left waiting for an EOF.
- */
-const feed = <E, R>(
-  proc: Subprocess,
-  input: Stream.Stream<Uint8Array, E, R>,
-  countRest: boolean
-): Effect.Effect<Fed, DuplexError | E, R> =>
-  Effect.suspend(() => {
-    let unconsumed = 0
-    let stopped = false
-    const isBrokenPipe = (error: unknown): error is DuplexError =>
-      isDuplexError(error) && error.reason._tag === "Broken"
-    const endQuietly = Effect.ignore(proc.end)
-    return Effect.gen(function* () {
-      const before = (yield* proc.stats).outbound.bytes
-      let offered = 0
-      // Each batch of the input is one `writeAll` (no effect per chunk); a broken pipe stops the writing.
-      yield* Stream.runForEachArray(input, (chunks) => {
-        let bytes = 0
-        for (const chunk of chunks) bytes += chunk.length
-        if (stopped) {
-          unconsumed += bytes
-          return Effect.void
-        }
-        offered += bytes
-        return proc.writeAll(chunks).pipe(
-          Effect.catchIf(isBrokenPipe, () =>
-            Effect.flatMap(proc.stats, (stats) => {
-              stopped = true
-              unconsumed += offered - (stats.outbound.bytes - before)
-              return countRest ? Effect.void : Effect.fail(stopFeeding)
-            })
-          )
-        )
-      }).pipe(
-        Effect.catchIf(
-          (error): error is typeof stopFeeding => error === stopFeeding,
-          () => Effect.void
-        )
-      )
-      if (!stopped) yield* proc.end.pipe(Effect.catchIf(isBrokenPipe, () => Effect.void))
-      return { stopped, unconsumed } satisfies Fed
-    }).pipe(Effect.onExit((exit) => (Exit.isSuccess(exit) ? Effect.void : endQuietly)))
-  })
-
-/** The feeding stops pulling its input (the child stopped reading and the rest is not counted). */
-const stopFeeding: unique symbol = Symbol("fullduplex/Subprocess/stopFeeding")
-
 const notConsumed = (proc: Subprocess, fed: Fed) =>
   new DuplexError({
     reason: new InputNotConsumed({ label: proc.label, command: proc.command, unconsumedBytes: fed.unconsumed })
   })
 
-const checkStatus = (proc: Subprocess, status: ExitStatus): Effect.Effect<void, DuplexError> =>
-  status.exitCode === 0
-    ? Effect.void
-    : Effect.flatMap(proc.stderrTail, (stderrTail) =>
-        Effect.fail(
-          new DuplexError({
-            reason: new ProcessFailed({
-              label: proc.label,
-              command: proc.command,
-              exitCode: status.exitCode,
-              signal: status.signal,
-              stderrTail
-            })
-          })
-        )
-      )
+const tailByDefault = (options: RunOptions): Effect.Effect<SpawnOptions, DuplexError> =>
+  (options.stderr as unknown) === "pipe"
+    ? Effect.fail(invalidOptions(options.label ?? "pipeThrough", "stderr", "pipe", "tail, ignore, inherit or a Sink"))
+    : Effect.succeed({ ...options, stderr: options.stderr ?? "tail" })
 
 /**
  * A child process as a stream transformer: `input` goes to its stdin while its stdout is read, at once.
@@ -645,8 +707,9 @@ const checkStatus = (proc: Subprocess, status: ExitStatus): Effect.Effect<void, 
  * **Details**
  *
  * The output ends when the child's stdout does; then the exit is checked: a non-zero code or a signal
- * fails the stream with reason `ProcessFailed` (exit code, signal, command line, stderr tail). A child
- * that exits without reading all its input (`head`) is not an error unless `failOnUnconsumedInput`.
+ * fails the stream with reason `ProcessFailed` (exit code, signal, command line, stderr tail), unless
+ * `reject: false`. A child that exits without reading all its input (`head`) is not an error unless
+ * `failOnUnconsumedInput`. stderr is kept as a tail by default.
  *
  * **Example** (Compressing a stream with gzip)
  *
@@ -682,14 +745,13 @@ export const pipeThrough: {
   ): Stream.Stream<Uint8Array, DuplexError | E, R> =>
     Stream.unwrap(
       Effect.gen(function* () {
-        const proc = yield* spawn(command, args, options)
+        const proc = yield* spawn(command, args, yield* tailByDefault(options))
         // Deadlock freedom: stdin is fed by a fiber of its own while the stream reads stdout.
         const feeder = yield* Effect.forkScoped(feed(proc, input, false))
-        const fed = Fiber.join(feeder)
         const outcome = Effect.gen(function* () {
           // The child's stdout has ended; its stdin is fed to the end (or until it stops reading).
-          const result = yield* fed
-          yield* checkStatus(proc, yield* proc.status)
+          const result = yield* Fiber.join(feeder)
+          yield* exitOf(proc)
           if (result.stopped && options.failOnUnconsumedInput === true) return yield* notConsumed(proc, result)
         })
         return Stream.concat(
@@ -702,15 +764,12 @@ export const pipeThrough: {
 )
 
 /**
- * What {@link communicate} returns.
+ * What {@link communicate} and {@link output} return.
  *
  * @category models
  * @since 0.1.0
  */
-export interface Communicated extends ExitStatus {
-  readonly stdout: Uint8Array
-  /** The stderr tail (the last `stderrTailBytes`, 64 KiB by default). */
-  readonly stderr: Uint8Array
+export interface Communicated extends Completed {
   /**
    * Input bytes not written because the child had stopped reading (`EPIPE`): the rest of the input is
    * still pulled, and counted, but not written. (Bytes the pipe accepted that the child then never read
@@ -720,7 +779,19 @@ export interface Communicated extends ExitStatus {
 }
 
 /**
- * Sends `input` to a child's stdin while reading its stdout, then waits for it to exit.
+ * Options of {@link communicate}.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface CommunicateOptions {
+  readonly failOnUnconsumedInput?: boolean | undefined
+  /** Overrides the spawn's `reject` (default `true`: a failed child fails with `ProcessFailed`). */
+  readonly reject?: boolean | undefined
+}
+
+/**
+ * Sends `input` to a child's stdin while its outputs are captured, then waits for it to exit.
  *
  * **When to use**
  *
@@ -729,11 +800,12 @@ export interface Communicated extends ExitStatus {
  *
  * **Details**
  *
- * stdout is captured up to `maxBuffer` (of the spawn options; 64 MiB by default); beyond it the child is
- * killed and the result fails `MaxBufferExceeded`. A non-zero exit is reported in `exitCode`, not as an
- * error. A child that exits without reading all of `input` is a success with `unconsumedInputBytes`
- * (or reason `InputNotConsumed` with `failOnUnconsumedInput`); the input is pulled to its end either way,
- * so give `communicate` a finite input.
+ * stdout, and stderr in `pipe` mode (the spawn's default), are captured whole up to `maxBuffer` (64 MiB
+ * by default); beyond it the child's tree is stopped and the result fails `MaxBufferExceeded`. With
+ * `stderr: "tail"` only the tail is kept, with `stderrDroppedBytes`. A non-zero exit fails
+ * `ProcessFailed` unless `reject: false`. A child that exits without reading all of `input` is a success
+ * with `unconsumedInputBytes` (or reason `InputNotConsumed` with `failOnUnconsumedInput`); the input is
+ * pulled to its end either way, so give `communicate` a finite input.
  *
  * **Example** (Sorting lines)
  *
@@ -754,38 +826,128 @@ export interface Communicated extends ExitStatus {
 export const communicate: {
   <E, R>(
     input: Stream.Stream<Uint8Array, E, R>,
-    options?: { readonly failOnUnconsumedInput?: boolean | undefined }
+    options?: CommunicateOptions
   ): (proc: Subprocess) => Effect.Effect<Communicated, DuplexError | E, R>
   <E, R>(
     proc: Subprocess,
     input: Stream.Stream<Uint8Array, E, R>,
-    options?: { readonly failOnUnconsumedInput?: boolean | undefined }
+    options?: CommunicateOptions
   ): Effect.Effect<Communicated, DuplexError | E, R>
 } = dual(
   (args) => Duplex.isDuplex(args[0]),
   <E, R>(
     proc: Subprocess,
     input: Stream.Stream<Uint8Array, E, R>,
-    options: { readonly failOnUnconsumedInput?: boolean | undefined } = {}
+    options: CommunicateOptions = {}
   ): Effect.Effect<Communicated, DuplexError | E, R> =>
     Effect.gen(function* () {
-      // Deadlock freedom: stdin is fed in its own fiber while `exit` reads stdout (bounded) here.
+      // Deadlock freedom: stdin is fed in its own fiber while `exit` waits, with the outputs spilling.
       const writer = yield* Effect.forkChild(feed(proc, input, true), { startImmediately: true })
       // A failing input fails at once (and `feed` has closed stdin); otherwise wait for the exit.
-      const completed = yield* Effect.raceFirst(proc.exit, Effect.andThen(Fiber.join(writer), Effect.never)).pipe(
-        Effect.onError(() => Effect.andThen(Fiber.interrupt(writer), proc.abort))
-      )
+      const completed = yield* Effect.raceFirst(
+        exitOf(proc, options.reject),
+        Effect.andThen(Fiber.join(writer), Effect.never)
+      ).pipe(Effect.onError(() => Effect.andThen(Fiber.interrupt(writer), proc.abort)))
       const fed = yield* Fiber.join(writer)
       if (fed.stopped && options.failOnUnconsumedInput === true) return yield* notConsumed(proc, fed)
-      return {
-        exitCode: completed.exitCode,
-        signal: completed.signal,
-        stdout: completed.stdout,
-        stderr: completed.stderrTail,
-        unconsumedInputBytes: fed.unconsumed
-      }
+      return { ...completed, unconsumedInputBytes: fed.unconsumed } satisfies Communicated
     })
 )
+
+/**
+ * Options of {@link output}: the spawn's, the input, and {@link communicate}'s.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface OutputOptions<E = never, R = never> extends SpawnOptions {
+  /** The child's stdin: bytes, a string (UTF-8) or a stream. Default none (stdin is closed at once). */
+  readonly input?: Uint8Array | string | Stream.Stream<Uint8Array, E, R> | undefined
+  readonly failOnUnconsumedInput?: boolean | undefined
+}
+
+const inputStream = <E, R>(input: OutputOptions<E, R>["input"]): Stream.Stream<Uint8Array, E, R> =>
+  input === undefined
+    ? Stream.empty
+    : typeof input === "string"
+      ? Stream.make(new TextEncoder().encode(input))
+      : input instanceof Uint8Array
+        ? Stream.make(input)
+        : input
+
+/**
+ * Runs a command to its end and captures its outputs: execa's `await execa(command, args, { input,
+ * maxBuffer })`, as one effect that owns the child.
+ *
+ * **Details**
+ *
+ * `spawn` + {@link communicate} in a scope of their own: stdout and stderr whole up to `maxBuffer`
+ * (`MaxBufferExceeded` beyond), the exit code, and the time it ran. A non-zero exit fails
+ * `ProcessFailed` (with the stderr tail) unless `reject: false`.
+ *
+ * **Example** (Capturing `git rev-parse HEAD`)
+ *
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Subprocess } from "fullduplex"
+ *
+ * const head = Subprocess.output("git", ["rev-parse", "HEAD"], { maxBuffer: 1024 }).pipe(
+ *   Effect.map(({ stdout }) => new TextDecoder().decode(stdout).trim())
+ * )
+ * ```
+ *
+ * @category combinators
+ * @since 0.1.0
+ */
+export const output = <E = never, R = never>(
+  command: string,
+  args: ReadonlyArray<string> = [],
+  options: OutputOptions<E, R> = {}
+): Effect.Effect<Communicated, DuplexError | E, R> =>
+  Effect.scoped(
+    Effect.flatMap(spawn(command, args, options), (proc) =>
+      communicate(proc, inputStream(options.input), { failOnUnconsumedInput: options.failOnUnconsumedInput })
+    )
+  )
+
+/**
+ * Options of {@link lines}.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface LinesOptions<E = never, R = never> extends RunOptions {
+  /** The child's stdin. Default none (stdin is closed at once). */
+  readonly input?: Uint8Array | string | Stream.Stream<Uint8Array, E, R> | undefined
+}
+
+/**
+ * A command's stdout as a stream of lines (UTF-8, without their `\n` or `\r\n`), read as the child writes
+ * them, with backpressure.
+ *
+ * **Details**
+ *
+ * {@link pipeThrough} of `input` (none by default), decoded and split: the stream fails `ProcessFailed`
+ * after the last line when the child fails (unless `reject: false`).
+ *
+ * **Example** (The files git tracks)
+ *
+ * ```ts
+ * import { Stream } from "effect"
+ * import { Subprocess } from "fullduplex"
+ *
+ * const files = Subprocess.lines("git", ["ls-files"]).pipe(Stream.take(10), Stream.runCollect)
+ * ```
+ *
+ * @category combinators
+ * @since 0.1.0
+ */
+export const lines = <E = never, R = never>(
+  command: string,
+  args: ReadonlyArray<string> = [],
+  options: LinesOptions<E, R> = {}
+): Stream.Stream<string, DuplexError | E, R> =>
+  inputStream(options.input).pipe(pipeThrough(command, args, options), Stream.decodeText(), Stream.splitLines)
 
 /**
  * One stage of a {@link pipeline}.
@@ -796,6 +958,7 @@ export const communicate: {
 export interface Stage {
   readonly command: string
   readonly args?: ReadonlyArray<string> | undefined
+  /** The spawn's options; stderr defaults to `tail` here. */
   readonly options?: SpawnOptions | undefined
 }
 
@@ -809,15 +972,15 @@ export interface Pipeline extends Duplex.Duplex {
   readonly stages: ReadonlyArray<Subprocess>
   /**
    * Waits for every stage, reading what is left of the last stage's stdout as `Subprocess.exit` does
-   * (bounded by its `maxBuffer`, then discarded); fails `ProcessFailed` for the last stage (every stage
-   * with `pipefail`) when it failed.
+   * (bounded by its `maxBuffer`); fails `ProcessFailed` for the last stage (every stage with `pipefail`)
+   * when it failed, unless that stage has `reject: false`.
    */
   readonly exit: Effect.Effect<ReadonlyArray<ExitStatus>, DuplexError>
 }
 
 /**
  * A shell-like pipeline, `a | b | c`: each stage's stdout is copied to the next stage's stdin by a fiber
- * of its own; every stderr is drained into its tail.
+ * of its own; every stderr is kept as a tail (by default).
  *
  * **Details**
  *
@@ -855,7 +1018,10 @@ export const pipeline = (
   Effect.gen(function* () {
     if (stages.length === 0) return yield* invalidOptions("pipeline", "stages", stages, "at least one stage")
     const procs: Array<Subprocess> = []
-    for (const stage of stages) procs.push(yield* spawn(stage.command, stage.args ?? [], stage.options))
+    for (const stage of stages) {
+      const stageOptions = { ...stage.options, stderr: stage.options?.stderr ?? "tail" }
+      procs.push(yield* spawn(stage.command, stage.args ?? [], stageOptions))
+    }
     const copies: Array<Fiber.Fiber<void, DuplexError>> = []
     for (let i = 0; i + 1 < procs.length; i++) {
       const from = procs[i]!
@@ -874,16 +1040,22 @@ export const pipeline = (
     const first = procs[0]!
     const last = procs[procs.length - 1]!
     const exit = Effect.gen(function* () {
-      // The last stage's stdout is read as `Subprocess.exit` reads it (bounded by its maxBuffer), so
-      // that a pipeline nobody reads cannot block on it.
-      const lastCompleted = yield* last.exit
-      const statuses: Array<ExitStatus> = []
-      for (const proc of procs.slice(0, -1)) statuses.push(yield* proc.status)
-      statuses.push({ exitCode: lastCompleted.exitCode, signal: lastCompleted.signal })
-      yield* Fiber.awaitAll(copies)
+      // The last stage's stdout is taken as `Subprocess.exit` takes it, while the copies finish; only
+      // then are the other stages' exits taken (their stdout has been copied by then).
+      const [lastCompleted] = yield* Effect.all([exitOf(last, false), Fiber.awaitAll(copies)], {
+        concurrency: 2
+      })
+      const completed: Array<Completed> = []
+      for (const proc of procs.slice(0, -1)) completed.push(yield* exitOf(proc, false))
+      completed.push(lastCompleted)
       const checked = options.pipefail === true ? procs : [last]
-      for (const proc of checked) yield* checkStatus(proc, statuses[procs.indexOf(proc)]!)
-      return statuses
+      for (const proc of checked) {
+        const inner = internals.get(proc)
+        if (inner?.reject === false) continue
+        const done = completed[procs.indexOf(proc)]!
+        if (done.exitCode !== 0) yield* exitOf(proc, true) // the same exit again, now as `ProcessFailed`
+      }
+      return completed.map(({ exitCode, signal }) => ({ exitCode, signal }) satisfies ExitStatus)
     })
     const pipelineDuplex = Duplex.make({
       label: procs.map((p) => p.command).join(" | "),

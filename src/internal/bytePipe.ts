@@ -184,6 +184,8 @@ export class BytePipe {
   private readers: Array<(exit: Exit.Exit<void>) => void> = []
   private full = false
   private brokenCause: BrokenCause | undefined = undefined
+  /** The error the reader gets after the buffered bytes, in place of `Broken` (see {@link abortWriter}). */
+  private brokenOverride: DuplexError | undefined = undefined
   private blockedSince: bigint | undefined = undefined
   private blockedNanos = 0n
 
@@ -193,7 +195,8 @@ export class BytePipe {
   }
 
   constructor(
-    readonly capacity: number,
+    /** The bound; {@link setCapacity} changes it (a child's output nobody reads spills up to `maxBuffer`). */
+    public capacity: number,
     /** Label of the duplex that writes into this pipe. */
     readonly writerLabel: string,
     /** Label of the duplex that reads from it. */
@@ -377,6 +380,16 @@ export class BytePipe {
     return this.offerUnsafe(copy) ? TAKEN : PAUSE
   }
 
+  /**
+   * Changes the bound. A push source paused by a full buffer resumes at once if the new bound leaves room;
+   * waiting writes move into it. A bound below what is buffered holds the source back from the next offer.
+   */
+  setCapacity(capacity: number): void {
+    this.capacity = capacity
+    if (this.full && !this.sinkPaused && this.buffered < capacity) this.resumeSource()
+    if (this.writers.length > 0 && this.buffered < capacity) this.refill()
+  }
+
   /** Wakes a reader waiting for data (after offers made with `wake` false). */
   wakeUnsafe(): void {
     this.wakeReaders()
@@ -395,12 +408,14 @@ export class BytePipe {
   /**
    * The writer side is gone. With `discard` (a reset) buffered bytes are dropped and the reader fails at
    * once; without it (a source that failed after delivering data) the reader gets the buffered bytes
-   * first. Waiting writes fail with `Closed`: they belong to the side that aborted.
+   * first. Waiting writes fail with `Closed`: they belong to the side that aborted. `error`, if given, is
+   * what the reader fails with instead of `Broken` (a child's output that overflowed its capture).
    */
-  abortWriter(discard: boolean, cause?: BrokenCause): void {
+  abortWriter(discard: boolean, cause?: BrokenCause, error?: DuplexError): void {
     if (this.writerState === "aborted") return
     this.writerState = "aborted"
     this.brokenCause = cause
+    this.brokenOverride = error
     if (discard) this.clear()
     this.full = false // nothing is held back any more: the source is gone
     this.failWriters(() => this.closedError("write", "abort"))
@@ -855,6 +870,7 @@ export class BytePipe {
   }
 
   private brokenRead(): DuplexError {
+    if (this.brokenOverride !== undefined) return this.brokenOverride
     const c = this.brokenCause
     return new DuplexError({
       reason: new Broken({

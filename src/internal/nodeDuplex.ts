@@ -62,6 +62,8 @@ export interface AdapterOptions {
    * destroys a child's stdin when the child exits: that is a broken pipe all the same).
    */
   readonly closedCode?: (() => string | undefined) | undefined
+  /** Asked when the inbound pipe is full: see {@link NodeReader}'s `overflow`. */
+  readonly overflow?: (() => ((bytes: number) => void) | undefined) | undefined
 }
 
 /** @internal */
@@ -118,7 +120,7 @@ export const makeParts = (
 
     // ---- inbound ------------------------------------------------------------------------------------
     const inbound = new BytePipe(highWaterMark, `${label} (peer)`, label, clock)
-    const reader = new NodeReader(input, inbound)
+    const reader = new NodeReader(input, inbound, options.overflow)
 
     // ---- outbound -----------------------------------------------------------------------------------
     const writer = new NodeWriter(output, highWaterMark, label, clock, options.closedCode)

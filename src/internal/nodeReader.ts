@@ -84,9 +84,18 @@ export class NodeReader {
   private buffer: Buffer | undefined = undefined
   private readonly stopWatching: () => void
 
+  /** Set by {@link overflow}: from then on every chunk is counted here and dropped. */
+  private discard: ((bytes: number) => void) | undefined = undefined
+
   constructor(
     private readonly input: NodeStream.Readable,
-    private readonly pipe: BytePipe
+    private readonly pipe: BytePipe,
+    /**
+     * Asked when the pipe is full: a counter to drop every later chunk into instead of pausing the stream
+     * (a child's output spilled past its capture keeps flowing, so the child never blocks on it), or
+     * `undefined` to pause as usual.
+     */
+    private readonly overflow?: () => ((bytes: number) => void) | undefined
   ) {
     pipe.onRoom = () => {
       if (!input.destroyed) input.resume()
@@ -106,8 +115,17 @@ export class NodeReader {
 
   private readonly onData = (chunk: Uint8Array | string): void => {
     const bytes = typeof chunk === "string" ? Buffer.from(chunk) : chunk
-    if (!this.pipe.offerUnsafe(bytes)) this.input.pause()
+    if (this.discard !== undefined) return this.discard(bytes.length)
+    if (!this.pipe.offerUnsafe(bytes)) this.full()
     else if (this.lending === false && bytes.length >= LEND_AFTER_BYTES && this.pipe.sinkTakesLent) this.lend()
+  }
+
+  /** The pipe is full: pause, unless the owner would rather drop what comes next. */
+  private full(): boolean {
+    this.discard = this.overflow?.()
+    if (this.discard !== undefined) return true
+    this.input.pause()
+    return false
   }
 
   /** Switches the socket to reading into a reused buffer (see the module's doc), if it can be. */
@@ -145,6 +163,10 @@ export class NodeReader {
 
   /** A read into the reused buffer (Node's `onread` callback): `false` pauses the socket. */
   private readonly onRead = (length: number, buffer: Buffer): boolean => {
+    if (this.discard !== undefined) {
+      this.discard(length)
+      return true
+    }
     const answer = this.pipe.offerLentUnsafe(buffer.subarray(0, length))
     if ((answer & KEPT) !== 0) {
       this.buffer = Buffer.allocUnsafe(length > SMALL_READ_BUFFER_BYTES ? READ_BUFFER_BYTES : SMALL_READ_BUFFER_BYTES)
@@ -154,7 +176,6 @@ export class NodeReader {
       this.buffer = Buffer.allocUnsafe(READ_BUFFER_BYTES)
     }
     if ((answer & PAUSE) === 0) return true
-    this.input.pause()
-    return false
+    return this.full()
   }
 }
