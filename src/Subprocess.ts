@@ -415,9 +415,7 @@ const stderrRoom = (
     }
     // `pipe`: every chunk reaches the tail as it arrives, read or not.
     stderr.on("data", (chunk: Uint8Array) => tail.append(chunk))
-    spill = new Spill(parts.inbound, config.highWaterMark ?? 64 * 1024, config.maxBuffer, () =>
-      maxBufferError(config, "stderr", new Uint8Array(0))
-    )
+    spill = new Spill(parts.inbound, config.maxBuffer, () => maxBufferError(config, "stderr", new Uint8Array(0)))
     let readers = 0
     const stream = Stream.suspend(() => {
       readers++
@@ -546,7 +544,7 @@ export const spawn = (
       stdin.destroy()
     })
     if (child.stdout !== null) {
-      stdoutSpill = new Spill(parts.inbound, config.highWaterMark ?? 64 * 1024, config.maxBuffer, () =>
+      stdoutSpill = new Spill(parts.inbound, config.maxBuffer, () =>
         maxBufferError(config, "stdout", new Uint8Array(0))
       )
     }

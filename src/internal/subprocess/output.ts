@@ -42,14 +42,17 @@ export class Spill {
   overflowed = false
   private spilling = false
   private readonly onOverflow: Array<() => void> = []
+  /** The pipe's own bound, restored when the spill ends. */
+  private readonly highWaterMark: number
 
   constructor(
     private readonly pipe: BytePipe,
-    private readonly highWaterMark: number,
     readonly maxBuffer: number,
     /** The error the pipe's reader gets after the kept bytes. */
     private readonly overflowError: () => Parameters<BytePipe["abortWriter"]>[2]
-  ) {}
+  ) {
+    this.highWaterMark = pipe.capacity
+  }
 
   /** Raises the bound to `maxBuffer` (a full pipe resumes its source) or lowers it back. */
   set(spilling: boolean): void {
