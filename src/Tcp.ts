@@ -20,7 +20,8 @@ import type * as Scope from "effect/Scope"
 import * as net from "node:net"
 import * as Close from "./Close.js"
 import * as Duplex from "./Duplex.js"
-import { ConnectFailed, DuplexError, isDuplexError, ListenFailed } from "./DuplexError.js"
+import { ConnectFailed, DuplexError, isDuplexError, ListenFailed, Timeout } from "./DuplexError.js"
+import * as ConnectionGuard from "./internal/connectionGuard.js"
 import { codeOf } from "./internal/errors.js"
 import {
   checkAddress,
@@ -125,6 +126,45 @@ export const DEFAULT_MAX_CONNECTIONS = 1024
  * @since 0.1.0
  */
 export const DEFAULT_IDLE_TIMEOUT: Duration.Duration = Duration.seconds(60)
+
+/**
+ * How long a write may wait for a peer that reads nothing, by default: 60 s, nginx's `send_timeout`.
+ *
+ * The clock runs while bytes wait to be written and none of them reaches the kernel, whatever the other
+ * direction does: a peer that sends and never reads is cut after it, though the idle limit never fires.
+ *
+ * @category constants
+ * @since 0.1.0
+ */
+export const DEFAULT_SEND_TIMEOUT: Duration.Duration = Duration.seconds(60)
+
+/**
+ * The least a connection must move to stay open, by default: 1 KiB either way in every 60 s window (about
+ * 17 bytes/s on average).
+ *
+ * It frees a peer that trickles (a byte every few seconds keeps the idle limit from firing forever). The
+ * window is nginx's `client_body_timeout` (60 s); the rate is far below Apache httpd's `mod_reqtimeout`
+ * (`MinRate=500` bytes/s for request bodies), because a general server also carries interactive sessions
+ * that move a few keystrokes a minute. Raise it for bulk protocols; `bytes: 0` turns it off.
+ *
+ * @category constants
+ * @since 0.1.0
+ */
+export const DEFAULT_MIN_RATE: MinRate = { bytes: 1024, window: Duration.seconds(60) }
+
+/**
+ * A minimum rate: at least `bytes`, read plus written, in every `window` (counted from the accept, one
+ * window after the other). See {@link DEFAULT_MIN_RATE}.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface MinRate {
+  /** Bytes either way (read, plus written and taken by the kernel) per window; `0` turns the guard off. */
+  readonly bytes: number
+  /** Default 60 s. */
+  readonly window?: Duration.Input | undefined
+}
 
 /**
  * How long handlers may keep running after the server's scope closes, by default: 10 s.
@@ -264,13 +304,17 @@ export interface ConnectionInfo {
  * - `completed`: the handler succeeded and the close strategy ran (see `close`).
  * - `failed`: the handler or the close strategy failed (see `cause`); the connection was aborted.
  * - `idleTimeout`: no byte moved either way for `idleTimeout`; the connection was aborted.
+ * - `sendTimeout`: bytes waited to be written and none reached the peer for `sendTimeout` (a peer that
+ *   does not read); the connection was aborted, `cause` is a `Timeout` with the bytes written.
+ * - `tooSlow`: fewer bytes than `minRate` asks moved in a window (a peer that trickles); the connection
+ *   was aborted, `cause` is a `Timeout` saying how much moved.
  * - `shutdown`: the server shut down and the handler was still running after `shutdownGrace`; it was
  *   interrupted and the connection aborted.
  *
  * @category models
  * @since 0.1.0
  */
-export type Ending = "completed" | "failed" | "idleTimeout" | "shutdown"
+export type Ending = "completed" | "failed" | "idleTimeout" | "sendTimeout" | "tooSlow" | "shutdown"
 
 /**
  * What a server reports. Events arrive through the `onEvent` option of {@link serve}.
@@ -291,7 +335,7 @@ export type ServerEvent =
       readonly _tag: "ConnectionClosed"
       readonly connection: ConnectionInfo
       readonly ending: Ending
-      /** Why it failed, when `ending` is `failed`. */
+      /** Why it failed (`failed`), or the limit it broke (`sendTimeout`, `tooSlow`: a `Timeout`). */
       readonly cause?: Cause.Cause<unknown> | undefined
       /** The outcome of the close strategy, when `ending` is `completed`. */
       readonly close?: Close.CloseOutcome | undefined
@@ -313,6 +357,10 @@ export interface ServerStats {
   readonly completed: number
   readonly failed: number
   readonly idleTimeouts: number
+  /** Connections cut by `sendTimeout`: their peer did not read. */
+  readonly sendTimeouts: number
+  /** Connections cut by `minRate`: their peer trickled. */
+  readonly tooSlow: number
   readonly shutdownAborts: number
 }
 
@@ -368,6 +416,17 @@ export interface ServeOptions extends SocketOptions {
    * Default {@link DEFAULT_IDLE_TIMEOUT} (60 s); `0` or `Infinity` disables it.
    */
   readonly idleTimeout?: Duration.Input | undefined
+  /**
+   * A connection whose pending write has not moved a byte for this long is aborted (a peer that does not
+   * read, even while it sends). Default {@link DEFAULT_SEND_TIMEOUT} (60 s, nginx `send_timeout`); `0` or
+   * `Infinity` disables it.
+   */
+  readonly sendTimeout?: Duration.Input | undefined
+  /**
+   * A connection that moves fewer bytes than this in a window is aborted (a peer that trickles).
+   * Default {@link DEFAULT_MIN_RATE} (1 KiB per 60 s); `{ bytes: 0 }` disables it.
+   */
+  readonly minRate?: MinRate | undefined
   /** How a connection is closed after its handler succeeds. Default `Close.lingering()`. */
   readonly close?: Close.Strategy | undefined
   /** How long handlers may run on after shutdown starts. Default {@link DEFAULT_SHUTDOWN_GRACE} (10 s). */
@@ -397,7 +456,8 @@ const isPeerReset = (cause: Cause.Cause<unknown>): boolean => {
 /**
  * The default `onEvent`: a connection that failed through the server's own doing (a handler error, a
  * stall, a failed close) is logged at warning level; a peer that reset is routine and logged at debug
- * level; accept errors at warning level; the rest is not logged.
+ * level, and so is a connection cut by `sendTimeout` or `minRate`; accept errors at warning level; the
+ * rest is not logged.
  *
  * **When to use**
  *
@@ -419,9 +479,13 @@ const isPeerReset = (cause: Cause.Cause<unknown>): boolean => {
  * @since 0.1.0
  */
 export const logEvent = (event: ServerEvent): Effect.Effect<void> => {
-  if (event._tag === "ConnectionClosed" && event.ending === "failed" && event.cause !== undefined) {
-    const line = `${event.connection.label}: connection failed: ${describeCause(event.cause)}`
-    return isPeerReset(event.cause) ? Effect.logDebug(line) : Effect.logWarning(line)
+  if (event._tag === "ConnectionClosed" && event.cause !== undefined) {
+    if (event.ending === "failed") {
+      const line = `${event.connection.label}: connection failed: ${describeCause(event.cause)}`
+      return isPeerReset(event.cause) ? Effect.logDebug(line) : Effect.logWarning(line)
+    }
+    // A peer that does not read or trickles: the server did its job in cutting it.
+    return Effect.logDebug(`${event.connection.label}: connection cut: ${describeCause(event.cause)}`)
   }
   if (event._tag === "AcceptError") return Effect.logWarning(`accept failed: ${String(event.error)}`)
   return Effect.void
@@ -442,7 +506,12 @@ export const logEvent = (event: ServerEvent): Effect.Effect<void> => {
  * - Each handler runs in its own fiber. A failure (or defect) aborts only its connection and is
  *   reported as a `ConnectionClosed` event with `ending: "failed"`; the server goes on.
  * - Beyond `maxConnections`, new connections are closed at once and reported as `Refused`.
- * - `idleTimeout`: no byte either way for that long aborts the connection (`ending: "idleTimeout"`).
+ * - Time limits, kept by one sweep per server (a tick of a tenth of the shortest limit, at most 1 s):
+ *   `idleTimeout` (no byte either way, `ending: "idleTimeout"`), `sendTimeout` (a pending write that
+ *   reaches the peer not one byte further: a peer that does not read, `ending: "sendTimeout"`) and
+ *   `minRate` (too few bytes in a window: a peer that trickles, `ending: "tooSlow"`), each aborting the
+ *   connection. Defaults: 60 s, 60 s, 1 KiB per 60 s. So one peer holds at most its connection slot, two
+ *   `highWaterMark`s of buffer and the kernel's socket buffers, for at most a minute of doing nothing.
  * - Shutdown (scope close or `server.shutdown`): stop accepting; handlers still running get
  *   `shutdownGrace` to finish (and close); the rest are interrupted and their connections aborted. A
  *   handler learns that shutdown started from `info.shuttingDown`, in time to tell its peer
@@ -480,6 +549,9 @@ export const serve = <E, R>(
     const backlog = options.backlog ?? DEFAULT_BACKLOG
     const maxConnections = options.maxConnections ?? DEFAULT_MAX_CONNECTIONS
     const idleMillis = millisOption(label, "idleTimeout", options.idleTimeout, DEFAULT_IDLE_TIMEOUT)
+    const sendMillis = millisOption(label, "sendTimeout", options.sendTimeout, DEFAULT_SEND_TIMEOUT)
+    const minRate = options.minRate ?? DEFAULT_MIN_RATE
+    const windowMillis = millisOption(label, "minRate.window", minRate.window, DEFAULT_MIN_RATE_WINDOW)
     const graceMillis = millisOption(label, "shutdownGrace", options.shutdownGrace, DEFAULT_SHUTDOWN_GRACE)
     for (const bad of [
       checkAddress(label, requested),
@@ -487,12 +559,21 @@ export const serve = <E, R>(
       countOption(label, "maxConnections", maxConnections, 1),
       options.highWaterMark === undefined ? undefined : countOption(label, "highWaterMark", options.highWaterMark, 1),
       typeof idleMillis === "number" ? undefined : idleMillis,
+      typeof sendMillis === "number" ? undefined : sendMillis,
+      countOption(label, "minRate.bytes", minRate.bytes, 0),
+      typeof windowMillis === "number" ? undefined : windowMillis,
       typeof graceMillis === "number" ? undefined : graceMillis
     ]) {
       if (bad !== undefined) return yield* bad
     }
-    const idle = idleMillis as number
     const grace = graceMillis as number
+    const guard = ConnectionGuard.make({
+      idleMillis: idleMillis as number,
+      sendMillis: sendMillis as number,
+      minBytes: minRate.bytes,
+      windowMillis: windowMillis as number
+    })
+    yield* Effect.addFinalizer(() => Effect.sync(guard.close))
     const closeStrategy = options.close ?? Close.lingering()
     const onEvent = options.onEvent ?? logEvent
     const context = yield* Effect.context<R>()
@@ -501,27 +582,44 @@ export const serve = <E, R>(
     // a connection, or the shutdown, back. (With a synchronous `onEvent` they still arrive in order.)
     const eventFibers = new Set<Fiber.Fiber<void>>()
     const emitUnsafe = (event: ServerEvent): void => {
-      const fiber = run(Effect.ignoreCause(onEvent(event)))
+      let effect: Effect.Effect<void>
+      try {
+        effect = onEvent(event)
+      } catch {
+        return // an onEvent that throws instead of failing: its event is lost, as a failed one would be
+      }
+      if (effect === Effect.void) return // nothing to do (the default for most events): no fiber
+      const fiber = run(Effect.ignoreCause(effect))
       if (fiber.pollUnsafe() !== undefined) return // a synchronous onEvent is done already
       eventFibers.add(fiber)
       fiber.addObserver(() => eventFibers.delete(fiber))
     }
 
-    const counters = { accepted: 0, refused: 0, completed: 0, failed: 0, idleTimeouts: 0, shutdownAborts: 0 }
+    const counters = {
+      accepted: 0,
+      refused: 0,
+      completed: 0,
+      failed: 0,
+      idleTimeouts: 0,
+      sendTimeouts: 0,
+      tooSlow: 0,
+      shutdownAborts: 0
+    }
     const fibers = new Set<Fiber.Fiber<void>>()
     let onEmpty: (() => void) | undefined
     let shuttingDown = false
     const shutdownStarted = Deferred.makeUnsafe<void>()
+    const awaitShutdown = Deferred.await(shutdownStarted)
     let nextId = 0
     /** Connections counted from accept to their `ConnectionClosed` event, so stats and events agree. */
     let active = 0
 
-    const serveConnection = (socket: net.Socket, id: number): Effect.Effect<void, never, R> => {
+    const serveConnection = (socket: net.Socket, id: number, cut: Cut): Effect.Effect<void, never, R> => {
       let info: ConnectionInfo = {
         id,
         remote: remoteOf(socket, requested),
         label: `${label} #${id}`,
-        shuttingDown: Deferred.await(shutdownStarted)
+        shuttingDown: awaitShutdown
       }
       let duplex: Duplex.Duplex | undefined
       let reported = false
@@ -534,15 +632,7 @@ export const serve = <E, R>(
         if (reported) return
         reported = true
         active--
-        counters[
-          ending === "completed"
-            ? "completed"
-            : ending === "failed"
-              ? "failed"
-              : ending === "idleTimeout"
-                ? "idleTimeouts"
-                : "shutdownAborts"
-        ]++
+        counters[COUNTER_OF[ending]]++
         emitUnsafe({ _tag: "ConnectionClosed", connection: info, ending, stats, ...extra })
       }
       const body = Effect.gen(function* () {
@@ -561,10 +651,7 @@ export const serve = <E, R>(
           if (Exit.isFailure(closed)) return { ending: "failed" as const, cause: closed.cause as Cause.Cause<unknown> }
           return { ending: "completed" as const, close: closed.value }
         })
-        const result = yield* Number.isFinite(idle) && idle > 0
-          ? Effect.raceFirst(work, Effect.as(idleTimeoutOf(socket, idle), { ending: "idleTimeout" as const }))
-          : work
-        const { ending, ...extra } = result
+        const { ending, ...extra } = yield* work
         // One step, so that an interruption cannot fall between the abort and the report.
         yield* Effect.uninterruptible(
           Effect.gen(function* () {
@@ -576,9 +663,15 @@ export const serve = <E, R>(
       return Effect.scoped(body).pipe(
         // Only an invalid option can fail the adapter, and serve checks those first; kept for the types.
         Effect.catchCause((cause) => Effect.sync(() => reportClosed("failed", zeroStats, { cause }))),
+        // Interrupted by the guard (its verdict is in `cut`, the socket was reset as the scope closed) or
+        // by the shutdown.
         Effect.onInterrupt(() =>
           Effect.flatMap(duplex === undefined ? Effect.succeed(zeroStats) : duplex.stats, (stats) =>
-            Effect.sync(() => reportClosed("shutdown", stats, {}))
+            Effect.sync(() =>
+              cut.verdict === undefined
+                ? reportClosed("shutdown", stats, {})
+                : reportClosed(endingOf(cut.verdict), stats, verdictCause(info.label, cut.verdict))
+            )
           )
         )
       )
@@ -601,9 +694,15 @@ export const serve = <E, R>(
       }
       counters.accepted++
       active++
-      const fiber = run(serveConnection(socket, ++nextId))
+      const cut: Cut = { verdict: undefined }
+      const fiber = run(serveConnection(socket, ++nextId, cut))
+      const unwatch = guard.watch(socket, (verdict) => {
+        cut.verdict = verdict
+        fiber.interruptUnsafe()
+      })
       fibers.add(fiber)
       fiber.addObserver(() => {
+        unwatch()
         fibers.delete(fiber)
         if (fibers.size === 0) onEmpty?.()
       })
@@ -688,13 +787,55 @@ const zeroStats: Duplex.Stats = { outbound: zeroDirection, inbound: zeroDirectio
 const remoteOf = (socket: net.Socket, address: Address): string =>
   "path" in address ? address.path : `${socket.remoteAddress}:${socket.remotePort}`
 
-/** Completes when the socket has seen no byte either way for `millis` (Node's socket inactivity timer). */
-const idleTimeoutOf = (socket: net.Socket, millis: number): Effect.Effect<void> =>
-  Effect.callback<void>((resume) => {
-    const onTimeout = () => resume(Exit.void)
-    socket.setTimeout(millis, onTimeout)
-    return Effect.sync(() => {
-      socket.off("timeout", onTimeout)
-      socket.setTimeout(0)
-    })
-  })
+/** Where the guard leaves its verdict for the connection it interrupts. */
+interface Cut {
+  verdict: ConnectionGuard.Verdict | undefined
+}
+
+const DEFAULT_MIN_RATE_WINDOW: Duration.Duration = Duration.seconds(60)
+
+const COUNTER_OF = {
+  completed: "completed",
+  failed: "failed",
+  idleTimeout: "idleTimeouts",
+  sendTimeout: "sendTimeouts",
+  tooSlow: "tooSlow",
+  shutdown: "shutdownAborts"
+} as const satisfies Record<Ending, keyof Omit<ServerStats, "accepted" | "active" | "refused">>
+
+const endingOf = (verdict: ConnectionGuard.Verdict): Ending =>
+  verdict._tag === "idle" ? "idleTimeout" : verdict._tag === "send" ? "sendTimeout" : "tooSlow"
+
+/** The `Timeout` a send or rate verdict reports (the idle limit has always reported none). */
+const verdictCause = (label: string, verdict: ConnectionGuard.Verdict): { cause?: Cause.Cause<unknown> } => {
+  switch (verdict._tag) {
+    case "idle":
+      return {}
+    case "send":
+      return {
+        cause: Cause.fail(
+          new DuplexError({
+            reason: new Timeout({
+              label,
+              operation: `send (${verdict.waiting} bytes waiting for a peer that reads nothing)`,
+              timeoutMillis: verdict.millis,
+              direction: "outbound",
+              bytes: verdict.written
+            })
+          })
+        )
+      }
+    case "rate":
+      return {
+        cause: Cause.fail(
+          new DuplexError({
+            reason: new Timeout({
+              label,
+              operation: `minimum rate (${verdict.minBytes} bytes per window; ${verdict.moved} moved, ${verdict.read} read and ${verdict.written} written in all)`,
+              timeoutMillis: verdict.windowMillis
+            })
+          })
+        )
+      }
+  }
+}

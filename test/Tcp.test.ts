@@ -3,6 +3,7 @@ import { Cause, Deferred, Effect, Exit, Fiber, Latch, Scope, Stream } from "effe
 import { Close, Duplex, DuplexError, Tcp } from "fullduplex"
 import { collectBytes, concatBytes, firstDifference, randomBytes, readAll } from "fullduplex/testkit"
 import * as fs from "node:fs"
+import * as net from "node:net"
 import {
   activeHandles,
   assertNoLeakedHandles,
@@ -305,6 +306,8 @@ describe("Tcp.serve", () => {
         completed: 0,
         failed: 0,
         idleTimeouts: 0,
+        sendTimeouts: 0,
+        tooSlow: 0,
         shutdownAborts: 0
       })
       const events = new EventLog()
@@ -375,6 +378,10 @@ describe("Tcp.serve", () => {
         [{ maxConnections: 0 }, "maxConnections"],
         [{ highWaterMark: 0 }, "highWaterMark"],
         [{ idleTimeout: -1 }, "idleTimeout"],
+        [{ sendTimeout: -1 }, "sendTimeout"],
+        [{ minRate: { bytes: -1 } }, "minRate.bytes"],
+        [{ minRate: { bytes: 1.5 } }, "minRate.bytes"],
+        [{ minRate: { bytes: 100, window: -1 } }, "minRate.window"],
         [{ shutdownGrace: -1 }, "shutdownGrace"]
       ]
       for (const [options, option] of cases) {
@@ -467,6 +474,109 @@ describe("Tcp.serve", () => {
       const [closed] = yield* events.waitFor("ConnectionClosed")
       assert.strictEqual(closed!.ending, "completed")
       assert.strictEqual((yield* server.stats).idleTimeouts, 0)
+    })
+  )
+
+  it.live("cuts a peer that sends but never reads after sendTimeout, with a Timeout naming direction and bytes", () =>
+    Effect.gen(function* () {
+      const events = new EventLog()
+      // The server reads and writes at once, so the watchdog's "both directions blocked" never holds, and
+      // the peer's byte every 50 ms keeps the idle limit from firing: only the send timeout can cut it.
+      const server = yield* Tcp.serve(
+        { port: 0, idleTimeout: "10 seconds", sendTimeout: "300 millis", onEvent: events.onEvent },
+        (conn) =>
+          Effect.all([readAll(conn), Effect.forever(conn.write(new Uint8Array(64 * KiB)))], {
+            concurrency: "unbounded",
+            discard: true
+          })
+      )
+      const peer = net.connect({ host: "127.0.0.1", port: (server.address as Tcp.TcpAddress).port })
+      peer.on("error", () => {})
+      peer.pause() // never reads
+      const ticker = setInterval(() => peer.write("x"), 50)
+      yield* Effect.addFinalizer(() => Effect.sync(() => (clearInterval(ticker), peer.destroy())))
+      const [closed] = yield* events.waitFor("ConnectionClosed", { timeout: "10 seconds" })
+      assert.strictEqual(closed!.ending, "sendTimeout", events.describe())
+      const error = Cause.squash(closed!.cause!) as DuplexError.DuplexError
+      assert.strictEqual(error.reason._tag, "Timeout", String(error))
+      if (error.reason._tag !== "Timeout") return
+      assert.strictEqual(error.reason.direction, "outbound")
+      assert.strictEqual(error.reason.timeoutMillis, 300)
+      assert.isAbove(error.reason.bytes!, 0, "the kernel took bytes before the peer's window closed")
+      assert.match(error.message, /written before it expired/)
+      const stats = yield* server.stats
+      assert.strictEqual(stats.sendTimeouts, 1)
+      assert.strictEqual(stats.active, 0)
+      assert.isAbove(closed!.stats.inbound.bytes, 0, "the peer was still sending")
+    })
+  )
+
+  it.live("does not cut a peer that reads in bursts with pauses, nor a server that has nothing to write", () =>
+    Effect.gen(function* () {
+      const events = new EventLog()
+      const server = yield* Tcp.serve(
+        { port: 0, sendTimeout: "500 millis", minRate: { bytes: 0 }, onEvent: events.onEvent },
+        (conn) =>
+          Effect.gen(function* () {
+            yield* Effect.sleep(1000) // nothing to write for two send timeouts: no stall of the peer's
+            yield* conn.writeAll([new Uint8Array(16 * MiB)])
+          })
+      )
+      const peer = net.connect({ host: "127.0.0.1", port: (server.address as Tcp.TcpAddress).port })
+      peer.on("error", () => {})
+      let received = 0
+      peer.on("data", (chunk: Buffer) => void (received += chunk.length))
+      // Reads for 10 ms of every 100: the server's writes wait most of the time, yet always move on.
+      // (Progress is what the kernel shows a writer: it wakes once a good part of its send buffer is
+      // free, so a reader far slower than that, here, would be cut, as nginx's send_timeout would.)
+      peer.pause()
+      const reader = setInterval(() => {
+        peer.resume()
+        setTimeout(() => peer.pause(), 10)
+      }, 100)
+      yield* Effect.addFinalizer(() => Effect.sync(() => (clearInterval(reader), peer.destroy())))
+      const [closed] = yield* events.waitFor("ConnectionClosed", { timeout: "30 seconds" })
+      assert.strictEqual(closed!.ending, "completed", events.describe())
+      yield* eventually(
+        "the peer reads all 16 MiB",
+        Effect.sync(() => received),
+        (n) => n === 16 * MiB,
+        10_000
+      )
+    })
+  )
+
+  it.live("cuts a peer that trickles below minRate, and keeps one that moves enough", () =>
+    Effect.gen(function* () {
+      const events = new EventLog()
+      const server = yield* Tcp.serve(
+        { port: 0, idleTimeout: "10 seconds", minRate: { bytes: 200, window: "400 millis" }, onEvent: events.onEvent },
+        echo
+      )
+      const port = (server.address as Tcp.TcpAddress).port
+      const trickler = net.connect({ host: "127.0.0.1", port })
+      trickler.on("error", () => {})
+      trickler.on("data", () => {})
+      const steady = net.connect({ host: "127.0.0.1", port })
+      steady.on("error", () => {})
+      let echoed = 0
+      steady.on("data", (chunk: Buffer) => void (echoed += chunk.length))
+      // A byte every 50 ms (8 a window, 16 with the echo): far below 200. 100 bytes every 50 ms: above.
+      const ticker = setInterval(() => {
+        trickler.write("x")
+        steady.write(new Uint8Array(100))
+      }, 50)
+      yield* Effect.addFinalizer(() => Effect.sync(() => (clearInterval(ticker), trickler.destroy(), steady.destroy())))
+      const [closed] = yield* events.waitFor("ConnectionClosed", { timeout: "10 seconds" })
+      assert.strictEqual(closed!.ending, "tooSlow", events.describe())
+      const error = Cause.squash(closed!.cause!) as DuplexError.DuplexError
+      assert.strictEqual(error.reason._tag, "Timeout", String(error))
+      assert.match(error.message, /minimum rate \(200 bytes per window/)
+      yield* Effect.sleep(1200) // three more windows: the steady peer stays
+      const stats = yield* server.stats
+      assert.strictEqual(stats.tooSlow, 1, JSON.stringify(stats))
+      assert.strictEqual(stats.active, 1, JSON.stringify(stats))
+      assert.isAbove(echoed, 2000, "the steady peer is still echoed")
     })
   )
 
@@ -717,7 +827,17 @@ describe("Tcp.serve", () => {
         const stats = yield* server.stats
         assert.deepStrictEqual(
           { ...stats },
-          { accepted: n, active: 0, refused: 0, completed: n, failed: 0, idleTimeouts: 0, shutdownAborts: 0 }
+          {
+            accepted: n,
+            active: 0,
+            refused: 0,
+            completed: n,
+            failed: 0,
+            idleTimeouts: 0,
+            sendTimeouts: 0,
+            tooSlow: 0,
+            shutdownAborts: 0
+          }
         )
       }),
     120_000
