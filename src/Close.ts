@@ -20,6 +20,7 @@ import { dual } from "effect/Function"
 import * as Stream from "effect/Stream"
 import { type Duplex, isDuplex } from "./Duplex.js"
 import { type DuplexError, DuplexError as DuplexErrorClass, Timeout } from "./DuplexError.js"
+import { inboundPipeOf } from "./internal/bytePipe.js"
 
 /**
  * How a close ended.
@@ -126,6 +127,16 @@ const lingeringImpl = (duplex: Duplex, options: LingeringOptions = {}): Effect.E
       discardedBytes: progress.bytes,
       millis: now() - start
     })
+
+    // The usual close of a handler that read to the peer's EOF: nothing to discard and nothing left to
+    // flush, so the FIN is all there is to do, with no timer and no race.
+    const inbound = inboundPipeOf(duplex)
+    if (inbound !== undefined && inbound.writerState === "ended" && inbound.buffered === 0) {
+      if ((yield* duplex.stats).outbound.buffered === 0) {
+        yield* duplex.end
+        return outcome("eof")
+      }
+    }
 
     const linger: Effect.Effect<CloseOutcome, DuplexError> = Effect.gen(function* () {
       yield* duplex.end // flush everything accepted, then FIN

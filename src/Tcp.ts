@@ -102,13 +102,15 @@ export type ConnectOptions = Address &
 export const DEFAULT_CONNECT_TIMEOUT: Duration.Duration = Duration.seconds(10)
 
 /**
- * The listen backlog {@link serve} asks for by default: 1024. The kernel clamps it to its own limit
- * (`net.core.somaxconn` on Linux, 4096 since Linux 5.4 and 128 before).
+ * The listen backlog {@link serve} asks for by default: 4096, which the kernel clamps to its own limit
+ * (`net.core.somaxconn` on Linux: 4096 since Linux 5.4, 128 before), so in effect the most the system
+ * allows, as Go's `net.Listen` asks for. A burst of connects beyond the backlog is dropped by the kernel
+ * (`ListenOverflows`) and retried by the clients a second later; Node's own default is 511.
  *
  * @category constants
  * @since 0.1.0
  */
-export const DEFAULT_BACKLOG = 1024
+export const DEFAULT_BACKLOG = 4096
 
 /**
  * How many connections {@link serve} handles at once by default: 1024.
@@ -404,7 +406,7 @@ export interface ServeOptions extends SocketOptions {
   readonly port?: number | undefined
   /** Listen on a Unix domain socket at this path instead of TCP. */
   readonly path?: string | undefined
-  /** Listen backlog, ≥ 1. Default {@link DEFAULT_BACKLOG} (1024), clamped by the kernel (`net.core.somaxconn`). */
+  /** Listen backlog, ≥ 1. Default {@link DEFAULT_BACKLOG} (4096), clamped by the kernel (`net.core.somaxconn`). */
   readonly backlog?: number | undefined
   /**
    * Connections handled at once. Beyond it a new connection is closed at once, before any byte is read
@@ -611,6 +613,8 @@ export const serve = <E, R>(
     const shutdownStarted = Deferred.makeUnsafe<void>()
     const awaitShutdown = Deferred.await(shutdownStarted)
     let nextId = 0
+    /** `host:port` of every accepted socket when the server listens on one address (saves a getsockname). */
+    let localName: string | undefined
     /** Connections counted from accept to their `ConnectionClosed` event, so stats and events agree. */
     let active = 0
 
@@ -638,7 +642,10 @@ export const serve = <E, R>(
       const body = Effect.gen(function* () {
         const conn = yield* Duplex.fromNodeDuplex(socket, {
           highWaterMark: options.highWaterMark,
-          label: socketLabel(socket, requested)
+          label:
+            localName === undefined
+              ? socketLabel(socket, requested)
+              : `tcp ${localName}→${socket.remoteAddress}:${socket.remotePort}`
         })
         duplex = conn
         info = { ...info, label: conn.label }
@@ -735,6 +742,8 @@ export const serve = <E, R>(
         ? { path: "path" in requested ? requested.path : String(bound) }
         : { host: bound.address, port: bound.port }
     if (options.label === undefined) label = `tcp server ${describeAddress(address)}`
+    if (typeof bound === "object" && bound !== null && !WILDCARD_HOSTS.has(bound.address))
+      localName = `${bound.address}:${bound.port}`
 
     const drained = Effect.callback<void>((resume) => {
       if (fibers.size === 0) return resume(Exit.void)
@@ -771,6 +780,9 @@ export const serve = <E, R>(
   })
 
 const ignore = () => {}
+
+/** Listening on these, a connection's local address is whichever the peer reached. */
+const WILDCARD_HOSTS: ReadonlySet<string> = new Set(["0.0.0.0", "::", "::0"])
 
 /** After shutdown, how long to wait for Node to report every socket closed (they are destroyed by then). */
 const SOCKETS_GONE_MILLIS = 1000

@@ -180,7 +180,9 @@ export class NodeWriter implements OutboundPort {
     if (this.closed) return
     this.closed = true
     this.failAll(() => this.closedError("write", "abort"))
-    this.settleEnd(this.closedError("end", "abort"))
+    // An end already settled (the usual close after a clean `end`) needs no error: building one, with its
+    // stack, was a tenth of a short connection's cost.
+    if (this.endOutcome === null) this.settleEnd(this.closedError("end", "abort"))
   }
 
   /** The end was requested and the stream has finished writing. */
