@@ -19,6 +19,12 @@
  *   each must stay under), `--rounds` of them (default 3), `--filter` selecting among their cases; it
  *   rewrites only their section of RESULTS.md (unless filtered or `--no-write`). A full run runs them too,
  *   after the throughput rows, for 3 rounds. A bound exceeded (or a bounds run failed) sets exit code 1.
+ * - `--accept`: only the accept-burst rows (`accept.ts`: a 2,000-connection burst against a raw `net`
+ *   server, `Tcp.serve` and `Echo.serve`, with the machine idle and with one core kept busy: CPU µs per
+ *   connection, burst time, failed connects, the kernel's ListenOverflows), `--rounds` of them (default
+ *   5), `--filter` selecting among their cases; it rewrites only their section of RESULTS.md (unless
+ *   filtered or `--no-write`). A full run does not run them and keeps their section as it was. A run
+ *   that failed (a process crashed or timed out) sets exit code 1; missed targets do not.
  *
  * Every run's records go to `benchmarks/results/<date>.jsonl` (not committed).
  */
@@ -26,6 +32,7 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { parseArgs } from "node:util"
+import { ACCEPT_ROUNDS, acceptSectionOf, runAccept, withAcceptSection } from "./accept.js"
 import { BOUNDS_ROUNDS, type BoundsOutcome, runBounds, withBoundsSection } from "./bounds.js"
 import { formatBytes, parseSize, WRITE_BYTES } from "./lib/common.js"
 import { type Case, makeCases, MEM_FACTOR, type Row, ROWS } from "./rows.js"
@@ -51,15 +58,20 @@ const { values } = parseArgs({
     row: { type: "string" },
     timeout: { type: "string" },
     "no-write": { type: "boolean" },
-    bounds: { type: "boolean" }
+    bounds: { type: "boolean" },
+    accept: { type: "boolean" }
   },
   allowPositionals: false
 })
 
 const boundsOnly = values.bounds === true
+const acceptOnly = values.accept === true
+if (boundsOnly && acceptOnly) throw new Error("--bounds and --accept are separate runs: choose one")
 if (boundsOnly && values.row !== undefined)
   throw new Error("--bounds runs the bounds rows: --row selects throughput rows")
-const rounds = Number(values.rounds ?? (boundsOnly ? BOUNDS_ROUNDS : 5))
+if (acceptOnly && values.row !== undefined)
+  throw new Error("--accept runs the accept-burst rows: --row selects throughput rows")
+const rounds = Number(values.rounds ?? (boundsOnly ? BOUNDS_ROUNDS : acceptOnly ? ACCEPT_ROUNDS : 5))
 if (!Number.isSafeInteger(rounds) || rounds < 1) throw new Error(`--rounds must be a whole number ≥ 1, got ${rounds}`)
 const bytes = parseSize(values.bytes ?? "1g")
 if (bytes <= 0 || bytes % (16 * WRITE_BYTES) !== 0) {
@@ -91,7 +103,7 @@ const selectRows = (): ReadonlyArray<Row> => {
   return ROWS
 }
 
-const rows = boundsOnly ? [] : selectRows()
+const rows = boundsOnly || acceptOnly ? [] : selectRows()
 const full = values.row === undefined && values.filter === undefined
 const needed = new Set(rows.flatMap((r) => [r.subject, ...r.anchors]))
 const cases: ReadonlyArray<Case> = allCases.filter((c) => needed.has(c.id)) // grouped by family, as defined
@@ -109,8 +121,10 @@ const log = (line: string) => process.stderr.write(`${line}\n`)
 log(
   (boundsOnly
     ? `bench: bounds rows only, ${rounds} round(s)`
-    : `bench: ${rows.length} row(s), ${cases.length} case(s), ${rounds} round(s), ${formatBytes(bytes)} ` +
-      `(in memory ${formatBytes(settings.memBytes)})`) +
+    : acceptOnly
+      ? `bench: accept-burst rows only, ${rounds} round(s)`
+      : `bench: ${rows.length} row(s), ${cases.length} case(s), ${rounds} round(s), ${formatBytes(bytes)} ` +
+        `(in memory ${formatBytes(settings.memBytes)})`) +
     `, node ${machine.node}, ${machine.cpu} × ${machine.cores}, ` +
     `load ${machine.loadStart.map((x) => x.toFixed(2)).join(" ")}`
 )
@@ -130,15 +144,25 @@ const bounds = (n: number): Promise<BoundsOutcome> =>
     return outcome
   })
 
-if (boundsOnly) {
+const readResults = (): string =>
+  fs.existsSync(resultsFile) ? fs.readFileSync(resultsFile, "utf8") : "# fullduplex benchmark results\n"
+
+if (acceptOnly) {
+  const outcome = await runAccept(rounds, log, { timeoutMs, filter: values.filter, onRun: record })
+  console.log(`\nAccept bursts:\n\n${outcome.text}\n`)
+  if (outcome.failed) process.exitCode = 1
+  if (!full) log(`Filtered run: benchmarks/RESULTS.md not written.`)
+  else if (values["no-write"] === true) log(`--no-write: benchmarks/RESULTS.md not written.`)
+  else {
+    fs.writeFileSync(resultsFile, withAcceptSection(readResults(), outcome.markdown))
+    log(`Wrote the accept section of ${path.relative(ROOT, resultsFile)}`)
+  }
+} else if (boundsOnly) {
   const outcome = await bounds(rounds)
   if (!full) log(`Filtered run: benchmarks/RESULTS.md not written.`)
   else if (values["no-write"] === true) log(`--no-write: benchmarks/RESULTS.md not written.`)
   else {
-    const before = fs.existsSync(resultsFile)
-      ? fs.readFileSync(resultsFile, "utf8")
-      : "# fullduplex benchmark results\n"
-    fs.writeFileSync(resultsFile, withBoundsSection(before, outcome.markdown))
+    fs.writeFileSync(resultsFile, withBoundsSection(readResults(), outcome.markdown))
     log(`Wrote the bounds section of ${path.relative(ROOT, resultsFile)}`)
   }
 } else {
@@ -184,6 +208,8 @@ if (boundsOnly) {
     log(`--no-write: benchmarks/RESULTS.md not written.`)
   } else {
     const loads = (l: ReadonlyArray<number>) => l.map((x) => x.toFixed(2)).join(" / ")
+    // The accept-burst rows are not rerun by a full run: their last section is kept as it was.
+    const acceptSection = acceptSectionOf(readResults())
     const markdown = [
       "# fullduplex benchmark results",
       "",
@@ -229,6 +255,7 @@ if (boundsOnly) {
       ...cases.map((c) => `- \`${c.id}\`${c.fullduplex ? " (fullduplex)" : ""}: ${c.what}.`),
       "",
       ...(boundsOutcome === undefined ? [] : [boundsOutcome.markdown, ""]),
+      ...(acceptSection === undefined ? [] : [acceptSection, ""]),
       "## Rerunning a row alone",
       "",
       "Each command builds the package and the benchmarks, then runs the row's subject and anchors for the " +
