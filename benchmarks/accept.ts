@@ -68,7 +68,7 @@ const SERVERS: ReadonlyArray<Server> = [
     what:
       "`Tcp.serve({ host, port: 0, maxConnections: " +
       `${MAX_CONNECTIONS}` +
-      " }, handler)` (so `Tcp.DEFAULT_BACKLOG`, 1024, and every other default: idle timeout, lingering close, " +
+      " }, handler)` (so `Tcp.DEFAULT_BACKLOG`, 4096, and every other default: idle timeout, lingering close, " +
       "`onEvent`), whose handler loops `conn.read` → `conn.write` of the chunk until EOF and returns"
   },
   {
@@ -392,7 +392,7 @@ export const runAccept = async (
       "spinning on one core before its burst and stops it after (the notes give the share of a core it got). " +
       `The fullduplex servers run with \`maxConnections: ${MAX_CONNECTIONS}\`, above the burst, so that they ` +
       "serve every connection as the raw server does; everything else is their default (backlog " +
-      "`Tcp.DEFAULT_BACKLOG` = 1024, the raw server Node's 511, both under `net.core.somaxconn`). " +
+      "`Tcp.DEFAULT_BACKLOG` = 4096, the raw server Node's 511, both under `net.core.somaxconn`). " +
       `Issue target: CPU per connection ≤ ${MAX_CPU_RATIO}× the raw server's (median ratio, idle), and no ` +
       "ListenOverflows and no failed connect with a busy core in any round.",
     "",
