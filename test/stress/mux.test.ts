@@ -43,12 +43,6 @@ const WINDOW = 256 * KiB
 /** What the session lets wait of its control frames before it calls the peer a non-reader (Mux docs). */
 const MAX_CONTROL_FRAMES = 4096
 
-/**
- * How long the test's handlers wait after `closed` before they return (see the BUG test): enough for the
- * session's farewell (GoAway, FIN) to be written first; 1 ms already is.
- */
-const FAREWELL_MILLIS = 50
-
 /** A header with any version, type, flags and length: whatever a hostile peer may send. */
 const rawHeader = (version: number, type: number, flags: number, streamId: number, length: number): Uint8Array => {
   const header = new Uint8Array(12)
@@ -119,23 +113,20 @@ interface SessionRecord {
  * A TCP server whose every connection runs a mux session (server role) that echoes every stream it
  * accepts; each session is handed to the test through `sessions` as it starts, and its end recorded.
  */
-const muxServer = (options: Omit<Mux.SessionOptions, "role"> & { readonly returnAtClosed?: boolean } = {}) =>
+const muxServer = (options: Omit<Mux.SessionOptions, "role"> = {}) =>
   Effect.gen(function* () {
     const sessions = yield* Queue.unbounded<SessionRecord>()
     const server = yield* Tcp.serve(
       { host: "127.0.0.1", port: 0, shutdownGrace: 0, onEvent: () => Effect.void },
       (conn) =>
         Effect.gen(function* () {
-          const { returnAtClosed: _, ...sessionOptions } = options
-          const session = yield* Mux.server(conn, { keepAliveInterval: 0, ...sessionOptions })
+          const session = yield* Mux.server(conn, { keepAliveInterval: 0, ...options })
           const record: SessionRecord = { session, ended: Deferred.makeUnsafe() }
           Queue.offerUnsafe(sessions, record)
           yield* Effect.forkScoped(Effect.ignore(Effect.forever(Effect.flatMap(session.accept, echoStream))))
           const ended = yield* Effect.exit(session.closed)
           yield* Deferred.succeed(record.ended, ended)
-          // Workaround for the bug shown by "BUG: … never sends its GoAway" below: returning at once lets
-          // the server's close strategy half-close the connection before the session's GoAway is written.
-          if (options.returnAtClosed !== true) yield* Effect.sleep(FAREWELL_MILLIS)
+          // Returns at once: the session's farewell (GoAway, FIN) is on its way before `closed` completes.
         })
     )
     const next = Queue.take(sessions).pipe(within("5 seconds", "the server's next session"))
@@ -473,20 +464,16 @@ const fuzzRun = (
   })
 
 describe(`Stress: Mux over TCP against hostile peers (seed ${SEED})`, () => {
-  // BUG (found by the SYN flood below): `Session.closed` completes before the session's farewell (GoAway,
-  // then FIN) is written. `failUnsafe` in src/internal/yamux/session.ts completes `done` first and forks the
-  // farewell after; a `Tcp.serve` handler that returns when `closed` completes (the natural handler, and
-  // the one in test/Mux.leaks.test.ts) lets `Tcp.serve`'s close strategy (`Close.lingering`: `end` first)
-  // half-close the connection in the same step, so the farewell's write fails `Closed` (after end), is
-  // ignored, and the peer reads a bare FIN: no GoAway, contrary to the Mux docs ("GoAway with code 1").
-  // Any protocol error shows it; here, one frame of version 1. With a 1 ms pause in the handler after
-  // `closed` the GoAway arrives (the other tests here pause `FAREWELL_MILLIS`). Marked `fails` until fixed.
+  // Found by the SYN flood below: `Session.closed` completed before the session's farewell (GoAway, then
+  // FIN) was started, so a `Tcp.serve` handler that returns at `closed` let the server's close strategy
+  // (`Close.lingering`: `end` first) half-close the connection before the GoAway, and the peer read a bare
+  // FIN. Any protocol error shows it; here, one frame of version 1.
   live(
-    "BUG: a session ended by a protocol error in a Tcp.serve handler that returns at `closed` never sends its GoAway",
-    { seconds: { ci: 20, soak: 20 }, mode: "fails" },
+    "a session ended by a protocol error in a Tcp.serve handler that returns at `closed` sends its GoAway first",
+    { seconds: { ci: 20, soak: 20 } },
     () =>
       Effect.gen(function* () {
-        const server = yield* muxServer({ returnAtClosed: true })
+        const server = yield* muxServer()
         const peer = yield* rawPeer(server.port, true)
         const badVersion = frame(PING, SYN, 0, 1)
         badVersion[0] = 1
@@ -503,16 +490,13 @@ describe(`Stress: Mux over TCP against hostile peers (seed ${SEED})`, () => {
       })
   )
 
-  // BUG (found by the ping flood below, when it wrote its pings in bursts): the bound on control frames
-  // waiting to be written (4096; "beyond that the peer is not reading, and the session fails", Mux docs)
-  // is checked frame by frame while one read of the connection is dispatched, before the session's writer
-  // has had a turn. So a peer that reads everything, but sends 4097 pings (49 KiB) in one write, is cut
-  // with ProtocolError "more than 4096 control frames wait to be written: the peer does not read", having
-  // read one frame (framesOut 0). 4000 pings in one write are answered. The same holds for SYNs past the
-  // stream limit (each refusal is an RST control frame). Marked `fails` until fixed.
+  // Found by the ping flood below, when it wrote its pings in bursts: the bound on control frames waiting to
+  // be written (4096) was checked frame by frame within one read of the connection, before the session's
+  // writer had a turn, so a peer that reads everything but sends 4097 pings (49 KiB) in one write was cut
+  // as one that does not read. The bound now holds while the writer is held back by the connection.
   live(
-    "BUG: a peer that reads everything but sends 4097 pings in one write is cut as a peer that does not read",
-    { seconds: { ci: 20, soak: 20 }, mode: "fails" },
+    "a peer that reads everything and sends 4097 pings in one write gets every answer, the session alive",
+    { seconds: { ci: 20, soak: 20 } },
     () =>
       Effect.gen(function* () {
         const server = yield* muxServer()

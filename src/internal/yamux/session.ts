@@ -91,7 +91,10 @@ export interface SessionStats {
   readonly goAwaySent: number | undefined
 }
 
-/** Control frames that may wait at once; beyond it the peer is not reading and the session fails. */
+/**
+ * Control frames that may wait while the writer is held back by the connection; beyond it the peer is not
+ * reading and the session fails.
+ */
 const MAX_CONTROL_FRAMES = 4096
 
 /**
@@ -195,6 +198,8 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
       queueMicrotask(() => latch.openUnsafe())
     }
     let writerScheduled = false
+    /** The writer is in a write the connection has not taken yet. */
+    let writerHeld = false
     const wakeWriter = (): void => {
       if (writerScheduled) return
       writerScheduled = true
@@ -225,7 +230,9 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
     const enqueue = (item: ControlItem): void => {
       if (failure !== undefined) return
       control.push(item)
-      if (control.length > MAX_CONTROL_FRAMES) {
+      // Only a writer held back by the connection says the peer does not read: a queue that grew within
+      // one read of the connection (a burst of pings) leaves in the writer's next round.
+      if (control.length > MAX_CONTROL_FRAMES && writerHeld) {
         failUnsafe(
           protocolError(
             label,
@@ -300,7 +307,9 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
       if (controlBytes === undefined && data.length === 0) return Effect.void
       outgoing = []
       const pieces = controlBytes === undefined ? data : [controlBytes, ...data]
+      writerHeld = true
       return Effect.map(conn.writeAll(pieces), () => {
+        writerHeld = false
         outgoingBytes -= dataBytes
         writtenSeq = seq
         outgoingMoved.openUnsafe()
@@ -364,9 +373,15 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
       control.length = 0
       outgoing = []
       outgoingMoved.openUnsafe()
+      // Tell the peer why, if we can, then close the connection; only then say the session is done. (A
+      // handler that returns at `closed` lets its server's close strategy end the connection: were `done`
+      // completed first, that end could come before the GoAway, and the peer would read a bare FIN.)
+      startFarewell(goAwayCode, clean)
       if (clean) Deferred.doneUnsafe(done, Exit.void)
       else Deferred.doneUnsafe(done, Exit.fail(error))
-      // Tell the peer why, if we can, then close the connection.
+    }
+
+    function startFarewell(goAwayCode: number | undefined, clean: boolean): void {
       const farewell =
         goAwayCode !== undefined && goAwaySent === undefined
           ? conn.write(encodeHeader(TYPE_GO_AWAY, 0, SESSION_STREAM_ID, goAwayCode))
