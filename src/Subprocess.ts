@@ -208,7 +208,8 @@ export interface Completed extends ExitStatus {
  * - `stderr`: stderr as it arrives, in `pipe` mode; in other modes it fails at once with
  *   `InvalidOptions`. `stderrTail` is the last `stderrTailBytes` with the count of the bytes before.
  * - `kill` signals the child's process group (SIGTERM by default); `abort` SIGKILLs it; `end` closes
- *   stdin. A write after the child has closed its stdin or exited fails `Broken` with code `EPIPE` (or `ECANCELED`, when the child dies while libuv holds the write).
+ *   stdin. A write after the child has closed its stdin or exited fails `Broken` with code `EPIPE` (or
+ *   `ECANCELED`, when the child dies while libuv holds the write).
  *
  * @category models
  * @since 0.1.0
