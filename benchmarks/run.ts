@@ -210,6 +210,8 @@ if (acceptOnly) {
     const loads = (l: ReadonlyArray<number>) => l.map((x) => x.toFixed(2)).join(" / ")
     // The accept-burst rows are not rerun by a full run: their last section is kept as it was.
     const acceptSection = acceptSectionOf(readResults())
+    // The load section comes from `npm run soak` (test/stress), not from here: kept as it is.
+    const loadSection = sectionOf(readResults(), "<!-- load:start -->", "<!-- load:end -->")
     const markdown = [
       "# fullduplex benchmark results",
       "",
@@ -256,6 +258,7 @@ if (acceptOnly) {
       "",
       ...(boundsOutcome === undefined ? [] : [boundsOutcome.markdown, ""]),
       ...(acceptSection === undefined ? [] : [acceptSection, ""]),
+      ...(loadSection === undefined ? [] : [loadSection, ""]),
       "## Rerunning a row alone",
       "",
       "Each command builds the package and the benchmarks, then runs the row's subject and anchors for the " +
@@ -268,4 +271,11 @@ if (acceptOnly) {
     fs.writeFileSync(resultsFile, markdown)
     log(`Wrote ${path.relative(ROOT, resultsFile)}`)
   }
+}
+
+/** The text from `start` to `end` (markers included), if the file has both. */
+function sectionOf(file: string, start: string, end: string): string | undefined {
+  const from = file.indexOf(start)
+  const to = file.indexOf(end)
+  return from >= 0 && to > from ? file.slice(from, to + end.length) : undefined
 }
