@@ -12,6 +12,7 @@
 import * as os from "node:os"
 import type { Case, ProcessSpec } from "./rows.js"
 import { checkBaselineImports, type ProcessResult, type Run, runCase } from "./runner/launch.js"
+import { commandOf, type ModeOptions, type ModeOutcome, sectionOf, selectCases, withSection } from "./runner/modes.js"
 
 /** Rounds of the accept rows unless `--rounds` says otherwise. */
 export const ACCEPT_ROUNDS = 5
@@ -227,27 +228,8 @@ const tallyText = (rs: ReadonlyArray<Figures>): string => {
   return entries.length === 0 ? "" : ` (${entries.map(([k, v]) => `${k} ${v}`).join(", ")})`
 }
 
-/** A process's command as the runner started it, the port it was told replaced by `PORT`. */
-const commandOf = (argv: ReadonlyArray<string>): string =>
-  argv.map((a) => (a.startsWith("--port=") ? "--port=PORT" : a)).join(" ")
-
-export interface AcceptOutcome {
-  /** The section of RESULTS.md, markers included. */
-  readonly markdown: string
-  /** The table and notes, for the terminal. */
-  readonly text: string
-  /** A run failed (a process crashed or timed out; failed connections are figures, not failures). */
-  readonly failed: boolean
-  readonly runs: ReadonlyArray<Run>
-}
-
-export interface AcceptOptions {
-  readonly timeoutMs: number
-  /** Only the cases whose id or label contains this (case-insensitive). */
-  readonly filter?: string | undefined
-  /** Called with every run as it ends (the runner appends it to its records). */
-  readonly onRun?: ((run: Run) => void) | undefined
-}
+export type AcceptOutcome = ModeOutcome
+export type AcceptOptions = ModeOptions
 
 /** Runs the accept cases for `rounds` rounds, interleaved, and reports them against the raw server. */
 export const runAccept = async (
@@ -255,15 +237,7 @@ export const runAccept = async (
   log: (line: string) => void,
   options: AcceptOptions
 ): Promise<AcceptOutcome> => {
-  const text = options.filter?.toLowerCase()
-  const selected = ACCEPT_CASES.filter(
-    (ac) => text === undefined || [ac.case.id, ac.case.label].some((s) => s.toLowerCase().includes(text))
-  )
-  if (selected.length === 0) {
-    throw new Error(
-      `no accept case matches "${options.filter}"; cases: ${ACCEPT_CASES.map((a) => a.case.id).join(", ")}`
-    )
-  }
+  const selected = selectCases(ACCEPT_CASES, options.filter, "accept")
   checkBaselineImports(selected.map((ac) => ac.case)) // the raw server and the client load neither effect nor fullduplex
   const started = new Date()
   const loadStart = os.loadavg()
@@ -419,16 +393,8 @@ export const runAccept = async (
 }
 
 /** `file`'s text with its accept section replaced by `section` (appended if it has none). */
-export const withAcceptSection = (file: string, section: string): string => {
-  const start = file.indexOf(ACCEPT_START)
-  const end = file.indexOf(ACCEPT_END)
-  if (start >= 0 && end > start) return file.slice(0, start) + section + file.slice(end + ACCEPT_END.length)
-  return `${file.replace(/\n*$/, "")}\n\n${section}\n`
-}
+export const withAcceptSection = (file: string, section: string): string =>
+  withSection(file, ACCEPT_START, ACCEPT_END, section)
 
 /** The accept section of `file`, markers included, or `undefined` (a full run carries it over as it is). */
-export const acceptSectionOf = (file: string): string | undefined => {
-  const start = file.indexOf(ACCEPT_START)
-  const end = file.indexOf(ACCEPT_END)
-  return start >= 0 && end > start ? file.slice(start, end + ACCEPT_END.length) : undefined
-}
+export const acceptSectionOf = (file: string): string | undefined => sectionOf(file, ACCEPT_START, ACCEPT_END)

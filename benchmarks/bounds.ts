@@ -11,6 +11,7 @@ import * as os from "node:os"
 import { formatBytes, MiB } from "./lib/common.js"
 import type { Case, ProcessSpec } from "./rows.js"
 import { checkBaselineImports, type ProcessResult, type Run, runCase } from "./runner/launch.js"
+import { commandOf, type ModeOptions, type ModeOutcome, selectCases, withSection } from "./runner/modes.js"
 
 /** Rounds of the bounds rows unless `--rounds` says otherwise in a `--bounds` run. */
 export const BOUNDS_ROUNDS = 3
@@ -323,27 +324,8 @@ const verdict = (rounds: ReadonlyArray<Round>): { text: string; failed: boolean 
   return { text: `**FAIL** (${parts.join(", ")})`, failed: true }
 }
 
-/** A process's command as the runner started it, the port it was told replaced by `PORT`. */
-const commandOf = (argv: ReadonlyArray<string>): string =>
-  argv.map((a) => (a.startsWith("--port=") ? "--port=PORT" : a)).join(" ")
-
-export interface BoundsOutcome {
-  /** The section of RESULTS.md, markers included. */
-  readonly markdown: string
-  /** The table and notes, for the terminal. */
-  readonly text: string
-  /** A bound was exceeded, or a round failed. */
-  readonly failed: boolean
-  readonly runs: ReadonlyArray<Run>
-}
-
-export interface BoundsOptions {
-  readonly timeoutMs: number
-  /** Only the cases whose id or label contains this (case-insensitive). */
-  readonly filter?: string | undefined
-  /** Called with every run as it ends (the runner appends it to its records). */
-  readonly onRun?: ((run: Run) => void) | undefined
-}
+export type BoundsOutcome = ModeOutcome
+export type BoundsOptions = ModeOptions
 
 /** Runs the bounds cases for `rounds` rounds, interleaved, and reports them against their bounds. */
 export const runBounds = async (
@@ -351,15 +333,7 @@ export const runBounds = async (
   log: (line: string) => void,
   options: BoundsOptions
 ): Promise<BoundsOutcome> => {
-  const text = options.filter?.toLowerCase()
-  const selected = BOUND_CASES.filter(
-    (bc) => text === undefined || [bc.case.id, bc.case.label].some((s) => s.toLowerCase().includes(text))
-  )
-  if (selected.length === 0) {
-    throw new Error(
-      `no bounds case matches "${options.filter}"; cases: ${BOUND_CASES.map((b) => b.case.id).join(", ")}`
-    )
-  }
+  const selected = selectCases(BOUND_CASES, options.filter, "bounds")
   checkBaselineImports(selected.map((bc) => bc.case)) // the attacker and the anchor load neither effect nor fullduplex
   const started = new Date()
   const loadStart = os.loadavg()
@@ -473,9 +447,5 @@ export const runBounds = async (
 }
 
 /** `file`'s text with its bounds section replaced by `section` (appended if it has none). */
-export const withBoundsSection = (file: string, section: string): string => {
-  const start = file.indexOf(BOUNDS_START)
-  const end = file.indexOf(BOUNDS_END)
-  if (start >= 0 && end > start) return file.slice(0, start) + section + file.slice(end + BOUNDS_END.length)
-  return `${file.replace(/\n*$/, "")}\n\n${section}\n`
-}
+export const withBoundsSection = (file: string, section: string): string =>
+  withSection(file, BOUNDS_START, BOUNDS_END, section)

@@ -47,6 +47,7 @@ import {
   memoryTargetLines,
   resultsTable
 } from "./runner/report.js"
+import { sectionOf } from "./runner/modes.js"
 import { methodText, noteLines, readingText } from "./runner/text.js"
 
 const { values } = parseArgs({
@@ -271,11 +272,4 @@ if (acceptOnly) {
     fs.writeFileSync(resultsFile, markdown)
     log(`Wrote ${path.relative(ROOT, resultsFile)}`)
   }
-}
-
-/** The text from `start` to `end` (markers included), if the file has both. */
-function sectionOf(file: string, start: string, end: string): string | undefined {
-  const from = file.indexOf(start)
-  const to = file.indexOf(end)
-  return from >= 0 && to > from ? file.slice(from, to + end.length) : undefined
 }

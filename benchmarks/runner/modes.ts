@@ -1,0 +1,60 @@
+/**
+ * What the benchmark modes beside the throughput rows (`--bounds`, `--accept`) share: their outcome and
+ * options, the choice of cases by `--filter`, the commands they print, and their own section of
+ * RESULTS.md, between two markers, which a run of the mode rewrites and a full run carries over.
+ */
+import type { Case } from "../rows.js"
+import type { Run } from "./launch.js"
+
+export interface ModeOutcome {
+  /** The section of RESULTS.md, markers included. */
+  readonly markdown: string
+  /** The table and notes, for the terminal. */
+  readonly text: string
+  /** The mode's target was missed, or a run failed (a process crashed or timed out). */
+  readonly failed: boolean
+  readonly runs: ReadonlyArray<Run>
+}
+
+export interface ModeOptions {
+  readonly timeoutMs: number
+  /** Only the cases whose id or label contains this (case-insensitive). */
+  readonly filter?: string | undefined
+  /** Called with every run as it ends (the runner appends it to its records). */
+  readonly onRun?: ((run: Run) => void) | undefined
+}
+
+/** The cases `filter` selects (all without one); none is an error naming them all. */
+export const selectCases = <C extends { readonly case: Case }>(
+  all: ReadonlyArray<C>,
+  filter: string | undefined,
+  mode: string
+): ReadonlyArray<C> => {
+  const text = filter?.toLowerCase()
+  const selected = all.filter(
+    (c) => text === undefined || [c.case.id, c.case.label].some((s) => s.toLowerCase().includes(text))
+  )
+  if (selected.length === 0) {
+    throw new Error(`no ${mode} case matches "${filter}"; cases: ${all.map((c) => c.case.id).join(", ")}`)
+  }
+  return selected
+}
+
+/** A process's command as the runner started it, the port it was told replaced by `PORT`. */
+export const commandOf = (argv: ReadonlyArray<string>): string =>
+  argv.map((a) => (a.startsWith("--port=") ? "--port=PORT" : a)).join(" ")
+
+/** The section of `file` from `start` to `end`, markers included, or `undefined`. */
+export const sectionOf = (file: string, start: string, end: string): string | undefined => {
+  const from = file.indexOf(start)
+  const to = file.indexOf(end)
+  return from >= 0 && to > from ? file.slice(from, to + end.length) : undefined
+}
+
+/** `file`'s text with its section from `start` to `end` replaced by `section` (appended if it has none). */
+export const withSection = (file: string, start: string, end: string, section: string): string => {
+  const from = file.indexOf(start)
+  const to = file.indexOf(end)
+  if (from >= 0 && to > from) return file.slice(0, from) + section + file.slice(to + end.length)
+  return `${file.replace(/\n*$/, "")}\n\n${section}\n`
+}
