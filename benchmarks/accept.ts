@@ -12,7 +12,15 @@
 import * as os from "node:os"
 import type { Case, ProcessSpec } from "./rows.js"
 import { checkBaselineImports, type ProcessResult, type Run, runCase } from "./runner/launch.js"
-import { commandOf, type ModeOptions, type ModeOutcome, sectionOf, selectCases, withSection } from "./runner/modes.js"
+import {
+  commandOf,
+  roundOrder,
+  type ModeOptions,
+  type ModeOutcome,
+  sectionOf,
+  selectCases,
+  withSection
+} from "./runner/modes.js"
 
 /** Rounds of the accept rows unless `--rounds` says otherwise. */
 export const ACCEPT_ROUNDS = 5
@@ -244,8 +252,7 @@ export const runAccept = async (
   const byCase = new Map<string, Array<Round>>(selected.map((ac) => [ac.case.id, []]))
   const runs: Array<Run> = []
   for (let round = 0; round < rounds; round++) {
-    const rotated = selected.map((_, i) => selected[(i + round) % selected.length]!)
-    const order = round % 2 === 1 ? rotated.reverse() : rotated
+    const order = roundOrder(selected, round)
     for (const ac of order) {
       const run = await runCase(ac.case, round, options.timeoutMs)
       runs.push(run)

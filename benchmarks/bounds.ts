@@ -11,7 +11,7 @@ import * as os from "node:os"
 import { formatBytes, MiB } from "./lib/common.js"
 import type { Case, ProcessSpec } from "./rows.js"
 import { checkBaselineImports, type ProcessResult, type Run, runCase } from "./runner/launch.js"
-import { commandOf, type ModeOptions, type ModeOutcome, selectCases, withSection } from "./runner/modes.js"
+import { commandOf, roundOrder, type ModeOptions, type ModeOutcome, selectCases, withSection } from "./runner/modes.js"
 
 /** Rounds of the bounds rows unless `--rounds` says otherwise in a `--bounds` run. */
 export const BOUNDS_ROUNDS = 3
@@ -340,8 +340,7 @@ export const runBounds = async (
   const byCase = new Map<string, Array<Round>>(selected.map((bc) => [bc.case.id, []]))
   const runs: Array<Run> = []
   for (let round = 0; round < rounds; round++) {
-    const rotated = selected.map((_, i) => selected[(i + round) % selected.length]!)
-    const order = round % 2 === 1 ? rotated.reverse() : rotated
+    const order = roundOrder(selected, round)
     for (const bc of order) {
       const run = await runCase(bc.case, round, options.timeoutMs)
       runs.push(run)

@@ -47,7 +47,7 @@ import {
   memoryTargetLines,
   resultsTable
 } from "./runner/report.js"
-import { sectionOf } from "./runner/modes.js"
+import { roundOrder, sectionOf } from "./runner/modes.js"
 import { methodText, noteLines, readingText } from "./runner/text.js"
 
 const { values } = parseArgs({
@@ -170,8 +170,7 @@ if (acceptOnly) {
   const t0 = performance.now()
   const runs: Array<Run> = []
   for (let round = 0; round < rounds; round++) {
-    const rotated = cases.map((_, i) => cases[(i + round) % cases.length]!)
-    const order = round % 2 === 1 ? rotated.reverse() : rotated
+    const order = roundOrder(cases, round)
     for (const c of order) {
       const run = await runCase(c, round, timeoutMs)
       runs.push(run)

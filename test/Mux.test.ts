@@ -33,6 +33,7 @@ import {
   readAll
 } from "fullduplex/testkit"
 import { encodeHeader, FrameDecoder } from "../src/internal/yamux/codec.js"
+import { mutate, mutation as mutationOf } from "./frameMutations.js"
 import { duplexErrorOf, eventually, reasonOf, servedPair, within } from "./helpers.js"
 
 const KiB = 1024
@@ -2076,58 +2077,7 @@ const conversationFrames = (c: FuzzConversation): { frames: Array<Uint8Array>; s
   return { frames, sent }
 }
 
-/** Ways to break a valid byte sequence. */
-type Mutation =
-  | { readonly kind: "flip"; readonly at: number; readonly xor: number }
-  | { readonly kind: "truncate"; readonly at: number }
-  | { readonly kind: "insert"; readonly at: number; readonly bytes: Uint8Array }
-  | { readonly kind: "length"; readonly frame: number; readonly length: number }
-  | { readonly kind: "duplicate"; readonly frame: number }
-
-const mutation: fc.Arbitrary<Mutation> = fc.oneof(
-  fc.record({ kind: fc.constant("flip" as const), at: fc.nat(), xor: fc.integer({ min: 1, max: 255 }) }),
-  fc.record({ kind: fc.constant("truncate" as const), at: fc.nat() }),
-  fc.record({
-    kind: fc.constant("insert" as const),
-    at: fc.nat(),
-    bytes: fc.uint8Array({ minLength: 1, maxLength: 24 })
-  }),
-  fc.record({
-    kind: fc.constant("length" as const),
-    frame: fc.nat(),
-    length: fc.oneof(fc.integer({ min: 0, max: 2 * WINDOW }), fc.constant(0xffffffff))
-  }),
-  fc.record({ kind: fc.constant("duplicate" as const), frame: fc.nat() })
-)
-
-/** Applies mutations to a frame list (frame-level ones first), then to the bytes. */
-const mutate = (frames: ReadonlyArray<Uint8Array>, mutations: ReadonlyArray<Mutation>): Uint8Array => {
-  const list = frames.map((f) => f.slice())
-  for (const m of mutations) {
-    if (list.length === 0) break
-    if (m.kind === "length") {
-      const f = list[m.frame % list.length]!
-      f[8] = m.length >>> 24
-      f[9] = (m.length >>> 16) & 0xff
-      f[10] = (m.length >>> 8) & 0xff
-      f[11] = m.length & 0xff
-    } else if (m.kind === "duplicate") {
-      const i = m.frame % list.length
-      list.splice(i, 0, list[i]!.slice())
-    }
-  }
-  let bytes = concatBytes(list)
-  for (const m of mutations) {
-    if (bytes.length === 0) break
-    if (m.kind === "flip") bytes[m.at % bytes.length]! ^= m.xor
-    else if (m.kind === "truncate") bytes = bytes.subarray(0, m.at % bytes.length)
-    else if (m.kind === "insert") {
-      const at = m.at % (bytes.length + 1)
-      bytes = concatBytes([bytes.subarray(0, at), m.bytes, bytes.subarray(at)])
-    }
-  }
-  return bytes
-}
+const mutation = mutationOf(WINDOW)
 
 /** What a session did with fuzzed input: how it ended, what it wrote, what its streams got. */
 interface FuzzOutcome {

@@ -12,6 +12,7 @@ import {
   EventLog,
   freePort,
   rawClient,
+  socketStates,
   unacceptingPort,
   within
 } from "./helpers.js"
@@ -221,39 +222,6 @@ const failureOf = (closed: Extract<Tcp.ServerEvent, { _tag: "ConnectionClosed" }
 
 /** How many file descriptors this process holds now. */
 const openFds = (): number => fs.readdirSync("/proc/self/fd").length
-
-/** TCP states as `/proc/net/tcp` numbers them (include/net/tcp_states.h). */
-const TCP_STATES: Record<string, string> = {
-  "01": "ESTABLISHED",
-  "02": "SYN_SENT",
-  "03": "SYN_RECV",
-  "04": "FIN_WAIT1",
-  "05": "FIN_WAIT2",
-  "06": "TIME_WAIT",
-  "07": "CLOSE",
-  "08": "CLOSE_WAIT",
-  "09": "LAST_ACK",
-  "0A": "LISTEN",
-  "0B": "CLOSING"
-}
-
-/**
- * The IPv4 TCP sockets (this network namespace, any process) with `ports` at either end, counted by state
- * name: `{ TIME_WAIT: 3, LISTEN: 2 }`.
- */
-const socketStates = (ports: ReadonlyArray<number>): Record<string, number> => {
-  const counts: Record<string, number> = {}
-  for (const line of fs.readFileSync("/proc/net/tcp", "utf8").split("\n").slice(1)) {
-    const fields = line.trim().split(/\s+/)
-    if (fields.length < 4) continue
-    const local = parseInt(fields[1]!.split(":")[1]!, 16)
-    const remote = parseInt(fields[2]!.split(":")[1]!, 16)
-    if (!ports.includes(local) && !ports.includes(remote)) continue
-    const state = TCP_STATES[fields[3]!] ?? `state ${fields[3]}`
-    counts[state] = (counts[state] ?? 0) + 1
-  }
-  return counts
-}
 
 /** Waits until every socket on `ports` is in one of `allowed` states (TIME_WAIT is a clean close's end). */
 const socketsSettle = (ports: ReadonlyArray<number>, allowed: ReadonlyArray<string>) =>

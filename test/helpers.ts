@@ -355,3 +355,36 @@ export const closeWithin = (scope: Scope.Closeable, timeoutMillis = 5000): Effec
       timeoutMillis
     )
   })
+
+/** TCP states as `/proc/net/tcp` numbers them (include/net/tcp_states.h). */
+const TCP_STATES: Record<string, string> = {
+  "01": "ESTABLISHED",
+  "02": "SYN_SENT",
+  "03": "SYN_RECV",
+  "04": "FIN_WAIT1",
+  "05": "FIN_WAIT2",
+  "06": "TIME_WAIT",
+  "07": "CLOSE",
+  "08": "CLOSE_WAIT",
+  "09": "LAST_ACK",
+  "0A": "LISTEN",
+  "0B": "CLOSING"
+}
+
+/**
+ * The IPv4 TCP sockets (of this network namespace) with one of `ports` at either end, counted by state:
+ * `{ TIME_WAIT: 3, LISTEN: 1 }`. Every test listens on 127.0.0.1 only, so IPv4 is all there is.
+ */
+export const socketStates = (ports: ReadonlyArray<number>): Record<string, number> => {
+  const counts: Record<string, number> = {}
+  for (const line of fs.readFileSync("/proc/net/tcp", "utf8").split("\n").slice(1)) {
+    const fields = line.trim().split(/\s+/)
+    if (fields.length < 4) continue
+    const local = parseInt(fields[1]!.split(":")[1]!, 16)
+    const remote = parseInt(fields[2]!.split(":")[1]!, 16)
+    if (!ports.includes(local) && !ports.includes(remote)) continue
+    const state = TCP_STATES[fields[3]!] ?? `state ${fields[3]}`
+    counts[state] = (counts[state] ?? 0) + 1
+  }
+  return counts
+}

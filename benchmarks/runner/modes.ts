@@ -58,3 +58,12 @@ export const withSection = (file: string, start: string, end: string, section: s
   if (from >= 0 && to > from) return file.slice(0, from) + section + file.slice(to + end.length)
   return `${file.replace(/\n*$/, "")}\n\n${section}\n`
 }
+
+/**
+ * The order of `round`: the cases rotated by one per round and reversed every other round, so that the two
+ * sides of a ratio alternate (A, B, …, then …, B, A) and a drift of the machine hits both alike.
+ */
+export const roundOrder = <C>(cases: ReadonlyArray<C>, round: number): Array<C> => {
+  const rotated = cases.map((_, i) => cases[(i + round) % cases.length]!)
+  return round % 2 === 1 ? rotated.reverse() : rotated
+}

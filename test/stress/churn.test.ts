@@ -9,7 +9,7 @@ import { assert, describe } from "@effect/vitest"
 import { Effect, Sink, Stream } from "effect"
 import { Duplex, Echo, Tcp } from "fullduplex"
 import { assertNoLeaks, firstDifference, concatBytes, randomBytes, resources } from "fullduplex/testkit"
-import { eventually, gc, liveBytes, within } from "../helpers.js"
+import { eventually, gc, liveBytes, socketStates, within } from "../helpers.js"
 import { rounds, scaled, SEED, sized } from "./profile.js"
 import {
   addCounts,
@@ -27,7 +27,6 @@ import {
   report,
   rssSampler,
   slice,
-  socketStates,
   tally
 } from "./support.js"
 

@@ -22,6 +22,7 @@ import fc from "fast-check"
 import { Duplex, type DuplexError, Mux, Tcp } from "fullduplex"
 import { assertNoLeaks, concatBytes, firstDifference, prng, randomBytes, resources } from "fullduplex/testkit"
 import * as net from "node:net"
+import { mutate, mutation as mutationOf } from "../frameMutations.js"
 import { gc, liveBytes, within } from "../helpers.js"
 import { rounds, scaled, SEED, sized } from "./profile.js"
 import { addCounts, failureKey, KiB, live, MiB, mib, openFds, report, rssSampler } from "./support.js"
@@ -369,48 +370,7 @@ const conversationFrames = (c: {
   return out
 }
 
-/** Ways to break a valid byte sequence: flip a byte, cut it short, insert junk, change a length, repeat a frame. */
-const mutation = fc.oneof(
-  fc.record({ kind: fc.constant("flip" as const), at: fc.nat(), xor: fc.integer({ min: 1, max: 255 }) }),
-  fc.record({ kind: fc.constant("truncate" as const), at: fc.nat() }),
-  fc.record({
-    kind: fc.constant("insert" as const),
-    at: fc.nat(),
-    bytes: fc.uint8Array({ minLength: 1, maxLength: 24 })
-  }),
-  fc.record({
-    kind: fc.constant("length" as const),
-    frame: fc.nat(),
-    length: fc.oneof(fc.integer({ min: 0, max: 2 * WINDOW }), fc.constant(0xffffffff))
-  }),
-  fc.record({ kind: fc.constant("duplicate" as const), frame: fc.nat() })
-)
-
-const mutate = (
-  frames: ReadonlyArray<Uint8Array>,
-  mutations: ReadonlyArray<typeof mutation extends fc.Arbitrary<infer M> ? M : never>
-) => {
-  const list = frames.map((f) => f.slice())
-  for (const m of mutations) {
-    if (list.length === 0) break
-    if (m.kind === "length") new DataView(list[m.frame % list.length]!.buffer).setUint32(8, m.length >>> 0)
-    else if (m.kind === "duplicate") {
-      const i = m.frame % list.length
-      list.splice(i, 0, list[i]!.slice())
-    }
-  }
-  let bytes = concatBytes(list)
-  for (const m of mutations) {
-    if (bytes.length === 0) break
-    if (m.kind === "flip") bytes[m.at % bytes.length]! ^= m.xor
-    else if (m.kind === "truncate") bytes = bytes.subarray(0, m.at % bytes.length)
-    else if (m.kind === "insert") {
-      const at = m.at % (bytes.length + 1)
-      bytes = concatBytes([bytes.subarray(0, at), m.bytes, bytes.subarray(at)])
-    }
-  }
-  return bytes
-}
+const mutation = mutationOf(WINDOW)
 
 /** What one fuzz run sends. */
 const fuzzInput: fc.Arbitrary<{ readonly kind: string; readonly bytes: Uint8Array }> = fc.oneof(

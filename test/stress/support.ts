@@ -11,7 +11,7 @@ import * as fs from "node:fs"
 import * as net from "node:net"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
-import { within } from "../helpers.js"
+import { socketStates, within } from "../helpers.js"
 import { boundSeconds, PROFILE, RUN, type ScenarioId, SEED } from "./profile.js"
 
 export const KiB = 1024
@@ -50,39 +50,6 @@ export const live = (
 
 /** Open file descriptors of this process. */
 export const openFds = (): number => fs.readdirSync("/proc/self/fd").length
-
-/** TCP states as `/proc/net/tcp` numbers them (include/net/tcp_states.h). */
-const TCP_STATES: Record<string, string> = {
-  "01": "ESTABLISHED",
-  "02": "SYN_SENT",
-  "03": "SYN_RECV",
-  "04": "FIN_WAIT1",
-  "05": "FIN_WAIT2",
-  "06": "TIME_WAIT",
-  "07": "CLOSE",
-  "08": "CLOSE_WAIT",
-  "09": "LAST_ACK",
-  "0A": "LISTEN",
-  "0B": "CLOSING"
-}
-
-/**
- * The IPv4 TCP sockets (of this network namespace) with one of `ports` at either end, counted by state:
- * `{ TIME_WAIT: 3, LISTEN: 1 }`. Every test listens on 127.0.0.1 only, so IPv4 is all there is.
- */
-export const socketStates = (ports: ReadonlyArray<number>): Record<string, number> => {
-  const counts: Record<string, number> = {}
-  for (const line of fs.readFileSync("/proc/net/tcp", "utf8").split("\n").slice(1)) {
-    const fields = line.trim().split(/\s+/)
-    if (fields.length < 4) continue
-    const local = parseInt(fields[1]!.split(":")[1]!, 16)
-    const remote = parseInt(fields[2]!.split(":")[1]!, 16)
-    if (!ports.includes(local) && !ports.includes(remote)) continue
-    const state = TCP_STATES[fields[3]!] ?? `state ${fields[3]}`
-    counts[state] = (counts[state] ?? 0) + 1
-  }
-  return counts
-}
 
 /** Half-closed states that would mean one side never closed its end: a leaked or forgotten socket. */
 export const HALF_CLOSED_STATES = ["CLOSE_WAIT", "FIN_WAIT2"] as const
