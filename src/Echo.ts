@@ -192,7 +192,7 @@ class Counters {
 
 const buffered = (duplex: Duplex) => Effect.map(duplex.stats, (s) => s.inbound.buffered + s.outbound.buffered)
 
-const streamEcho = (duplex: Duplex, policy: StreamPolicy): Effect.Effect<void, DuplexError> => {
+const streamEcho = (duplex: Duplex, policy: StreamPolicy, watched: boolean): Effect.Effect<void, DuplexError> => {
   // Read a chunk, write it back, repeat: while the write waits, nothing is read, so a client that does
   // not read its echo stalls both directions, which is what the watchdog reports. Over a duplex with
   // ports (a socket, a pair) that loop is a pump: each chunk is written back in the step that delivers it.
@@ -202,7 +202,8 @@ const streamEcho = (duplex: Duplex, policy: StreamPolicy): Effect.Effect<void, D
     source !== undefined && destination !== undefined
       ? Effect.asVoid(pump(source, destination, { endOnEof: false }))
       : readWriteLoop(duplex)
-  return echo.pipe(Watchdog.guard(duplex, { stallTimeout: policy.stallTimeout }))
+  // Under `serve` the server's sweep finds the stall (`stallTimeout`): no watchdog fiber per connection.
+  return watched ? echo : echo.pipe(Watchdog.guard(duplex, { stallTimeout: policy.stallTimeout }))
 }
 
 const readWriteLoop = (duplex: Duplex): Effect.Effect<void, DuplexError> =>
@@ -321,12 +322,13 @@ const checkDirectory = (label: string, directory: string): Effect.Effect<void, D
       )
   })
 
+/** `watched`: the server watches for the stream policy's two-way stall itself. */
 const handlerWith =
-  (policy: Policy, counters: Counters) =>
+  (policy: Policy, counters: Counters, watched = false) =>
   (duplex: Duplex): Effect.Effect<void, DuplexError> => {
     switch (policy._tag) {
       case "Stream":
-        return streamEcho(duplex, policy)
+        return streamEcho(duplex, policy, watched)
       case "StoreAndForward":
         return storeAndForwardEcho(duplex, policy, counters)
       case "Spill":
@@ -404,6 +406,13 @@ export const serve = (options: EchoOptions = {}): Effect.Effect<EchoServer, Dupl
     if (bad !== undefined) return yield* bad
     if (policy._tag === "Spill") yield* checkDirectory(label, policy.directory ?? os.tmpdir())
     const counters = new Counters()
-    const server = yield* Tcp.serve(options, handlerWith(policy, counters))
+    // The stream policy's stall is found by the server's sweep, as cheap per connection as its idle limit.
+    const server =
+      policy._tag === "Stream"
+        ? yield* Tcp.serve(
+            { ...options, stallTimeout: policy.stallTimeout ?? Watchdog.DEFAULT_STALL_TIMEOUT },
+            handlerWith(policy, counters, true)
+          )
+        : yield* Tcp.serve(options, handlerWith(policy, counters))
     return { ...server, echo: Effect.sync(() => counters.snapshot()) }
   })

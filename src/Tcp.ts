@@ -20,9 +20,9 @@ import type * as Scope from "effect/Scope"
 import * as net from "node:net"
 import * as Close from "./Close.js"
 import * as Duplex from "./Duplex.js"
-import { ConnectFailed, DuplexError, isDuplexError, ListenFailed, Timeout } from "./DuplexError.js"
+import { ConnectFailed, DuplexError, isDuplexError, ListenFailed, StallDetected, Timeout } from "./DuplexError.js"
 import * as ConnectionGuard from "./internal/connectionGuard.js"
-import { codeOf } from "./internal/errors.js"
+import { codeOf, stalledDirection } from "./internal/errors.js"
 import {
   checkAddress,
   checkConnectOptions,
@@ -429,6 +429,13 @@ export interface ServeOptions extends SocketOptions {
    * Default {@link DEFAULT_MIN_RATE} (1 KiB per 60 s); `{ bytes: 0 }` disables it.
    */
   readonly minRate?: MinRate | undefined
+  /**
+   * Both directions of a connection held back for this long — its reads paused because the handler takes
+   * no more, and a write the peer takes not one byte of — fails it with `StallDetected` (ending `failed`),
+   * the two-way stall `Watchdog.guard` reports, found by the server's sweep at no cost per connection.
+   * Default: off (`sendTimeout` still cuts it); `Echo.serve` sets it from its policy (10 s).
+   */
+  readonly stallTimeout?: Duration.Input | undefined
   /** How a connection is closed after its handler succeeds. Default `Close.lingering()`. */
   readonly close?: Close.Strategy | undefined
   /** How long handlers may run on after shutdown starts. Default {@link DEFAULT_SHUTDOWN_GRACE} (10 s). */
@@ -554,6 +561,7 @@ export const serve = <E, R>(
     const sendMillis = millisOption(label, "sendTimeout", options.sendTimeout, DEFAULT_SEND_TIMEOUT)
     const minRate = options.minRate ?? DEFAULT_MIN_RATE
     const windowMillis = millisOption(label, "minRate.window", minRate.window, DEFAULT_MIN_RATE_WINDOW)
+    const stallMillis = millisOption(label, "stallTimeout", options.stallTimeout, Duration.zero)
     const graceMillis = millisOption(label, "shutdownGrace", options.shutdownGrace, DEFAULT_SHUTDOWN_GRACE)
     for (const bad of [
       checkAddress(label, requested),
@@ -564,6 +572,7 @@ export const serve = <E, R>(
       typeof sendMillis === "number" ? undefined : sendMillis,
       countOption(label, "minRate.bytes", minRate.bytes, 0),
       typeof windowMillis === "number" ? undefined : windowMillis,
+      typeof stallMillis === "number" ? undefined : stallMillis,
       typeof graceMillis === "number" ? undefined : graceMillis
     ]) {
       if (bad !== undefined) return yield* bad
@@ -573,7 +582,8 @@ export const serve = <E, R>(
       idleMillis: idleMillis as number,
       sendMillis: sendMillis as number,
       minBytes: minRate.bytes,
-      windowMillis: windowMillis as number
+      windowMillis: windowMillis as number,
+      stallMillis: stallMillis as number
     })
     yield* Effect.addFinalizer(() => Effect.sync(guard.close))
     const closeStrategy = options.close ?? Close.lingering()
@@ -648,6 +658,7 @@ export const serve = <E, R>(
               : `tcp ${localName}→${socket.remoteAddress}:${socket.remotePort}`
         })
         duplex = conn
+        cut.duplex = conn
         info = { ...info, label: conn.label }
         emitUnsafe({ _tag: "Accepted", connection: info })
         const work = Effect.gen(function* () {
@@ -677,7 +688,7 @@ export const serve = <E, R>(
             Effect.sync(() =>
               cut.verdict === undefined
                 ? reportClosed("shutdown", stats, {})
-                : reportClosed(endingOf(cut.verdict), stats, verdictCause(info.label, cut.verdict))
+                : reportClosed(endingOf(cut.verdict), stats, verdictCause(info.label, cut.verdict, cut.stalled))
             )
           )
         )
@@ -701,10 +712,12 @@ export const serve = <E, R>(
       }
       counters.accepted++
       active++
-      const cut: Cut = { verdict: undefined }
+      const cut: Cut = { verdict: undefined, duplex: undefined, stalled: undefined }
       const fiber = run(serveConnection(socket, ++nextId, cut))
       const unwatch = guard.watch(socket, (verdict) => {
         cut.verdict = verdict
+        // The stall's snapshot, before the abort clears what was blocked.
+        if (verdict._tag === "stall" && cut.duplex !== undefined) cut.stalled = Effect.runSync(cut.duplex.stats)
         fiber.interruptUnsafe()
       })
       fibers.add(fiber)
@@ -802,6 +815,9 @@ const remoteOf = (socket: net.Socket, address: Address): string =>
 /** Where the guard leaves its verdict for the connection it interrupts. */
 interface Cut {
   verdict: ConnectionGuard.Verdict | undefined
+  /** The connection's duplex, once made, and its stats when a stall was found. */
+  duplex: Duplex.Duplex | undefined
+  stalled: Duplex.Stats | undefined
 }
 
 const DEFAULT_MIN_RATE_WINDOW: Duration.Duration = Duration.seconds(60)
@@ -816,13 +832,37 @@ const COUNTER_OF = {
 } as const satisfies Record<Ending, keyof Omit<ServerStats, "accepted" | "active" | "refused">>
 
 const endingOf = (verdict: ConnectionGuard.Verdict): Ending =>
-  verdict._tag === "idle" ? "idleTimeout" : verdict._tag === "send" ? "sendTimeout" : "tooSlow"
+  verdict._tag === "idle"
+    ? "idleTimeout"
+    : verdict._tag === "send"
+      ? "sendTimeout"
+      : verdict._tag === "stall"
+        ? "failed"
+        : "tooSlow"
 
 /** The `Timeout` a send or rate verdict reports (the idle limit has always reported none). */
-const verdictCause = (label: string, verdict: ConnectionGuard.Verdict): { cause?: Cause.Cause<unknown> } => {
+const verdictCause = (
+  label: string,
+  verdict: ConnectionGuard.Verdict,
+  stalled: Duplex.Stats | undefined
+): { cause?: Cause.Cause<unknown> } => {
   switch (verdict._tag) {
     case "idle":
       return {}
+    case "stall": {
+      const stats = stalled ?? zeroStats
+      return {
+        cause: Cause.fail(
+          new DuplexError({
+            reason: new StallDetected({
+              label: `${label}: both directions at a zero window (the peer neither reads nor stops writing)`,
+              stalledMillis: verdict.millis,
+              directions: [stalledDirection(label, "outbound", stats), stalledDirection(label, "inbound", stats)]
+            })
+          })
+        )
+      }
+    }
     case "send":
       return {
         cause: Cause.fail(

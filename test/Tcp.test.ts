@@ -379,6 +379,7 @@ describe("Tcp.serve", () => {
         [{ highWaterMark: 0 }, "highWaterMark"],
         [{ idleTimeout: -1 }, "idleTimeout"],
         [{ sendTimeout: -1 }, "sendTimeout"],
+        [{ stallTimeout: -1 }, "stallTimeout"],
         [{ minRate: { bytes: -1 } }, "minRate.bytes"],
         [{ minRate: { bytes: 1.5 } }, "minRate.bytes"],
         [{ minRate: { bytes: 100, window: -1 } }, "minRate.window"],
@@ -577,6 +578,40 @@ describe("Tcp.serve", () => {
       assert.strictEqual(stats.tooSlow, 1, JSON.stringify(stats))
       assert.strictEqual(stats.active, 1, JSON.stringify(stats))
       assert.isAbove(echoed, 2000, "the steady peer is still echoed")
+    })
+  )
+
+  it.live("stallTimeout fails a connection whose two directions are both held back with StallDetected", () =>
+    Effect.gen(function* () {
+      const events = new EventLog()
+      // The handler writes and never reads: once the peer, which never reads either, has filled both ways,
+      // reads are paused and the write waits. The send timeout is out of the way: only the stall cuts it.
+      const server = yield* Tcp.serve(
+        { port: 0, stallTimeout: "300 millis", sendTimeout: "30 seconds", onEvent: events.onEvent },
+        (conn) => Effect.forever(conn.write(new Uint8Array(64 * KiB)))
+      )
+      const peer = net.connect({ host: "127.0.0.1", port: (server.address as Tcp.TcpAddress).port })
+      peer.on("error", () => {})
+      peer.pause()
+      const block = new Uint8Array(64 * KiB)
+      const ticker = setInterval(() => {
+        if (peer.writableLength < 256 * KiB) peer.write(block)
+      }, 10)
+      yield* Effect.addFinalizer(() => Effect.sync(() => (clearInterval(ticker), peer.destroy())))
+      const [closed] = yield* events.waitFor("ConnectionClosed", { timeout: "20 seconds" })
+      assert.strictEqual(closed!.ending, "failed", events.describe())
+      const error = Cause.squash(closed!.cause!) as DuplexError.DuplexError
+      assert.strictEqual(error.reason._tag, "StallDetected", String(error))
+      if (error.reason._tag !== "StallDetected") return
+      assert.isAtLeast(error.reason.stalledMillis, 300)
+      assert.deepStrictEqual(
+        error.reason.directions.map((d) => [d.direction, d.blocked]),
+        [
+          ["outbound", true],
+          ["inbound", true]
+        ],
+        "the snapshot is the stall's, taken before the abort"
+      )
     })
   )
 

@@ -9,7 +9,10 @@
  * - **send**: bytes wait to be written (`writableLength > 0`) and not one more of them reached the kernel
  *   for `sendMillis` (a peer that does not read, while the server may still be reading);
  * - **rate**: in a window of `windowMillis` fewer than `minBytes` moved either way (reads plus completed
- *   writes): a peer that trickles, a byte now and then, which keeps the idle limit from ever firing.
+ *   writes): a peer that trickles, a byte now and then, which keeps the idle limit from ever firing;
+ * - **stall**: both directions held back for `stallMillis` — reads paused (the handler takes no more) and
+ *   a pending write that the kernel takes not one byte of: the two-way stall `Watchdog` reports, found
+ *   without a fiber or a timer of the connection's own.
  *
  * A verdict is handed to the connection's callback once, and the socket is no longer watched. The sweep's
  * timer runs only while something is watched, and never keeps the process alive.
@@ -27,11 +30,14 @@ export interface GuardLimits {
   /** 0: off. */
   readonly minBytes: number
   readonly windowMillis: number
+  /** 0 or `Infinity`: off. */
+  readonly stallMillis: number
 }
 
 /** Why a connection was cut, with what it had moved. @internal */
 export type Verdict =
   | { readonly _tag: "idle"; readonly millis: number }
+  | { readonly _tag: "stall"; readonly millis: number }
   | {
       readonly _tag: "send"
       readonly millis: number
@@ -61,6 +67,8 @@ interface Watched {
   /** libuv's count of bytes it holds, not yet taken by the kernel (`-1` if unknown). */
   unsent: number
   writeProgressAt: number
+  /** Since when both directions have been held back, if they are. */
+  stalledSince: number | undefined
   /** Where the current rate window started, and the bytes moved by then. */
   windowAt: number
   windowBase: number
@@ -83,14 +91,18 @@ export const tickMillis = (limits: GuardLimits): number => {
   const shortest = Math.min(
     isOn(limits.idleMillis) ? limits.idleMillis : Infinity,
     isOn(limits.sendMillis) ? limits.sendMillis : Infinity,
-    limits.minBytes > 0 && isOn(limits.windowMillis) ? limits.windowMillis : Infinity
+    limits.minBytes > 0 && isOn(limits.windowMillis) ? limits.windowMillis : Infinity,
+    isOn(limits.stallMillis) ? limits.stallMillis : Infinity
   )
   return Math.min(1000, Math.max(10, Math.floor(shortest / 10)))
 }
 
 /** Whether any limit is on. @internal */
 export const anyLimit = (limits: GuardLimits): boolean =>
-  isOn(limits.idleMillis) || isOn(limits.sendMillis) || (limits.minBytes > 0 && isOn(limits.windowMillis))
+  isOn(limits.idleMillis) ||
+  isOn(limits.sendMillis) ||
+  isOn(limits.stallMillis) ||
+  (limits.minBytes > 0 && isOn(limits.windowMillis))
 
 /** @internal */
 export interface ConnectionGuard {
@@ -105,6 +117,7 @@ export const make = (limits: GuardLimits): ConnectionGuard => {
   const idleOn = isOn(limits.idleMillis)
   const sendOn = isOn(limits.sendMillis)
   const rateOn = limits.minBytes > 0 && isOn(limits.windowMillis)
+  const stallOn = isOn(limits.stallMillis)
   const period = tickMillis(limits)
   const watched = new Set<Watched>()
   let timer: ReturnType<typeof setInterval> | undefined
@@ -129,7 +142,16 @@ export const make = (limits: GuardLimits): ConnectionGuard => {
       entry.written = written
       entry.unsent = unsent
       entry.writeProgressAt = now
-    } else if (sendOn && now - entry.writeProgressAt >= limits.sendMillis) {
+    }
+    if (stallOn) {
+      if (waiting === 0 || !socket.isPaused()) entry.stalledSince = undefined
+      else {
+        entry.stalledSince ??= now
+        const stalledFor = now - Math.max(entry.stalledSince, entry.writeProgressAt)
+        if (stalledFor >= limits.stallMillis) return { _tag: "stall", millis: stalledFor }
+      }
+    }
+    if (sendOn && waiting > 0 && now - entry.writeProgressAt >= limits.sendMillis) {
       return { _tag: "send", millis: limits.sendMillis, written, waiting }
     }
     if (rateOn && now - entry.windowAt >= limits.windowMillis) {
@@ -171,7 +193,7 @@ export const make = (limits: GuardLimits): ConnectionGuard => {
 
   return {
     watch: (socket, onVerdict) => {
-      if (!idleOn && !sendOn && !rateOn) return () => {}
+      if (!idleOn && !sendOn && !rateOn && !stallOn) return () => {}
       const now = Date.now()
       const entry: Watched = {
         socket,
@@ -182,6 +204,7 @@ export const make = (limits: GuardLimits): ConnectionGuard => {
         written: socket.bytesWritten - socket.writableLength,
         unsent: unsentOf(socket),
         writeProgressAt: now,
+        stalledSince: undefined,
         windowAt: now,
         windowBase: socket.bytesRead + socket.bytesWritten - socket.writableLength
       }
