@@ -114,10 +114,11 @@ const idleFor = (idleMillis: number, progress: { lastAt: number }, now: () => nu
  */
 const isCloseCall = (args: IArguments): boolean => isDuplex(args[0])
 
+const DEFAULT_LINGER_MILLIS = Duration.toMillis(DEFAULT_LINGER_TIMEOUT)
+const DEFAULT_MAX_LINGER_MILLIS = Duration.toMillis(DEFAULT_MAX_LINGER)
+
 const lingeringImpl = (duplex: Duplex, options: LingeringOptions = {}): Effect.Effect<CloseOutcome, DuplexError> =>
   Effect.gen(function* () {
-    const lingerMillis = Duration.toMillis(options.lingerTimeout ?? DEFAULT_LINGER_TIMEOUT)
-    const maxMillis = Duration.toMillis(options.maxLinger ?? DEFAULT_MAX_LINGER)
     const clock = yield* Clock.Clock
     const now = () => clock.currentTimeMillisUnsafe()
     const start = now()
@@ -138,6 +139,9 @@ const lingeringImpl = (duplex: Duplex, options: LingeringOptions = {}): Effect.E
       }
     }
 
+    const lingerMillis =
+      options.lingerTimeout === undefined ? DEFAULT_LINGER_MILLIS : Duration.toMillis(options.lingerTimeout)
+    const maxMillis = options.maxLinger === undefined ? DEFAULT_MAX_LINGER_MILLIS : Duration.toMillis(options.maxLinger)
     const linger: Effect.Effect<CloseOutcome, DuplexError> = Effect.gen(function* () {
       yield* duplex.end // flush everything accepted, then FIN
       progress.lastAt = now()

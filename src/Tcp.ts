@@ -661,21 +661,18 @@ export const serve = <E, R>(
         cut.duplex = conn
         info = { ...info, label: conn.label }
         emitUnsafe({ _tag: "Accepted", connection: info })
-        const work = Effect.gen(function* () {
-          const handled = yield* Effect.exit(handler(conn, info))
-          if (Exit.isFailure(handled))
-            return { ending: "failed" as const, cause: handled.cause as Cause.Cause<unknown> }
-          const closed = yield* Effect.exit(closeStrategy(conn))
-          if (Exit.isFailure(closed)) return { ending: "failed" as const, cause: closed.cause as Cause.Cause<unknown> }
-          return { ending: "completed" as const, close: closed.value }
-        })
-        const { ending, ...extra } = yield* work
+        const handled = yield* Effect.exit(handler(conn, info))
+        // The close strategy runs after a handler that succeeded; a failure of either is the ending's cause.
+        const closed: Exit.Exit<Close.CloseOutcome, unknown> = Exit.isSuccess(handled)
+          ? yield* Effect.exit(closeStrategy(conn))
+          : Exit.failCause(handled.cause)
+        const ending: Ending = Exit.isSuccess(closed) ? "completed" : "failed"
+        const extra = Exit.isSuccess(closed) ? { close: closed.value } : { cause: closed.cause as Cause.Cause<unknown> }
         // One step, so that an interruption cannot fall between the abort and the report.
         yield* Effect.uninterruptible(
-          Effect.gen(function* () {
-            if (ending !== "completed") yield* conn.abort
-            reportClosed(ending, yield* conn.stats, extra)
-          })
+          Effect.flatMap(ending === "completed" ? conn.stats : Effect.andThen(conn.abort, conn.stats), (stats) =>
+            Effect.sync(() => reportClosed(ending, stats, extra))
+          )
         )
       })
       return Effect.scoped(body).pipe(

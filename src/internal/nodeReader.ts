@@ -22,10 +22,10 @@
  * @internal
  */
 import * as net from "node:net"
-import { finished } from "node:stream"
 import type * as NodeStream from "node:stream"
 import { type BrokenCause, BytePipe, KEPT, PAUSE } from "./bytePipe.js"
 import { codeOf } from "./errors.js"
+import { onSideEnd } from "./streamEnd.js"
 
 /** A `'data'` chunk at least this large, while a pump is attached, switches the socket to a reused buffer. */
 export const LEND_AFTER_BYTES = 16 * 1024
@@ -100,7 +100,7 @@ export class NodeReader {
     pipe.onRoom = () => {
       if (!input.destroyed) input.resume()
     }
-    this.stopWatching = finished(input, { writable: false }, (err) => {
+    this.stopWatching = onSideEnd(input, "readable", (err) => {
       if (err) pipe.abortWriter(false, causeOf(err))
       else pipe.end()
     })

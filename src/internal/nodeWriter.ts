@@ -17,12 +17,12 @@ import type * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as net from "node:net"
-import { finished } from "node:stream"
 import type * as NodeStream from "node:stream"
 import type { DirectionStats } from "../Duplex.js"
 import { Broken, Closed, DuplexError } from "../DuplexError.js"
 import type { OutboundPort } from "./bytePipe.js"
 import { codeOf } from "./errors.js"
+import { onSideEnd } from "./streamEnd.js"
 
 type Done = (error: DuplexError | undefined) => void
 
@@ -348,7 +348,7 @@ export class NodeWriter implements OutboundPort {
     this.endStarted = true
     const error = this.failure("end")
     if (error !== undefined) return this.settleEnd(error)
-    this.stopWatchingEnd = finished(this.output, { readable: false }, (err) => {
+    this.stopWatchingEnd = onSideEnd(this.output, "writable", (err) => {
       this.stopWatchingEnd?.()
       this.settleEnd(err ? this.cutShort("end", err) : undefined)
     })
