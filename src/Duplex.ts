@@ -322,7 +322,7 @@ const pairSide = (label: string, outbound: BytePipe, inbound: BytePipe): Duplex 
   withPorts(
     make({
       label,
-      readable: Stream.fromPull(Effect.succeed(inbound.pull)),
+      readable: Stream.fromPull(Effect.sync(() => inbound.pull)),
       read: inbound.read,
       write: outbound.write,
       writeAll: outbound.writeAll,

@@ -215,8 +215,16 @@ export class BytePipe {
    * the rest is dropped. Closing: an abort of either side completes a waiting write with `Closed` (own
    * abort) or `Broken` (the reader side closed).
    */
-  readonly write = (chunk: Uint8Array): Effect.Effect<void, DuplexError> =>
-    Effect.suspend(() => {
+  // `write`, `writeAll`, `port`, `pull`, `pullAll` and their waits are made on first use: a Node socket's
+  // inbound pipe, say, is written by its reader (`offerUnsafe`) and read one way only, and every member
+  // made for nothing was allocated once per connection.
+  get write(): (chunk: Uint8Array) => Effect.Effect<void, DuplexError> {
+    return (this.writeFn ??= (chunk) => this.writeNow(chunk))
+  }
+  private writeFn: ((chunk: Uint8Array) => Effect.Effect<void, DuplexError>) | undefined = undefined
+
+  private writeNow(chunk: Uint8Array): Effect.Effect<void, DuplexError> {
+    return Effect.suspend(() => {
       const error = this.writeError("write")
       if (error !== undefined) return Exit.fail(error)
       if (this.writers.length === 0 && chunk.length <= this.capacity - this.buffered) {
@@ -232,6 +240,7 @@ export class BytePipe {
         return pending === undefined ? undefined : Effect.sync(() => this.cancelWrite(pending))
       })
     })
+  }
 
   /**
    * `write` of each chunk in order, as one write: the chunks that fit are accepted in one step (each wakes
@@ -239,8 +248,13 @@ export class BytePipe {
    *
    * Interruption and closing: as for `write`, chunk by chunk.
    */
-  readonly writeAll = (chunks: Iterable<Uint8Array>): Effect.Effect<void, DuplexError> =>
-    Effect.suspend(() => this.writeFrom(Array.isArray(chunks) ? (chunks as ReadonlyArray<Uint8Array>) : [...chunks], 0))
+  get writeAll(): (chunks: Iterable<Uint8Array>) => Effect.Effect<void, DuplexError> {
+    return (this.writeAllFn ??= (chunks) =>
+      Effect.suspend(() =>
+        this.writeFrom(Array.isArray(chunks) ? (chunks as ReadonlyArray<Uint8Array>) : [...chunks], 0)
+      ))
+  }
+  private writeAllFn: ((chunks: Iterable<Uint8Array>) => Effect.Effect<void, DuplexError>) | undefined = undefined
 
   private writeFrom(list: ReadonlyArray<Uint8Array>, from: number): Effect.Effect<void, DuplexError> {
     const error = this.writeError("write")
@@ -257,7 +271,7 @@ export class BytePipe {
       this.wakeReaders()
     }
     if (i === list.length) return Exit.void
-    return Effect.flatMap(this.write(list[i]!), () => this.writeFrom(list, i + 1))
+    return Effect.flatMap(this.writeNow(list[i]!), () => this.writeFrom(list, i + 1))
   }
 
   /**
@@ -284,11 +298,14 @@ export class BytePipe {
   }
 
   /** This pipe's writer side as a pump's destination. */
-  readonly port: OutboundPort = {
-    writeUnsafe: (chunk, done) => this.writeUnsafe(chunk, done),
-    holdsBytes: () => true,
-    endUnsafe: (done) => done(this.end())
+  get port(): OutboundPort {
+    return (this.portObject ??= {
+      writeUnsafe: (chunk, done) => this.writeUnsafe(chunk, done),
+      holdsBytes: () => true,
+      endUnsafe: (done) => done(this.end())
+    })
   }
+  private portObject: OutboundPort | undefined = undefined
 
   /**
    * The slow path of `write`, in one step: accept what fits, queue the rest. Returns the queued write, or
@@ -434,7 +451,10 @@ export class BytePipe {
    * side closed, `Broken` once the writer side aborted (after the buffered bytes, if it did not discard
    * them), `Done` after `end` and the last byte.
    */
-  readonly pull: Pull.Pull<Batch, DuplexError> = Effect.suspend(() => this.pullNow())
+  get pull(): Pull.Pull<Batch, DuplexError> {
+    return (this.pullEffect ??= Effect.suspend(() => this.pullNow()))
+  }
+  private pullEffect: Pull.Pull<Batch, DuplexError> | undefined = undefined
 
   private pullNow(): Pull.Pull<Batch, DuplexError> {
     const ready = this.readyExit()
@@ -447,7 +467,10 @@ export class BytePipe {
    * that reads to the end anyway (`exchange`, `pipeThrough`): a consumer that stops after a chunk loses
    * the rest of its batch. Fails at once with the cause given to {@link failReads}, if any.
    */
-  readonly pullAll: Pull.Pull<Batch, DuplexError> = Effect.suspend(() => this.pullAllNow())
+  get pullAll(): Pull.Pull<Batch, DuplexError> {
+    return (this.pullAllEffect ??= Effect.suspend(() => this.pullAllNow()))
+  }
+  private pullAllEffect: Pull.Pull<Batch, DuplexError> | undefined = undefined
 
   private pullAllNow(): Pull.Pull<Batch, DuplexError> {
     if (this.readFailure !== undefined) return Exit.failCause(this.readFailure)
@@ -528,11 +551,14 @@ export class BytePipe {
   })
 
   // The waits of `pull`, `pullAll` and `read`, made once: a reader that waits allocates no effect for it.
-  private readonly waitThenPull: Pull.Pull<Batch, DuplexError> = Effect.flatMap(this.waitReadable, () => this.pull)
-  private readonly waitThenPullAll: Pull.Pull<Batch, DuplexError> = Effect.flatMap(
-    this.waitReadable,
-    () => this.pullAll
-  )
+  private get waitThenPull(): Pull.Pull<Batch, DuplexError> {
+    return (this.waitThenPullEffect ??= Effect.flatMap(this.waitReadable, () => this.pull))
+  }
+  private waitThenPullEffect: Pull.Pull<Batch, DuplexError> | undefined = undefined
+  private get waitThenPullAll(): Pull.Pull<Batch, DuplexError> {
+    return (this.waitThenPullAllEffect ??= Effect.flatMap(this.waitReadable, () => this.pullAll))
+  }
+  private waitThenPullAllEffect: Pull.Pull<Batch, DuplexError> | undefined = undefined
   private readonly waitThenRead: Effect.Effect<Option.Option<Uint8Array>, DuplexError> = Effect.flatMap(
     this.waitReadable,
     () => this.read

@@ -157,7 +157,7 @@ export const makeParts = (
 
     return {
       label,
-      readable: Stream.fromPull(Effect.succeed(inbound.pull)),
+      readable: Stream.fromPull(Effect.sync(() => inbound.pull)),
       read: inbound.read,
       write: writer.write,
       writeAll: writer.writeAll,
