@@ -118,6 +118,31 @@ const DEFAULT_LINGER_MILLIS = Duration.toMillis(DEFAULT_LINGER_TIMEOUT)
 const DEFAULT_MAX_LINGER_MILLIS = Duration.toMillis(DEFAULT_MAX_LINGER)
 
 const lingeringImpl = (duplex: Duplex, options: LingeringOptions = {}): Effect.Effect<CloseOutcome, DuplexError> =>
+  Effect.suspend(() => {
+    // The usual close of a handler that read to the peer's EOF: nothing to discard and nothing left to
+    // flush, so the FIN is all there is to do, with no timer and no race (and, on this path of every
+    // short connection, nothing else made).
+    const inbound = inboundPipeOf(duplex)
+    if (inbound !== undefined && inbound.writerState === "ended" && inbound.buffered === 0) {
+      return Effect.flatMap(duplex.stats, (stats) =>
+        stats.outbound.buffered === 0 ? finOnly(duplex) : lingerFully(duplex, options)
+      )
+    }
+    return lingerFully(duplex, options)
+  })
+
+/** `end`, as a close that found the peer's EOF already there. */
+const finOnly = (duplex: Duplex): Effect.Effect<CloseOutcome, DuplexError> =>
+  Effect.clockWith((clock) => {
+    const start = clock.currentTimeMillisUnsafe()
+    return Effect.map(duplex.end, () => ({
+      ending: "eof" as const,
+      discardedBytes: 0,
+      millis: clock.currentTimeMillisUnsafe() - start
+    }))
+  })
+
+const lingerFully = (duplex: Duplex, options: LingeringOptions): Effect.Effect<CloseOutcome, DuplexError> =>
   Effect.gen(function* () {
     const clock = yield* Clock.Clock
     const now = () => clock.currentTimeMillisUnsafe()
@@ -128,16 +153,6 @@ const lingeringImpl = (duplex: Duplex, options: LingeringOptions = {}): Effect.E
       discardedBytes: progress.bytes,
       millis: now() - start
     })
-
-    // The usual close of a handler that read to the peer's EOF: nothing to discard and nothing left to
-    // flush, so the FIN is all there is to do, with no timer and no race.
-    const inbound = inboundPipeOf(duplex)
-    if (inbound !== undefined && inbound.writerState === "ended" && inbound.buffered === 0) {
-      if ((yield* duplex.stats).outbound.buffered === 0) {
-        yield* duplex.end
-        return outcome("eof")
-      }
-    }
 
     const lingerMillis =
       options.lingerTimeout === undefined ? DEFAULT_LINGER_MILLIS : Duration.toMillis(options.lingerTimeout)

@@ -588,6 +588,8 @@ export const serve = <E, R>(
     yield* Effect.addFinalizer(() => Effect.sync(guard.close))
     const closeStrategy = options.close ?? Close.lingering()
     const onEvent = options.onEvent ?? logEvent
+    /** The default `onEvent` does nothing with an `Accepted` event, nor with a close that has no cause. */
+    const defaultEvents = options.onEvent === undefined
     const context = yield* Effect.context<R>()
     const run = Effect.runForkWith(context)
     // Events are handed to `onEvent` in a fiber of their own: a slow or stuck consumer of events never holds
@@ -647,7 +649,8 @@ export const serve = <E, R>(
         reported = true
         active--
         counters[COUNTER_OF[ending]]++
-        emitUnsafe({ _tag: "ConnectionClosed", connection: info, ending, stats, ...extra })
+        if (!defaultEvents || extra.cause !== undefined)
+          emitUnsafe({ _tag: "ConnectionClosed", connection: info, ending, stats, ...extra })
       }
       const body = Effect.gen(function* () {
         const conn = yield* Duplex.fromNodeDuplex(socket, {
@@ -660,7 +663,7 @@ export const serve = <E, R>(
         duplex = conn
         cut.duplex = conn
         info = { ...info, label: conn.label }
-        emitUnsafe({ _tag: "Accepted", connection: info })
+        if (!defaultEvents) emitUnsafe({ _tag: "Accepted", connection: info })
         const handled = yield* Effect.exit(handler(conn, info))
         // The close strategy runs after a handler that succeeded; a failure of either is the ending's cause.
         const closed: Exit.Exit<Close.CloseOutcome, unknown> = Exit.isSuccess(handled)
