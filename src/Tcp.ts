@@ -521,6 +521,8 @@ export const logEvent = (event: ServerEvent): Effect.Effect<void> => {
  *   `minRate` (too few bytes in a window: a peer that trickles, `ending: "tooSlow"`), each aborting the
  *   connection. Defaults: 60 s, 60 s, 1 KiB per 60 s. So one peer holds at most its connection slot, two
  *   `highWaterMark`s of buffer and the kernel's socket buffers, for at most a minute of doing nothing.
+ *   `stallTimeout` (off by default) fails a connection whose two directions are both held back with
+ *   `StallDetected`, as `Watchdog.guard` would, at no cost per connection.
  * - Shutdown (scope close or `server.shutdown`): stop accepting; handlers still running get
  *   `shutdownGrace` to finish (and close); the rest are interrupted and their connections aborted. A
  *   handler learns that shutdown started from `info.shuttingDown`, in time to tell its peer
