@@ -11,12 +11,12 @@
  */
 import * as os from "node:os"
 import type { Case, ProcessSpec } from "./rows.js"
-import { checkBaselineImports, type ProcessResult, type Run, runCase } from "./runner/launch.js"
+import { checkBaselineImports, type ProcessResult, type Run } from "./runner/launch.js"
 import {
   commandOf,
-  roundOrder,
   type ModeOptions,
   type ModeOutcome,
+  runRounds,
   sectionOf,
   selectCases,
   withSection
@@ -249,30 +249,23 @@ export const runAccept = async (
   checkBaselineImports(selected.map((ac) => ac.case)) // the raw server and the client load neither effect nor fullduplex
   const started = new Date()
   const loadStart = os.loadavg()
-  const byCase = new Map<string, Array<Round>>(selected.map((ac) => [ac.case.id, []]))
-  const runs: Array<Run> = []
-  for (let round = 0; round < rounds; round++) {
-    const order = roundOrder(selected, round)
-    for (const ac of order) {
-      const run = await runCase(ac.case, round, options.timeoutMs)
-      runs.push(run)
-      options.onRun?.(run)
-      const r = evaluate(run)
-      byCase.get(ac.case.id)!.push(r)
+  const { byCase, runs } = await runRounds(
+    "accept",
+    selected,
+    rounds,
+    options,
+    (_, run) => evaluate(run),
+    (_, r) => {
       const f = r.figures
-      log(
-        `accept round ${round + 1}/${rounds} ${ac.case.id}: ` +
-          (f === undefined
-            ? `FAILED ${r.problem}`
-            : `${fixed(f.cpuUsPerConnection, 1)} µs/conn, burst ${fixed(f.burstMs, 0)} ms, ${f.failed} failed, ` +
-              `ListenOverflows +${f.listenOverflows}` +
-              (f.refused > 0 ? `, ${f.refused} refused` : "") +
-              (r.problem === undefined ? "" : ` [${r.problem}]`)) +
-          ` (${(run.wallMs / 1000).toFixed(1)} s, other load ${(run.otherLoad * 100).toFixed(0)}%)` +
-          (run.noise.length > 0 ? ` [noise: ${run.noise.join(" / ").slice(0, 300)}]` : "")
-      )
-    }
-  }
+      return f === undefined
+        ? `FAILED ${r.problem}`
+        : `${fixed(f.cpuUsPerConnection, 1)} µs/conn, burst ${fixed(f.burstMs, 0)} ms, ${f.failed} failed, ` +
+            `ListenOverflows +${f.listenOverflows}` +
+            (f.refused > 0 ? `, ${f.refused} refused` : "") +
+            (r.problem === undefined ? "" : ` [${r.problem}]`)
+    },
+    log
+  )
 
   const roundsOf = (id: string): ReadonlyArray<Round> => byCase.get(id) ?? []
   const tableRows: Array<string> = []

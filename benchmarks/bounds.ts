@@ -10,8 +10,8 @@
 import * as os from "node:os"
 import { formatBytes, MiB } from "./lib/common.js"
 import type { Case, ProcessSpec } from "./rows.js"
-import { checkBaselineImports, type ProcessResult, type Run, runCase } from "./runner/launch.js"
-import { commandOf, roundOrder, type ModeOptions, type ModeOutcome, selectCases, withSection } from "./runner/modes.js"
+import { checkBaselineImports, type ProcessResult, type Run } from "./runner/launch.js"
+import { commandOf, type ModeOptions, type ModeOutcome, runRounds, selectCases, withSection } from "./runner/modes.js"
 
 /** Rounds of the bounds rows unless `--rounds` says otherwise in a `--bounds` run. */
 export const BOUNDS_ROUNDS = 3
@@ -337,26 +337,20 @@ export const runBounds = async (
   checkBaselineImports(selected.map((bc) => bc.case)) // the attacker and the anchor load neither effect nor fullduplex
   const started = new Date()
   const loadStart = os.loadavg()
-  const byCase = new Map<string, Array<Round>>(selected.map((bc) => [bc.case.id, []]))
-  const runs: Array<Run> = []
-  for (let round = 0; round < rounds; round++) {
-    const order = roundOrder(selected, round)
-    for (const bc of order) {
-      const run = await runCase(bc.case, round, options.timeoutMs)
-      runs.push(run)
-      options.onRun?.(run)
-      const r = evaluate(bc, run)
-      byCase.get(bc.case.id)!.push(r)
-      const figure = r.value === undefined ? "" : `${show(bc.unit, r.value)} ${bc.unit === "bytes" ? "MiB" : "ms"}`
-      log(
-        `bounds round ${round + 1}/${rounds} ${bc.case.id}: ${r.value === undefined ? `FAILED ${r.problem}` : figure}` +
-          (r.value !== undefined && r.problem !== undefined ? ` [${r.problem}]` : "") +
-          (r.bound !== undefined && r.value !== undefined && r.value > r.bound.value ? " OVER THE BOUND" : "") +
-          ` (${(run.wallMs / 1000).toFixed(1)} s, other load ${(run.otherLoad * 100).toFixed(0)}%)` +
-          (run.noise.length > 0 ? ` [noise: ${run.noise.join(" / ").slice(0, 300)}]` : "")
-      )
-    }
-  }
+  const { byCase, runs } = await runRounds(
+    "bounds",
+    selected,
+    rounds,
+    options,
+    evaluate,
+    (bc, r) =>
+      (r.value === undefined
+        ? `FAILED ${r.problem}`
+        : `${show(bc.unit, r.value)} ${bc.unit === "bytes" ? "MiB" : "ms"}`) +
+      (r.value !== undefined && r.problem !== undefined ? ` [${r.problem}]` : "") +
+      (r.bound !== undefined && r.value !== undefined && r.value > r.bound.value ? " OVER THE BOUND" : ""),
+    log
+  )
   // A case judged against its anchor: each round's figure is the subject's minus the anchor's in the same
   // round (what fullduplex adds to what the bytes cost Node itself), as ratios are taken per round.
   for (const bc of selected) {

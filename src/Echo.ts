@@ -407,12 +407,10 @@ export const serve = (options: EchoOptions = {}): Effect.Effect<EchoServer, Dupl
     if (policy._tag === "Spill") yield* checkDirectory(label, policy.directory ?? os.tmpdir())
     const counters = new Counters()
     // The stream policy's stall is found by the server's sweep, as cheap per connection as its idle limit.
-    const server =
-      policy._tag === "Stream"
-        ? yield* Tcp.serve(
-            { ...options, stallTimeout: policy.stallTimeout ?? Watchdog.DEFAULT_STALL_TIMEOUT },
-            handlerWith(policy, counters, true)
-          )
-        : yield* Tcp.serve(options, handlerWith(policy, counters))
+    const watched = policy._tag === "Stream"
+    const server = yield* Tcp.serve(
+      watched ? { ...options, stallTimeout: policy.stallTimeout ?? Watchdog.DEFAULT_STALL_TIMEOUT } : options,
+      handlerWith(policy, counters, watched)
+    )
     return { ...server, echo: Effect.sync(() => counters.snapshot()) }
   })

@@ -158,6 +158,27 @@ export const DEFAULT_MIN_RATE: MinRate = { bytes: 1024, window: Duration.seconds
  * A minimum rate: at least `bytes`, read plus written, in every `window` (counted from the accept, one
  * window after the other). See {@link DEFAULT_MIN_RATE}.
  *
+ * **Example** (Tighter limits for a bulk upload server, each cut counted)
+ *
+ * ```ts
+ * import { Effect, Stream } from "effect"
+ * import { Tcp } from "fullduplex"
+ *
+ * const server = Tcp.serve(
+ *   {
+ *     port: 0,
+ *     sendTimeout: "10 seconds", // a peer that reads nothing for 10 s is cut (ending "sendTimeout")
+ *     minRate: { bytes: 64 * 1024, window: "10 seconds" }, // less than 64 KiB in 10 s: ending "tooSlow"
+ *     stallTimeout: "5 seconds", // both directions held back for 5 s: StallDetected
+ *     onEvent: (event) =>
+ *       event._tag === "ConnectionClosed" && event.ending !== "completed"
+ *         ? Effect.logInfo(`${event.connection.label}: ${event.ending}`)
+ *         : Effect.void
+ *   },
+ *   (conn) => Stream.runDrain(conn.readable)
+ * )
+ * ```
+ *
  * @category models
  * @since 0.1.0
  */
@@ -639,7 +660,6 @@ export const serve = <E, R>(
         label: `${label} #${id}`,
         shuttingDown: awaitShutdown
       }
-      let duplex: Duplex.Duplex | undefined
       let reported = false
       /** Counts and reports the end of the connection, once, whichever path gets there first. */
       const reportClosed = (
@@ -662,7 +682,6 @@ export const serve = <E, R>(
               ? socketLabel(socket, requested)
               : `tcp ${localName}→${socket.remoteAddress}:${socket.remotePort}`
         })
-        duplex = conn
         cut.duplex = conn
         info = { ...info, label: conn.label }
         if (!defaultEvents) emitUnsafe({ _tag: "Accepted", connection: info })
@@ -686,11 +705,11 @@ export const serve = <E, R>(
         // Interrupted by the guard (its verdict is in `cut`, the socket was reset as the scope closed) or
         // by the shutdown.
         Effect.onInterrupt(() =>
-          Effect.flatMap(duplex === undefined ? Effect.succeed(zeroStats) : duplex.stats, (stats) =>
+          Effect.flatMap(cut.duplex === undefined ? Effect.succeed(zeroStats) : cut.duplex.stats, (stats) =>
             Effect.sync(() =>
               cut.verdict === undefined
                 ? reportClosed("shutdown", stats, {})
-                : reportClosed(endingOf(cut.verdict), stats, verdictCause(info.label, cut.verdict, cut.stalled))
+                : reportClosed(ENDING_OF[cut.verdict._tag], stats, verdictCause(info.label, cut.verdict, cut.stalled))
             )
           )
         )
@@ -817,7 +836,7 @@ const remoteOf = (socket: net.Socket, address: Address): string =>
 /** Where the guard leaves its verdict for the connection it interrupts. */
 interface Cut {
   verdict: ConnectionGuard.Verdict | undefined
-  /** The connection's duplex, once made, and its stats when a stall was found. */
+  /** The connection's duplex, once made (for the stats of an interrupted connection), and its stats when a stall was found. */
   duplex: Duplex.Duplex | undefined
   stalled: Duplex.Stats | undefined
 }
@@ -833,14 +852,13 @@ const COUNTER_OF = {
   shutdown: "shutdownAborts"
 } as const satisfies Record<Ending, keyof Omit<ServerStats, "accepted" | "active" | "refused">>
 
-const endingOf = (verdict: ConnectionGuard.Verdict): Ending =>
-  verdict._tag === "idle"
-    ? "idleTimeout"
-    : verdict._tag === "send"
-      ? "sendTimeout"
-      : verdict._tag === "stall"
-        ? "failed"
-        : "tooSlow"
+/** How a connection the guard cut ends: a stall is a failure, as `Watchdog.guard`'s is. */
+const ENDING_OF = {
+  idle: "idleTimeout",
+  send: "sendTimeout",
+  rate: "tooSlow",
+  stall: "failed"
+} as const satisfies Record<ConnectionGuard.Verdict["_tag"], Ending>
 
 /** The `Timeout` a send or rate verdict reports (the idle limit has always reported none). */
 const verdictCause = (

@@ -47,20 +47,18 @@ const raw = (bytes: number) => new Uint8Array(bytes)
 
 const echoHandler = (conn: Duplex.Duplex) => Stream.run(conn.readable, conn.sink).pipe(Effect.andThen(conn.end))
 
+/** A server that echoes raw bytes: no opening, raw chunks, an echo round trip as its good client. */
+const echoing = (name: string, server: Tcp.Server): Served => {
+  const port = (server.address as Tcp.TcpAddress).port
+  return { name, port, stats: server.stats, opening: new Uint8Array(0), chunk: raw, goodClient: echoRoundTrip(port) }
+}
+
 const servers: ReadonlyArray<readonly [string, Effect.Effect<Served, unknown, Scope.Scope>]> = [
   [
     "Echo.serve",
     Effect.gen(function* () {
       const server = yield* Echo.serve({ port: 0, onEvent: () => Effect.void, ...limits })
-      const port = (server.address as Tcp.TcpAddress).port
-      return {
-        name: "Echo.serve",
-        port,
-        stats: server.stats,
-        opening: new Uint8Array(0),
-        chunk: raw,
-        goodClient: echoRoundTrip(port)
-      }
+      return echoing("Echo.serve", server)
     })
   ],
   [
@@ -72,15 +70,7 @@ const servers: ReadonlyArray<readonly [string, Effect.Effect<Served, unknown, Sc
         target: { host: "127.0.0.1", port: (upstream.address as Tcp.TcpAddress).port },
         onEvent: () => Effect.void
       })
-      const port = (server.address as Tcp.TcpAddress).port
-      return {
-        name: "Proxy.serve",
-        port,
-        stats: server.stats,
-        opening: new Uint8Array(0),
-        chunk: raw,
-        goodClient: echoRoundTrip(port)
-      }
+      return echoing("Proxy.serve", server)
     })
   ],
   [

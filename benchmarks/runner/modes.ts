@@ -4,7 +4,7 @@
  * RESULTS.md, between two markers, which a run of the mode rewrites and a full run carries over.
  */
 import type { Case } from "../rows.js"
-import type { Run } from "./launch.js"
+import { type Run, runCase } from "./launch.js"
 
 export interface ModeOutcome {
   /** The section of RESULTS.md, markers included. */
@@ -66,4 +66,37 @@ export const withSection = (file: string, start: string, end: string, section: s
 export const roundOrder = <C>(cases: ReadonlyArray<C>, round: number): Array<C> => {
   const rotated = cases.map((_, i) => cases[(i + round) % cases.length]!)
   return round % 2 === 1 ? rotated.reverse() : rotated
+}
+
+/**
+ * Runs every selected case once per round, in {@link roundOrder}, each a fresh process, and logs each run
+ * as `<mode> round i/n <case>: <what describe says> (<wall> s, other load <x>%)`. Returns each case's
+ * evaluated rounds (by case id) and every run.
+ */
+export const runRounds = async <C extends { readonly case: Case }, R>(
+  mode: string,
+  selected: ReadonlyArray<C>,
+  rounds: number,
+  options: ModeOptions,
+  evaluate: (c: C, run: Run) => R,
+  describe: (c: C, r: R, run: Run) => string,
+  log: (line: string) => void
+): Promise<{ readonly byCase: Map<string, Array<R>>; readonly runs: ReadonlyArray<Run> }> => {
+  const byCase = new Map<string, Array<R>>(selected.map((c) => [c.case.id, []]))
+  const runs: Array<Run> = []
+  for (let round = 0; round < rounds; round++) {
+    for (const c of roundOrder(selected, round)) {
+      const run = await runCase(c.case, round, options.timeoutMs)
+      runs.push(run)
+      options.onRun?.(run)
+      const r = evaluate(c, run)
+      byCase.get(c.case.id)!.push(r)
+      log(
+        `${mode} round ${round + 1}/${rounds} ${c.case.id}: ${describe(c, r, run)}` +
+          ` (${(run.wallMs / 1000).toFixed(1)} s, other load ${(run.otherLoad * 100).toFixed(0)}%)` +
+          (run.noise.length > 0 ? ` [noise: ${run.noise.join(" / ").slice(0, 300)}]` : "")
+      )
+    }
+  }
+  return { byCase, runs }
 }

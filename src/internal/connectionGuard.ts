@@ -86,24 +86,6 @@ const unsentOf = (socket: net.Socket): number => {
 
 const isOn = (millis: number): boolean => millis > 0 && Number.isFinite(millis)
 
-/** The sweep's period: a tenth of the shortest limit, from 10 ms to 1 s. @internal */
-export const tickMillis = (limits: GuardLimits): number => {
-  const shortest = Math.min(
-    isOn(limits.idleMillis) ? limits.idleMillis : Infinity,
-    isOn(limits.sendMillis) ? limits.sendMillis : Infinity,
-    limits.minBytes > 0 && isOn(limits.windowMillis) ? limits.windowMillis : Infinity,
-    isOn(limits.stallMillis) ? limits.stallMillis : Infinity
-  )
-  return Math.min(1000, Math.max(10, Math.floor(shortest / 10)))
-}
-
-/** Whether any limit is on. @internal */
-export const anyLimit = (limits: GuardLimits): boolean =>
-  isOn(limits.idleMillis) ||
-  isOn(limits.sendMillis) ||
-  isOn(limits.stallMillis) ||
-  (limits.minBytes > 0 && isOn(limits.windowMillis))
-
 /** @internal */
 export interface ConnectionGuard {
   /** Watches a socket from now on; the returned function stops watching it (idempotent). */
@@ -118,7 +100,14 @@ export const make = (limits: GuardLimits): ConnectionGuard => {
   const sendOn = isOn(limits.sendMillis)
   const rateOn = limits.minBytes > 0 && isOn(limits.windowMillis)
   const stallOn = isOn(limits.stallMillis)
-  const period = tickMillis(limits)
+  // A tenth of the shortest limit that is on, from 10 ms to 1 s.
+  const shortest = Math.min(
+    idleOn ? limits.idleMillis : Infinity,
+    sendOn ? limits.sendMillis : Infinity,
+    rateOn ? limits.windowMillis : Infinity,
+    stallOn ? limits.stallMillis : Infinity
+  )
+  const period = Math.min(1000, Math.max(10, Math.floor(shortest / 10)))
   const watched = new Set<Watched>()
   let timer: ReturnType<typeof setInterval> | undefined
 
