@@ -124,8 +124,6 @@ interface StreamState {
   sendCredit: number
   readonly creditChanged: Latch.Latch
   readonly writeLock: Semaphore.Semaphore
-  /** Our SYN (local) or ACK (remote) is out: data may follow. */
-  readonly opened: Deferred.Deferred<void, DuplexError>
   acked: boolean
   localFin: boolean
   remoteFin: boolean
@@ -152,10 +150,10 @@ interface StreamState {
   release: (() => void) | undefined
 }
 
+/** A control frame, or a stream's window update (computed when written). */
 interface ControlItem {
   readonly frame?: Uint8Array | undefined
   readonly update?: StreamState | undefined
-  readonly ack?: StreamState | undefined
 }
 
 const protocolError = (label: string, problem: string) =>
@@ -266,11 +264,7 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
       const frames: Array<Uint8Array> = []
       for (const item of items) {
         if (item.frame !== undefined) frames.push(item.frame)
-        else if (item.ack !== undefined) {
-          const s = item.ack
-          frames.push(encodeHeader(TYPE_WINDOW_UPDATE, FLAG_ACK, s.id, extraWindow))
-          Deferred.doneUnsafe(s.opened, Exit.void)
-        } else if (item.update !== undefined) {
+        else if (item.update !== undefined) {
           const s = item.update
           s.updateQueued = false
           const delta = s.inbound.bytesOut - s.creditedOut
@@ -417,7 +411,6 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
       // What arrived is still read; a stream the peer had finished ends cleanly.
       if (!s.remoteFin) s.inbound.abortWriter(false, { cause: error })
       s.creditChanged.openUnsafe()
-      Deferred.doneUnsafe(s.opened, Exit.fail(error))
     }
 
     /** Opened whenever no stream is left: what a graceful close waits for. */
@@ -473,7 +466,6 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
         sendCredit: INITIAL_STREAM_WINDOW_BYTES,
         creditChanged: Latch.makeUnsafe(false),
         writeLock: Semaphore.makeUnsafe(1),
-        opened: Deferred.makeUnsafe<void, DuplexError>(),
         acked: opener === "remote",
         localFin: false,
         remoteFin: false,
@@ -673,7 +665,6 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
         dropBuffered(s)
         s.inbound.closeReader() // what was buffered is dropped, and its credit with it
         s.creditChanged.openUnsafe()
-        Deferred.doneUnsafe(s.opened, Exit.void)
         // On the data path, behind the stream's SYN: an RST that overtook it would leave the peer a stream
         // that no longer exists here.
         if (sendRst) queueFrame(encodeHeader(TYPE_WINDOW_UPDATE, FLAG_RST, s.id, 0))
@@ -786,7 +777,6 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
         // SYN on a window update of its own, announcing any window beyond the spec's initial one; queued
         // ahead of every frame the stream will send.
         queueFrame(encodeHeader(TYPE_WINDOW_UPDATE, FLAG_SYN, s.id, extraWindow))
-        Deferred.doneUnsafe(s.opened, Exit.void)
         return duplex
       })
     })
@@ -864,7 +854,7 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
             } else {
               s = newStream(h.streamId, "remote")
               remember(s)
-              enqueue({ ack: s })
+              enqueue({ frame: encodeHeader(TYPE_WINDOW_UPDATE, FLAG_ACK, s.id, extraWindow) })
               pendingAccept.push(s)
               acceptable.openUnsafe()
             }
@@ -976,7 +966,6 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
       dropBuffered(s)
       s.inbound.abortWriter(true, refused ? { cause: error } : { code: "RST" })
       s.creditChanged.openUnsafe()
-      Deferred.doneUnsafe(s.opened, Exit.fail(error))
     }
 
     /** Streams given data from the current chunk of the connection, woken once it is dispatched. */
