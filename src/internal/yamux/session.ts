@@ -106,6 +106,49 @@ const FAREWELL_READ_MILLIS = 250
 /** Data-path bytes queued for the writer before streams' writes wait: the session's send buffer. */
 const MAX_OUTGOING_BYTES = 256 * 1024
 
+/**
+ * Our sending direction. Changed only by the stream's events: `localEnd`, `localAbort`, `peerReset`,
+ * `sessionFailed`.
+ */
+type SendState =
+  /** We may write (a local stream's SYN is queued first). */
+  | { readonly _tag: "Open" }
+  /**
+   * Our FIN is queued: writes fail `Closed` after `end`, and `end` again succeeds. A reset by the peer or
+   * the session leaves it so: our writes were over before it came.
+   */
+  | { readonly _tag: "Finished" }
+  /** We aborted (or the stream's scope closed): writes and ends fail `Closed` after `abort`. */
+  | { readonly _tag: "Reset"; readonly by: "local" }
+  /** The peer's RST, or the session's failure: writes and ends fail with `error`. */
+  | { readonly _tag: "Reset"; readonly by: "peer" | "session"; readonly error: DuplexError }
+
+/**
+ * The peer's sending direction, as we receive it. Changed only by the stream's events: `peerFin`,
+ * `peerReset`, `localAbort`, `sessionFailed`.
+ */
+type RecvState =
+  /** The peer may send: payload goes into `inbound`, and credit is returned as it is read. */
+  | { readonly _tag: "Open" }
+  /**
+   * The peer's FIN arrived (after any payload it rode on): reads end after the buffered bytes. The
+   * session failing leaves it so; the peer's RST does not (a reset drops what was buffered).
+   */
+  | { readonly _tag: "Finished" }
+  /** We aborted (or the stream's scope closed): what was buffered is dropped, reads fail `Closed`. */
+  | { readonly _tag: "Reset"; readonly by: "local" }
+  /**
+   * The peer's RST (what was buffered is dropped) or the session's failure (what arrived is still read).
+   * `error`, when it says more than the pipe's own error, is what reads fail with: `StreamRefused` for a
+   * stream the peer refused, the session's error after a failure.
+   */
+  | { readonly _tag: "Reset"; readonly by: "peer" | "session"; readonly error: DuplexError | undefined }
+
+/** The states without data, shared by every stream (a transition allocates only when it carries an error). */
+const OPEN = { _tag: "Open" } as const
+const FINISHED = { _tag: "Finished" } as const
+const RESET_LOCALLY = { _tag: "Reset", by: "local" } as const
+
 interface StreamState {
   readonly id: number
   readonly label: string
@@ -124,19 +167,13 @@ interface StreamState {
   sendCredit: number
   readonly creditChanged: Latch.Latch
   readonly writeLock: Semaphore.Semaphore
+  send: SendState
+  recv: RecvState
+  /**
+   * The peer has ACKed our SYN (a stream it opened is acked from the start): a reset before the ACK is a
+   * refusal. A field, not a send state: the ACK may come after our FIN.
+   */
   acked: boolean
-  localFin: boolean
-  remoteFin: boolean
-  /** RST sent or received, or the session failed. */
-  reset: boolean
-  /** Why writes fail now, once they do. */
-  writeFailure: DuplexError | undefined
-  /** We aborted it (or its scope closed). */
-  localAbort: boolean
-  /** What reads fail with once the pipe fails, when it says more than the pipe's own error. */
-  readFailure: DuplexError | undefined
-  /** The FIN flag waiting for the end of the current Data frame's payload. */
-  finAfterPayload: boolean
   /** Data was offered to `inbound` from the chunk being dispatched; its reader is woken after it. */
   fed: boolean
   /** Writes and ends in progress (holding or waiting for `writeLock`): a write may skip the lock when 0. */
@@ -268,7 +305,7 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
           const s = item.update
           s.updateQueued = false
           const delta = s.inbound.bytesOut - s.creditedOut
-          if (delta <= 0 || s.reset || s.remoteFin) continue
+          if (delta <= 0 || s.recv._tag !== "Open") continue
           s.creditedOut = s.inbound.bytesOut
           const creditLeft = s.recvCredit
           s.recvCredit += delta
@@ -358,7 +395,7 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
       failure = error
       // Later bytes stay in the connection's pipe, for whoever reads it next (a lingering close drains it).
       detachReader()
-      for (const s of streams.values()) failStream(s, error)
+      for (const s of streams.values()) sessionFailed(s, error)
       forgetAll()
       pendingAccept.length = 0
       acceptable.openUnsafe()
@@ -405,11 +442,14 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
       Effect.runFork(closing)
     }
 
-    const failStream = (s: StreamState, error: DuplexError): void => {
-      s.reset = true
-      s.writeFailure ??= error
+    /** Event: the session failed with the stream still known (neither reset nor closed both ways). */
+    const sessionFailed = (s: StreamState, error: DuplexError): void => {
+      if (s.send._tag === "Open") s.send = { _tag: "Reset", by: "session", error }
       // What arrived is still read; a stream the peer had finished ends cleanly.
-      if (!s.remoteFin) s.inbound.abortWriter(false, { cause: error })
+      if (s.recv._tag === "Open") {
+        s.recv = { _tag: "Reset", by: "session", error }
+        s.inbound.abortWriter(false, { cause: error })
+      }
       s.creditChanged.openUnsafe()
     }
 
@@ -433,7 +473,7 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
     }
     /** Forgets a stream closed both ways (or reset). */
     const retire = (s: StreamState): void => {
-      if ((s.localFin || s.reset) && (s.remoteFin || s.reset)) forget(s.id)
+      if (s.send._tag !== "Open" && s.recv._tag !== "Open") forget(s.id)
     }
     /** Bytes received and not yet read, over every stream: added as payload arrives, taken as it is read or dropped. */
     let bufferedTotal = 0
@@ -446,7 +486,7 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
      */
     const committedBytes = (): number => {
       let credit = 0
-      for (const s of streams.values()) if (!s.remoteFin && !s.reset) credit += s.recvCredit
+      for (const s of streams.values()) if (s.recv._tag === "Open") credit += s.recvCredit
       return bufferedTotal + credit
     }
 
@@ -466,14 +506,9 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
         sendCredit: INITIAL_STREAM_WINDOW_BYTES,
         creditChanged: Latch.makeUnsafe(false),
         writeLock: Semaphore.makeUnsafe(1),
+        send: OPEN,
+        recv: OPEN,
         acked: opener === "remote",
-        localFin: false,
-        remoteFin: false,
-        reset: false,
-        writeFailure: undefined,
-        localAbort: false,
-        readFailure: undefined,
-        finAfterPayload: false,
         fed: false,
         writers: 0,
         bytesOut: 0,
@@ -489,13 +524,15 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
         reason: new Closed({ label: s.label, direction: "outbound", operation, after, bytes: s.bytesOut })
       })
 
+    /** What a write or an end fails with now, if anything. */
     const writeError = (s: StreamState, operation: "write" | "end"): DuplexError | undefined => {
-      if (s.localAbort) return closedError(s, operation, "abort")
-      if (s.localFin) return closedError(s, operation, "end")
-      if (s.writeFailure !== undefined) return s.writeFailure
-      if (failure !== undefined) return failure
-      return undefined
+      const send = s.send
+      if (send._tag === "Open") return failure
+      if (send._tag === "Finished") return closedError(s, operation, "end")
+      return send.by === "local" ? closedError(s, operation, "abort") : send.error
     }
+    /** Reset by anyone: some direction is. */
+    const isReset = (s: StreamState): boolean => s.send._tag === "Reset" || s.recv._tag === "Reset"
 
     /**
      * Waits until the stream has credit (or fails), bounded by the stall limit: the session's stall watch
@@ -641,50 +678,64 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
       inTurn(
         s,
         Effect.gen(function* () {
-          if (s.localAbort) return yield* closedError(s, "end", "abort")
-          if (s.localFin) return
+          if (s.send._tag === "Finished") return
           const error = writeError(s, "end")
           if (error !== undefined) return yield* error
-          s.localFin = true
-          // FIN on a frame of its own: some implementations drop a Data frame's payload when it carries FIN.
-          const seq = queueFrame(encodeHeader(TYPE_WINDOW_UPDATE, FLAG_FIN, s.id, 0))
-          retire(s)
+          const seq = localEnd(s)
           yield* awaitWritten(seq) // half-closed once every byte before it is on its way
         })
       )
 
-    const abortStream = (s: StreamState): Effect.Effect<void> =>
-      Effect.sync(() => {
-        const sendRst = !s.reset && failure === undefined && !(s.localFin && s.remoteFin)
-        s.reset = true
-        // After our own abort, every operation fails `Closed`, whatever the peer did before.
-        s.localAbort = true
-        s.writeFailure = closedError(s, "write", "abort")
-        if (streams.get(s.id) === s) forget(s.id)
-        dropAccept(s)
-        dropBuffered(s)
-        s.inbound.closeReader() // what was buffered is dropped, and its credit with it
-        s.creditChanged.openUnsafe()
-        // On the data path, behind the stream's SYN: an RST that overtook it would leave the peer a stream
-        // that no longer exists here.
-        if (sendRst) queueFrame(encodeHeader(TYPE_WINDOW_UPDATE, FLAG_RST, s.id, 0))
-      })
+    /** Event: our `end`, with the send direction open. Returns the FIN's sequence number. */
+    const localEnd = (s: StreamState): number => {
+      s.send = FINISHED
+      // FIN on a frame of its own: some implementations drop a Data frame's payload when it carries FIN.
+      const seq = queueFrame(encodeHeader(TYPE_WINDOW_UPDATE, FLAG_FIN, s.id, 0))
+      retire(s)
+      return seq
+    }
+
+    const abortStream = (s: StreamState): Effect.Effect<void> => Effect.sync(() => localAbort(s))
+
+    /** Event: our `abort`, or the stream's scope closing, in any state. */
+    const localAbort = (s: StreamState): void => {
+      const sendRst =
+        !isReset(s) && failure === undefined && !(s.send._tag === "Finished" && s.recv._tag === "Finished")
+      // After our own abort, every operation fails `Closed`, whatever the peer did before.
+      s.send = RESET_LOCALLY
+      s.recv = RESET_LOCALLY
+      if (streams.get(s.id) === s) forget(s.id)
+      dropAccept(s)
+      dropBuffered(s)
+      s.inbound.closeReader() // what was buffered is dropped, and its credit with it
+      s.creditChanged.openUnsafe()
+      // On the data path, behind the stream's SYN: an RST that overtook it would leave the peer a stream
+      // that no longer exists here.
+      if (sendRst) queueFrame(encodeHeader(TYPE_WINDOW_UPDATE, FLAG_RST, s.id, 0))
+    }
 
     /** After a read: return credit once enough has been consumed. */
     const consumed = (s: StreamState): void => {
       bufferedTotal -= s.inbound.bytesOut - s.countedOut
       s.countedOut = s.inbound.bytesOut
-      if (s.updateQueued || s.reset || s.remoteFin) return
+      if (s.updateQueued || s.recv._tag !== "Open") return
       if (s.inbound.bytesOut - s.creditedOut >= thresholdOf(s)) {
         s.updateQueued = true
         enqueue({ update: s })
       }
     }
 
+    /** What a read fails with, given the pipe's own error. */
     const readError =
       (s: StreamState) =>
-      (error: DuplexError): DuplexError =>
-        s.localAbort ? error : (s.readFailure ?? (failure !== undefined ? failure : error))
+      (error: DuplexError): DuplexError => {
+        const recv = s.recv
+        if (recv._tag === "Reset") {
+          if (recv.by === "local") return error
+          if (recv.error !== undefined) return recv.error
+        }
+        return failure !== undefined ? failure : error
+      }
 
     const toDuplex = (s: StreamState): Duplex.Duplex => {
       const waitingRead: Effect.Effect<Option.Option<Uint8Array>, DuplexError> = s.inbound.read.pipe(
@@ -741,7 +792,9 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
         const finalizer = Effect.suspend(() => {
           const t = held
           held = undefined
-          return t === undefined || (t.localFin && t.remoteFin) ? Effect.void : abortStream(t)
+          return t === undefined || (t.send._tag === "Finished" && t.recv._tag === "Finished")
+            ? Effect.void
+            : abortStream(t)
         })
         return Effect.as(Scope.addFinalizer(place, finalizer), toDuplex(s))
       })
@@ -797,6 +850,8 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
     const decoder = new FrameDecoder()
     /** Where the current Data frame's payload goes; `undefined` to discard it. */
     let payloadTarget: StreamState | undefined
+    /** The current Data frame carries FIN: the peer's FIN takes effect after its payload. */
+    let payloadFin = false
 
     const refuse = (id: number): void => {
       enqueue({ frame: encodeHeader(TYPE_WINDOW_UPDATE, FLAG_RST, id, 0) })
@@ -859,14 +914,14 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
               acceptable.openUnsafe()
             }
           }
-          if (s !== undefined && (h.flags & FLAG_ACK) !== 0) s.acked = true
+          if (s !== undefined && (h.flags & FLAG_ACK) !== 0) s.acked = true // event: the peer ACKed our SYN
           if (h.type === TYPE_WINDOW_UPDATE) {
             if (s !== undefined && h.length > 0) {
               s.sendCredit += h.length
               s.creditChanged.openUnsafe()
             }
           } else if (h.length > 0) {
-            if (s === undefined || s.reset) {
+            if (s === undefined || isReset(s)) {
               // A stream we closed or refused: its data may still be in flight, within the window it had.
               if (h.length > config.maxWindowBytes) {
                 return protocolError(
@@ -885,14 +940,15 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
               s.recvCredit -= h.length
               payloadTarget = s
             }
+            payloadFin = false
             decoder.expectPayload(h.length)
           }
           if (s !== undefined && (h.flags & FLAG_FIN) !== 0) {
-            if (h.type === TYPE_DATA && h.length > 0) s.finAfterPayload = true
-            else remoteFin(s)
+            if (h.type === TYPE_DATA && h.length > 0) payloadFin = true
+            else peerFin(s)
           }
-          if (s !== undefined && (h.flags & FLAG_RST) !== 0 && !s.reset) {
-            remoteReset(s)
+          if (s !== undefined && (h.flags & FLAG_RST) !== 0 && !isReset(s)) {
+            peerReset(s)
             if (s.opener === "remote") return spendChurn()
           }
           return undefined
@@ -940,24 +996,25 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
       }
     }
 
-    const remoteFin = (s: StreamState): void => {
-      if (s.remoteFin) return
-      s.remoteFin = true
+    /** Event: the peer's FIN (after the payload it rode on). */
+    const peerFin = (s: StreamState): void => {
+      if (s.recv._tag !== "Open") return
+      s.recv = FINISHED
       retire(s) // before the EOF wakes the reader, which may open the next stream at once
       s.inbound.end()
     }
 
-    const remoteReset = (s: StreamState): void => {
-      if (s.reset) return
+    /** Event: the peer's RST. */
+    const peerReset = (s: StreamState): void => {
+      if (isReset(s)) return
       const refused = s.opener === "local" && !s.acked
       const error = new DuplexError({
         reason: refused
           ? new StreamRefused({ label: s.label, why: "refused" })
           : new Broken({ label: s.label, direction: "outbound", operation: "write", bytes: s.bytesOut, code: "RST" })
       })
-      s.reset = true
-      s.writeFailure ??= error
-      if (refused) s.readFailure = error
+      if (s.send._tag === "Open") s.send = { _tag: "Reset", by: "peer", error }
+      s.recv = { _tag: "Reset", by: "peer", error: refused ? error : undefined }
       // State first, wake-ups last: opening a latch or failing a pipe runs the waiting fiber at once, and
       // it must find the stream gone (its slot free for a retry).
       forget(s.id)
@@ -974,7 +1031,7 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
       const s = payloadTarget
       if (s === undefined) return
       // Bytes for a stream we aborted, or one the peer reset or finished, are dropped.
-      if (!s.inbound.readerClosed && s.inbound.writerState === "open") {
+      if (s.recv._tag === "Open") {
         bufferedTotal += bytes.length
         if (bufferedTotal > peakBuffered) peakBuffered = bufferedTotal
         s.inbound.offerUnsafe(bytes, false)
@@ -985,9 +1042,9 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
       }
       if (last) {
         payloadTarget = undefined
-        if (s.finAfterPayload) {
-          s.finAfterPayload = false
-          remoteFin(s)
+        if (payloadFin) {
+          payloadFin = false
+          peerFin(s)
         }
       }
     }
