@@ -32,6 +32,7 @@ import * as Duplex from "../../Duplex.js"
 import type { Session } from "../../Mux.js"
 import { Broken, Closed, DuplexError, ProtocolError, StallDetected, StreamRefused, Timeout } from "../../DuplexError.js"
 import { BytePipe, inboundPipeOf, TAKEN } from "../bytePipe.js"
+import { makeOutbound, soon } from "./outbound.js"
 import {
   encodeHeader,
   FLAG_ACK,
@@ -42,7 +43,6 @@ import {
   GO_AWAY_INTERNAL_ERROR,
   GO_AWAY_NORMAL,
   GO_AWAY_PROTOCOL_ERROR,
-  HEADER_BYTES,
   type Header,
   INITIAL_STREAM_WINDOW_BYTES,
   PROTOCOL_VERSION,
@@ -92,19 +92,10 @@ export interface SessionStats {
 }
 
 /**
- * Control frames that may wait while the writer is held back by the connection; beyond it the peer is not
- * reading and the session fails.
- */
-const MAX_CONTROL_FRAMES = 4096
-
-/**
  * After a protocol error, how long the GoAway and FIN, once written, are left for the peer to read before
  * the abort (within the error-close deadline).
  */
 const FAREWELL_READ_MILLIS = 250
-
-/** Data-path bytes queued for the writer before streams' writes wait: the session's send buffer. */
-const MAX_OUTGOING_BYTES = 256 * 1024
 
 /**
  * Our sending direction. Changed only by the stream's events: `localEnd`, `localAbort`, `peerReset`,
@@ -149,7 +140,8 @@ const OPEN = { _tag: "Open" } as const
 const FINISHED = { _tag: "Finished" } as const
 const RESET_LOCALLY = { _tag: "Reset", by: "local" } as const
 
-interface StreamState {
+/** @internal */
+export interface StreamState {
   readonly id: number
   readonly label: string
   readonly opener: "local" | "remote"
@@ -187,12 +179,6 @@ interface StreamState {
   release: (() => void) | undefined
 }
 
-/** A control frame, or a stream's window update (computed when written). */
-interface ControlItem {
-  readonly frame?: Uint8Array | undefined
-  readonly update?: StreamState | undefined
-}
-
 const protocolError = (label: string, problem: string) =>
   new DuplexError({ reason: new ProtocolError({ label, problem }) })
 
@@ -220,65 +206,20 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
       const i = pendingAccept.indexOf(s)
       if (i >= 0) pendingAccept.splice(i, 1)
     }
-    const control: Array<ControlItem> = []
-    /** Wakes the writer: control frames or data wait. */
-    const writerWake = Latch.makeUnsafe(false)
-    /**
-     * Opens a latch once the current step is over. Opening a latch resumes its waiters at once, inside the
-     * caller's step: the writer (and over a pair, the peer's whole reaction) or a `close` would then run
-     * halfway through a state change. Deferred to a microtask, every change is complete first, and frames
-     * queued in the same step leave in one write.
-     */
-    const soon = (latch: Latch.Latch): void => {
-      queueMicrotask(() => latch.openUnsafe())
-    }
-    let writerScheduled = false
-    /** The writer is in a write the connection has not taken yet. */
-    let writerHeld = false
-    const wakeWriter = (): void => {
-      if (writerScheduled) return
-      writerScheduled = true
-      queueMicrotask(() => {
-        writerScheduled = false
-        writerWake.openUnsafe()
-      })
-    }
-    /** Data-path frames (SYN, Data, FIN) waiting for the writer, in order, as header and payload pieces. */
-    let outgoing: Array<Uint8Array> = []
-    /** Bytes queued in `outgoing` or being written: bounded by {@link MAX_OUTGOING_BYTES}. */
-    let outgoingBytes = 0
-    /** Data-path items queued, and written: `end` waits until its FIN is written. */
-    let queuedSeq = 0
-    let writtenSeq = 0
-    /** Opened when `outgoing` has room again, or something was written. */
-    const outgoingMoved = Latch.makeUnsafe(true)
     const pings = new Map<number, Deferred.Deferred<void, DuplexError>>()
     let nextPing = 0
     let peakBuffered = 0
-    const counts = { framesIn: 0, framesOut: 0, dataFramesOut: 0, windowUpdatesOut: 0 }
+    const counts = { framesIn: 0, windowUpdatesOut: 0 }
     /** Credit is returned once this much has been read: min(window / 2, max frame) (Clark's rule). */
     const thresholdOf = (s: StreamState): number => Math.min(Math.floor(s.window / 2), maxFrameBytes)
     /** Extra window announced with our SYN or ACK, beyond the spec's initial 256 KiB. */
     const extraWindow = windowBytes - INITIAL_STREAM_WINDOW_BYTES
 
-    // ---- control queue ------------------------------------------------------------------------------
-    const enqueue = (item: ControlItem): void => {
-      if (failure !== undefined) return
-      control.push(item)
-      // Only a writer held back by the connection says the peer does not read: a queue that grew within
-      // one read of the connection (a burst of pings) leaves in the writer's next round.
-      if (control.length > MAX_CONTROL_FRAMES && writerHeld) {
-        failUnsafe(
-          protocolError(
-            label,
-            `more than ${MAX_CONTROL_FRAMES} control frames wait to be written: the peer does not read`
-          ),
-          GO_AWAY_PROTOCOL_ERROR
-        )
-        return
-      }
-      wakeWriter()
-    }
+    const outbound = makeOutbound(conn, label, {
+      failure: () => failure,
+      fail: failUnsafe,
+      windowUpdate: (s) => windowUpdate(s)
+    })
 
     /**
      * Receive-window tuning, at a window update: a stream whose reader has caught up (less than an
@@ -294,99 +235,20 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
       return committedBytes() + growth <= config.maxBufferedBytes ? growth : 0
     }
 
-    /** Every queued control frame, as one buffer. */
-    const drainControl = (): Uint8Array | undefined => {
-      if (control.length === 0) return undefined
-      const items = control.splice(0, control.length)
-      const frames: Array<Uint8Array> = []
-      for (const item of items) {
-        if (item.frame !== undefined) frames.push(item.frame)
-        else if (item.update !== undefined) {
-          const s = item.update
-          s.updateQueued = false
-          const delta = s.inbound.bytesOut - s.creditedOut
-          if (delta <= 0 || s.recv._tag !== "Open") continue
-          s.creditedOut = s.inbound.bytesOut
-          const creditLeft = s.recvCredit
-          s.recvCredit += delta
-          const growth = growthOf(s, creditLeft)
-          s.window += growth
-          s.recvCredit += growth
-          counts.windowUpdatesOut++
-          frames.push(encodeHeader(TYPE_WINDOW_UPDATE, 0, s.id, delta + growth))
-        }
-      }
-      if (frames.length === 0) return undefined
-      counts.framesOut += frames.length
-      if (frames.length === 1) return frames[0]
-      const out = Buffer.allocUnsafe(frames.length * HEADER_BYTES)
-      frames.forEach((f, i) => out.set(f, i * HEADER_BYTES))
-      return out
+    /** The window update queued for `s`, as written now; `undefined` when there is no credit to return. */
+    const windowUpdate = (s: StreamState): Uint8Array | undefined => {
+      s.updateQueued = false
+      const delta = s.inbound.bytesOut - s.creditedOut
+      if (delta <= 0 || s.recv._tag !== "Open") return undefined
+      s.creditedOut = s.inbound.bytesOut
+      const creditLeft = s.recvCredit
+      s.recvCredit += delta
+      const growth = growthOf(s, creditLeft)
+      s.window += growth
+      s.recvCredit += growth
+      counts.windowUpdatesOut++
+      return encodeHeader(TYPE_WINDOW_UPDATE, 0, s.id, delta + growth)
     }
-
-    /**
-     * The one writer of the connection: each round writes every queued control frame, then every queued
-     * data-path frame, in one `writeAll`. Control first: an ACK queued by the reader reaches the wire
-     * before any data the application writes on that stream afterwards; a stream's own frames keep their
-     * order, FIN after its data.
-     */
-    const flushOnce: Effect.Effect<void, DuplexError> = Effect.suspend(() => {
-      const controlBytes = drainControl()
-      const data = outgoing
-      const dataBytes = outgoingBytes
-      const seq = queuedSeq
-      if (controlBytes === undefined && data.length === 0) return Effect.void
-      outgoing = []
-      const pieces = controlBytes === undefined ? data : [controlBytes, ...data]
-      writerHeld = true
-      return Effect.map(conn.writeAll(pieces), () => {
-        writerHeld = false
-        outgoingBytes -= dataBytes
-        writtenSeq = seq
-        outgoingMoved.openUnsafe()
-      })
-    })
-    const writerLoop = Effect.gen(function* () {
-      while (true) {
-        yield* writerWake.await
-        writerWake.closeUnsafe()
-        yield* flushOnce
-        if (control.length > 0 || outgoing.length > 0) writerWake.openUnsafe()
-      }
-    })
-
-    /** Queues a data-path frame: `header`, then `payload` if any. Returns its sequence number. */
-    const queueFrame = (header: Uint8Array, payload?: Uint8Array): number => {
-      outgoing.push(header)
-      counts.framesOut++
-      if (payload !== undefined && payload.length > 0) {
-        outgoing.push(payload)
-        outgoingBytes += payload.length
-        counts.dataFramesOut++
-      }
-      outgoingBytes += HEADER_BYTES
-      // Numbered before the wake-up: opening a latch resumes its waiter at once, and the writer must see
-      // this frame's number with the frame.
-      const seq = ++queuedSeq
-      wakeWriter()
-      return seq
-    }
-
-    /** Waits until `outgoing` has room (or the session failed). */
-    const awaitRoom: Effect.Effect<void> = Effect.suspend(function loop(): Effect.Effect<void> {
-      if (outgoingBytes < MAX_OUTGOING_BYTES || failure !== undefined) return Effect.void
-      outgoingMoved.closeUnsafe()
-      return Effect.andThen(outgoingMoved.await, loop)
-    })
-
-    /** Waits until the frame numbered `seq` has been written (or the session failed). */
-    const awaitWritten = (seq: number): Effect.Effect<void, DuplexError> =>
-      Effect.suspend(function loop(): Effect.Effect<void, DuplexError> {
-        if (writtenSeq >= seq) return Effect.void
-        if (failure !== undefined) return Effect.fail(failure)
-        outgoingMoved.closeUnsafe()
-        return Effect.andThen(outgoingMoved.await, loop)
-      })
 
     // ---- failure ------------------------------------------------------------------------------------
     /** Ends the session: every stream fails with `error` (after the bytes it already has). */
@@ -401,9 +263,7 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
       acceptable.openUnsafe()
       for (const p of pings.values()) Deferred.doneUnsafe(p, Exit.fail(error))
       pings.clear()
-      control.length = 0
-      outgoing = []
-      outgoingMoved.openUnsafe()
+      outbound.clear()
       // Tell the peer why, if we can, then close the connection; only then say the session is done. (A
       // handler that returns at `closed` lets its server's close strategy end the connection: were `done`
       // completed first, that end could come before the GoAway, and the peer would read a bare FIN.)
@@ -628,7 +488,7 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
         if (error !== undefined) return Exit.fail(error)
         if (offset >= chunk.length) return Exit.void
         if (s.sendCredit === 0) return Effect.andThen(awaitCredit(s), sendFrom(s, chunk, offset))
-        if (outgoingBytes >= MAX_OUTGOING_BYTES) return Effect.andThen(awaitRoom, sendFrom(s, chunk, offset))
+        if (!outbound.hasRoom()) return Effect.andThen(outbound.awaitRoom, sendFrom(s, chunk, offset))
         const n = Math.min(s.sendCredit, maxFrameBytes, chunk.length - offset)
         queueData(s, chunk.subarray(offset, offset + n))
         return offset + n >= chunk.length ? Exit.void : sendFrom(s, chunk, offset + n)
@@ -638,7 +498,7 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
     const queueData = (s: StreamState, piece: Uint8Array): void => {
       s.sendCredit -= piece.length
       s.bytesOut += piece.length
-      queueFrame(encodeHeader(TYPE_DATA, 0, s.id, piece.length), piece)
+      outbound.queueFrame(encodeHeader(TYPE_DATA, 0, s.id, piece.length), piece)
     }
 
     /**
@@ -653,7 +513,7 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
           n > 0 &&
           n <= s.sendCredit &&
           n <= maxFrameBytes &&
-          outgoingBytes < MAX_OUTGOING_BYTES &&
+          outbound.hasRoom() &&
           writeError(s, "write") === undefined
         ) {
           queueData(s, chunk)
@@ -682,7 +542,7 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
           const error = writeError(s, "end")
           if (error !== undefined) return yield* error
           const seq = localEnd(s)
-          yield* awaitWritten(seq) // half-closed once every byte before it is on its way
+          yield* outbound.awaitWritten(seq) // half-closed once every byte before it is on its way
         })
       )
 
@@ -690,7 +550,7 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
     const localEnd = (s: StreamState): number => {
       s.send = FINISHED
       // FIN on a frame of its own: some implementations drop a Data frame's payload when it carries FIN.
-      const seq = queueFrame(encodeHeader(TYPE_WINDOW_UPDATE, FLAG_FIN, s.id, 0))
+      const seq = outbound.queueFrame(encodeHeader(TYPE_WINDOW_UPDATE, FLAG_FIN, s.id, 0))
       retire(s)
       return seq
     }
@@ -711,7 +571,7 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
       s.creditChanged.openUnsafe()
       // On the data path, behind the stream's SYN: an RST that overtook it would leave the peer a stream
       // that no longer exists here.
-      if (sendRst) queueFrame(encodeHeader(TYPE_WINDOW_UPDATE, FLAG_RST, s.id, 0))
+      if (sendRst) outbound.queueFrame(encodeHeader(TYPE_WINDOW_UPDATE, FLAG_RST, s.id, 0))
     }
 
     /** After a read: return credit once enough has been consumed. */
@@ -721,7 +581,7 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
       if (s.updateQueued || s.recv._tag !== "Open") return
       if (s.inbound.bytesOut - s.creditedOut >= thresholdOf(s)) {
         s.updateQueued = true
-        enqueue({ update: s })
+        outbound.enqueue({ update: s })
       }
     }
 
@@ -829,7 +689,7 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
         const duplex = yield* scoped(s)
         // SYN on a window update of its own, announcing any window beyond the spec's initial one; queued
         // ahead of every frame the stream will send.
-        queueFrame(encodeHeader(TYPE_WINDOW_UPDATE, FLAG_SYN, s.id, extraWindow))
+        outbound.queueFrame(encodeHeader(TYPE_WINDOW_UPDATE, FLAG_SYN, s.id, extraWindow))
         return duplex
       })
     })
@@ -854,7 +714,7 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
     let payloadFin = false
 
     const refuse = (id: number): void => {
-      enqueue({ frame: encodeHeader(TYPE_WINDOW_UPDATE, FLAG_RST, id, 0) })
+      outbound.enqueue({ frame: encodeHeader(TYPE_WINDOW_UPDATE, FLAG_RST, id, 0) })
     }
 
     /**
@@ -909,7 +769,7 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
             } else {
               s = newStream(h.streamId, "remote")
               remember(s)
-              enqueue({ frame: encodeHeader(TYPE_WINDOW_UPDATE, FLAG_ACK, s.id, extraWindow) })
+              outbound.enqueue({ frame: encodeHeader(TYPE_WINDOW_UPDATE, FLAG_ACK, s.id, extraWindow) })
               pendingAccept.push(s)
               acceptable.openUnsafe()
             }
@@ -955,7 +815,7 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
         }
         case TYPE_PING: {
           if ((h.flags & FLAG_SYN) !== 0) {
-            enqueue({ frame: encodeHeader(TYPE_PING, FLAG_ACK, SESSION_STREAM_ID, h.length) })
+            outbound.enqueue({ frame: encodeHeader(TYPE_PING, FLAG_ACK, SESSION_STREAM_ID, h.length) })
             return undefined
           }
           if ((h.flags & FLAG_ACK) !== 0) {
@@ -1149,7 +1009,7 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
       const answered = Deferred.makeUnsafe<void, DuplexError>()
       pings.set(opaque, answered)
       const started = nowMillis()
-      enqueue({ frame: encodeHeader(TYPE_PING, FLAG_SYN, SESSION_STREAM_ID, opaque) })
+      outbound.enqueue({ frame: encodeHeader(TYPE_PING, FLAG_SYN, SESSION_STREAM_ID, opaque) })
       return Deferred.await(answered).pipe(
         Effect.timeoutOrElse({
           duration: config.keepAliveTimeoutMillis,
@@ -1174,7 +1034,7 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
       if (goAwaySent !== undefined || failure !== undefined) return Effect.void
       goAwaySent = GO_AWAY_NORMAL
       // On the data path, so that `close` can wait until it is written before it ends the connection.
-      queueFrame(encodeHeader(TYPE_GO_AWAY, 0, SESSION_STREAM_ID, GO_AWAY_NORMAL))
+      outbound.queueFrame(encodeHeader(TYPE_GO_AWAY, 0, SESSION_STREAM_ID, GO_AWAY_NORMAL))
       return Effect.void
     })
 
@@ -1185,13 +1045,13 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
         if (Deferred.isDoneUnsafe(done) && Exit.isSuccess(yield* Deferred.await(done).pipe(Effect.exit))) return
         return yield* failure
       }
-      yield* Effect.ignore(awaitWritten(queuedSeq))
+      yield* Effect.ignore(outbound.awaitWritten(outbound.lastQueued()))
       closedGracefully = true
       yield* Effect.ignore(conn.end)
     })
 
     const writer = yield* Effect.forkIn(
-      writerLoop.pipe(Effect.catch((error) => Effect.sync(() => failUnsafe(error, undefined)))),
+      outbound.writerLoop.pipe(Effect.catch((error) => Effect.sync(() => failUnsafe(error, undefined)))),
       scope
     )
     const fibers: Array<Fiber.Fiber<unknown, unknown>> = [writer, yield* Effect.forkIn(stallWatch, scope)]
@@ -1231,8 +1091,11 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
         streams: streams.size,
         bufferedBytes: bufferedTotal,
         peakBufferedBytes: peakBuffered,
-        controlQueued: control.length,
-        ...counts,
+        controlQueued: outbound.controlQueued,
+        framesIn: counts.framesIn,
+        framesOut: outbound.framesOut,
+        dataFramesOut: outbound.dataFramesOut,
+        windowUpdatesOut: counts.windowUpdatesOut,
         goAwayReceived,
         goAwaySent
       }))
