@@ -12,7 +12,7 @@ import * as Latch from "effect/Latch"
 import type * as Duplex from "../../Duplex.js"
 import { DuplexError, ProtocolError } from "../../DuplexError.js"
 import { GO_AWAY_PROTOCOL_ERROR, HEADER_BYTES } from "./codec.js"
-import type { StreamState } from "./session.js"
+import type { StreamState } from "./stream.js"
 
 /**
  * Control frames that may wait while the writer is held back by the connection; beyond it the peer is not
