@@ -16,6 +16,7 @@
  */
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import type * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
 import type * as Duplex from "./Duplex.js"
 import type { DuplexError } from "./DuplexError.js"
@@ -183,19 +184,43 @@ export type Stats = SessionStats
  *
  * **Details**
  *
- * - `open` opens a stream (SYN) and `accept` waits for one the peer opened. Each stream belongs to the
- *   caller's scope: closing it resets (RST) a stream not closed both ways.
+ * - `open` opens a stream (SYN) and `accept` waits for one the peer opened: `Some(stream)`, or `None` once
+ *   no more can come (our `goAway` is out, or the session ended gracefully), as `read` gives `None` at
+ *   EOF. Each stream belongs to the caller's scope: closing it resets (RST) a stream not closed both ways.
  * - A stream's `end` sends FIN, after every byte written; its `abort` sends RST and drops what it had
  *   buffered (and the credit with it). Writes wait for credit, and fail `StallDetected` after
  *   `stallTimeout` without any.
  * - `goAway` announces that no new stream will be accepted; streams open go on. After the peer's
  *   `goAway`, `open` fails `StreamRefused` (retryable).
- * - `close` is `goAway`, then waits until every stream is closed both ways, then half-closes the
- *   connection.
+ * - `close` is `goAway`, then waits until every stream is closed both ways, then ends the session
+ *   gracefully: keepalive stops, what was queued is written, then FIN (the connection's half-close), and
+ *   nothing after it. The peer's EOF with no stream left ends it the same way. Either way `closed`
+ *   succeeds once our FIN is written, however long the peer keeps its end open, so closing the scope
+ *   right after it resets nothing.
  * - A protocol error from the peer (credit overrun, unknown type or version, a bad id, stream churn past
  *   the budget) ends the session: GoAway with code 1, and every stream fails `ProtocolError` after the
  *   bytes it already had. The GoAway and FIN get `errorCloseTimeout` (1 s) to reach the peer; then the
- *   connection is aborted, whether the peer reads or not. `closed` completes when the session ends.
+ *   connection is aborted, whether the peer reads or not. `closed` then fails with the session's error.
+ *
+ * **Example** (A server handler that serves streams until the peer closes)
+ *
+ * ```ts
+ * import { Effect, Option, Stream } from "effect"
+ * import { Mux, Tcp } from "fullduplex"
+ *
+ * const server = Tcp.serve({ port: 0 }, (conn) =>
+ *   Effect.scoped(
+ *     Effect.gen(function* () {
+ *       const session = yield* Mux.server(conn)
+ *       // `None` once the client's session has closed: the handler returns, the connection completes.
+ *       for (let next = yield* session.accept; Option.isSome(next); next = yield* session.accept) {
+ *         const stream = next.value
+ *         yield* Effect.forkScoped(Stream.run(stream.readable, stream.sink).pipe(Effect.andThen(stream.end)))
+ *       }
+ *     })
+ *   )
+ * )
+ * ```
  *
  * @category models
  * @since 0.1.0
@@ -203,11 +228,13 @@ export type Stats = SessionStats
 export interface Session {
   readonly label: string
   readonly open: Effect.Effect<Duplex.Duplex, DuplexError, Scope.Scope>
-  readonly accept: Effect.Effect<Duplex.Duplex, DuplexError, Scope.Scope>
+  /** The next stream the peer opened; `None` once no more can come (see the details). */
+  readonly accept: Effect.Effect<Option.Option<Duplex.Duplex>, DuplexError, Scope.Scope>
   /** Round-trip time of a ping, in milliseconds. */
   readonly ping: Effect.Effect<number, DuplexError>
   readonly goAway: Effect.Effect<void>
   readonly close: Effect.Effect<void, DuplexError>
+  /** Completes when the session ends: succeeds once it ended gracefully, fails with its error otherwise. */
   readonly closed: Effect.Effect<void, DuplexError>
   readonly stats: Effect.Effect<Stats>
 }
@@ -275,7 +302,7 @@ const positiveMillis = (
  * **Example** (A stream each way over an in-memory pair)
  *
  * ```ts
- * import { Effect } from "effect"
+ * import { Effect, Option } from "effect"
  * import { Duplex, Mux } from "fullduplex"
  *
  * const program = Effect.scoped(
@@ -286,7 +313,7 @@ const positiveMillis = (
  *     const outgoing = yield* client.open
  *     yield* outgoing.write(new TextEncoder().encode("hello"))
  *     yield* outgoing.end
- *     const incoming = yield* server.accept
+ *     const incoming = Option.getOrThrow(yield* server.accept) // None only once no stream can come
  *     return yield* incoming.read // Option.some(bytes of "hello")
  *   })
  * )

@@ -18,7 +18,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { Cause, Deferred, Effect, Exit, Fiber, Option, Scope, Stream } from "effect"
 import { TestClock } from "effect/testing"
 import fc from "fast-check"
-import { Duplex, DuplexError, Mux } from "fullduplex"
+import { Duplex, DuplexError, Mux, Tcp } from "fullduplex"
 import {
   assertDeadlockFree,
   concatBytes,
@@ -390,7 +390,7 @@ describe("Mux wire format", () => {
     Effect.gen(function* () {
       const { session, send, log } = yield* rawPeer({ role: "server" })
       yield* send(frame(WINDOW_UPDATE, SYN, 1))
-      const stream = yield* session.accept
+      const stream = Option.getOrThrow(yield* session.accept)
       yield* stream.write(new TextEncoder().encode("hello"))
       yield* stream.end
       yield* until(
@@ -494,7 +494,7 @@ const PROTOCOL_ERRORS: ReadonlyArray<{
 const acceptFails = (session: Mux.Session) =>
   Effect.gen(function* () {
     for (let i = 0; i < 4; i++) {
-      const exit = yield* Effect.exit(session.accept)
+      const exit = yield* Effect.exit(Effect.flatMap(session.accept, (next) => Effect.fromOption(next)))
       if (Exit.isFailure(exit)) return void reasonOf(exit, "ProtocolError", "accept after the error")
       reasonOf(
         yield* Effect.exit(exit.value.read),
@@ -512,7 +512,7 @@ describe("Mux protocol errors", () => {
         const { session, send, log } = yield* rawPeer({ role: "server" })
         const hello = randomBytes(1000, 1)
         yield* send(frame(WINDOW_UPDATE, SYN, 1), frame(DATA, 0, 1, hello))
-        const theirs = yield* session.accept
+        const theirs = Option.getOrThrow(yield* session.accept)
         const ours = yield* session.open
         yield* eventually("the 1000 bytes buffered", session.stats, (s) => s.bufferedBytes === 1000)
 
@@ -583,7 +583,7 @@ describe("Mux protocol errors", () => {
     Effect.gen(function* () {
       const { session, send } = yield* rawPeer({ role: "server" })
       yield* send(frame(WINDOW_UPDATE, SYN, 1))
-      const stream = yield* session.accept
+      const stream = Option.getOrThrow(yield* session.accept)
       yield* send(frame(GO_AWAY, 0, 0, INTERNAL_ERROR))
       reasonOf(yield* Effect.exit(session.closed.pipe(within("5 seconds", "the session's end"))), "Broken", "closed")
       reasonOf(yield* Effect.exit(stream.read), "Broken", "read after the peer's GoAway(internal error)")
@@ -663,7 +663,7 @@ describe("Mux credit", () => {
       const { session, send, log } = yield* rawPeer({ role: "server" })
       yield* send(frame(WINDOW_UPDATE, SYN, 1))
       for (let i = 0; i < 4; i++) yield* send(frame(DATA, 0, 1, randomBytes(WINDOW / 4, i)))
-      const stream = yield* session.accept
+      const stream = Option.getOrThrow(yield* session.accept)
       yield* eventually("the window buffered", session.stats, (s) => s.bufferedBytes === WINDOW)
       yield* settle
       assert.deepStrictEqual(log.frames.map(describeFrame), ["WindowUpdate[ACK] #1 0"])
@@ -693,7 +693,7 @@ describe("Mux credit", () => {
         Effect.gen(function* () {
           const { session, send, log } = yield* rawPeer({ role: "server", windowBytes, maxFrameBytes }, 4 * MiB)
           yield* send(frame(WINDOW_UPDATE, SYN, 1))
-          const stream = yield* session.accept
+          const stream = Option.getOrThrow(yield* session.accept)
           // Two rounds: the whole window, then whatever credit the first round returned. Read chunk by chunk
           // (a chunk is at most one Data frame's payload), checking after each what has been returned.
           let credit = windowBytes
@@ -807,7 +807,7 @@ describe("Mux credit", () => {
         // (this reader, reading `stats` right away) sees the count 10 bytes short, -10 here.
         const { session, send } = yield* rawPeer({ role: "server" })
         yield* send(frame(WINDOW_UPDATE, SYN, 1))
-        const stream = yield* session.accept
+        const stream = Option.getOrThrow(yield* session.accept)
         const reading = yield* Effect.forkChild(Effect.andThen(stream.read, session.stats), { startImmediately: true })
         yield* settle
         yield* send(frame(DATA, 0, 1, new Uint8Array(10)))
@@ -822,9 +822,9 @@ describe("Mux credit", () => {
         // Room for two streams' windows: one that keeps going, and one that is reset with unread data.
         const { client, server } = yield* sessions({}, { maxBufferedBytes: 2 * WINDOW })
         const steady = yield* client.open
-        const steadyIn = yield* server.accept
+        const steadyIn = Option.getOrThrow(yield* server.accept)
         const doomed = yield* client.open
-        const doomedIn = yield* server.accept
+        const doomedIn = Option.getOrThrow(yield* server.accept)
         yield* doomed.write(randomBytes(200 * KiB, 1))
         yield* eventually("200 KiB buffered", server.stats, (s) => s.bufferedBytes === 200 * KiB)
         // Some of it read, then the reset.
@@ -840,7 +840,7 @@ describe("Mux credit", () => {
         assert.strictEqual((yield* server.stats).bufferedBytes, 0, "the unread bytes are no longer counted")
         // The slot is free again: a new stream is admitted, and takes a whole window, as does the steady one.
         const fresh = yield* client.open
-        const freshIn = yield* server.accept
+        const freshIn = Option.getOrThrow(yield* server.accept)
         const a = randomBytes(WINDOW, 2)
         const b = randomBytes(WINDOW, 3)
         yield* Effect.all([fresh.write(a), steady.write(b)], { concurrency: 2 }).pipe(
@@ -884,7 +884,7 @@ describe("Mux receive-window tuning", () => {
           }),
           { startImmediately: true }
         )
-        const incoming = yield* server.accept
+        const incoming = Option.getOrThrow(yield* server.accept)
         sameBytes(yield* readAtLeast(incoming, total), payload, "the bytes read")
         // No FIN yet (a stream the peer finished gets no more credit): the last update is sent.
         const threshold = Math.min(finalWindow / 2, Mux.DEFAULT_MAX_FRAME_BYTES)
@@ -942,7 +942,7 @@ describe("Mux silly-window avoidance", () => {
             }),
             { startImmediately: true }
           )
-          const incoming = yield* server.accept
+          const incoming = Option.getOrThrow(yield* server.accept)
           const chunks: Array<Uint8Array> = []
           let got = 0
           while (got < total) {
@@ -986,14 +986,14 @@ describe("Mux head-of-line blocking", () => {
     Effect.gen(function* () {
       const { client, server } = yield* sessions()
       const stuck = yield* client.open
-      const stuckIn = yield* server.accept
+      const stuckIn = Option.getOrThrow(yield* server.accept)
       const stuckWriter = yield* Effect.forkChild(stuck.write(randomBytes(4 * MiB, 1)), { startImmediately: true })
       yield* eventually("the stuck stream's window full", server.stats, (s) => s.bufferedBytes === WINDOW)
 
       const up = randomBytes(8 * MiB, 2)
       const down = randomBytes(8 * MiB, 3)
       const flowing = yield* client.open
-      const flowingIn = yield* server.accept
+      const flowingIn = Option.getOrThrow(yield* server.accept)
       const [gotDown, gotUp] = yield* Effect.all(
         [
           Effect.all([Effect.andThen(flowing.writeAll(randomChunks(up, 64 * KiB, 2)), flowing.end), readAll(flowing)], {
@@ -1015,7 +1015,10 @@ describe("Mux head-of-line blocking", () => {
       sameBytes(gotDown, down, "server → client")
       yield* client.ping.pipe(within("5 seconds", "a ping"))
       const another = yield* client.open
-      const anotherIn = yield* server.accept.pipe(within("5 seconds", "accepting another stream"))
+      const anotherIn = yield* server.accept.pipe(
+        Effect.map(Option.getOrThrow),
+        within("5 seconds", "accepting another stream")
+      )
       yield* another.write(Uint8Array.of(42))
       assert.deepStrictEqual([...Option.getOrThrow(yield* anotherIn.read)], [42])
 
@@ -1037,7 +1040,7 @@ describe("Mux stalls and keepalive", () => {
       Effect.gen(function* () {
         const { client, server } = yield* sessions({ stallTimeout: "5 seconds" })
         const stuck = yield* client.open
-        yield* server.accept
+        Option.getOrThrow(yield* server.accept)
         const writer = yield* Effect.forkChild(stuck.write(new Uint8Array(WINDOW + 1)), { startImmediately: true })
         yield* settle
         assert.isUndefined(writer.pollUnsafe(), "the write waits for credit")
@@ -1056,7 +1059,7 @@ describe("Mux stalls and keepalive", () => {
         assert.include(stall.label, "stream 1")
         // The other streams and the session go on.
         const other = yield* client.open
-        const otherIn = yield* server.accept
+        const otherIn = Option.getOrThrow(yield* server.accept)
         yield* other.write(Uint8Array.of(1, 2, 3))
         assert.deepStrictEqual([...Option.getOrThrow(yield* otherIn.read)], [1, 2, 3])
         assert.isUndefined((yield* Effect.forkChild(client.closed, { startImmediately: true })).pollUnsafe())
@@ -1127,7 +1130,7 @@ describe("Mux GoAway", () => {
     Effect.gen(function* () {
       const { client, server } = yield* sessions()
       const s = yield* client.open
-      const t = yield* server.accept
+      const t = Option.getOrThrow(yield* server.accept)
       yield* server.goAway
       yield* eventually("the GoAway received", client.stats, (st) => st.goAwayReceived === 0)
       const refused = reasonOf(yield* Effect.exit(client.open), "StreamRefused", "open after GoAway")
@@ -1222,7 +1225,7 @@ describe("Mux GoAway", () => {
       Effect.gen(function* () {
         const { client, server } = yield* sessions()
         const s = yield* client.open
-        const t = yield* server.accept
+        const t = Option.getOrThrow(yield* server.accept)
         const closing = yield* Effect.forkChild(client.close, { startImmediately: true })
         yield* Effect.sleep(50)
         assert.isUndefined(closing.pollUnsafe(), "close waits for the open stream")
@@ -1264,7 +1267,7 @@ describe("Mux GoAway", () => {
       // closed".
       const { client, server } = yield* sessions()
       const s = yield* client.open
-      const t = yield* server.accept
+      const t = Option.getOrThrow(yield* server.accept)
       const closing = yield* Effect.forkChild(client.close, { startImmediately: true })
       yield* s.end
       sameBytes(yield* readAll(t), new Uint8Array(0), "EOF")
@@ -1275,6 +1278,150 @@ describe("Mux GoAway", () => {
         Exit.isSuccess(exit),
         `the server's session: ${Exit.isFailure(exit) ? Cause.pretty(exit.cause) : ""}`
       )
+    })
+  )
+})
+
+// ---- graceful close ----------------------------------------------------------------------------------
+
+describe("Mux graceful close", () => {
+  live(
+    "after close, keepalive stops, nothing is written after our FIN, and closed succeeds while the peer stays open",
+    () =>
+      Effect.gen(function* () {
+        const { session, send, log } = yield* rawPeer({ role: "client", keepAliveInterval: "20 millis" })
+        // The peer answers the first keepalive ping, so the session is alive and pinging when close begins.
+        yield* until(
+          "a keepalive ping",
+          () => log.of(PING).length >= 1,
+          () => log.describe()
+        )
+        const pingsBefore = log.of(PING).length
+        yield* send(frame(PING, ACK, 0, log.of(PING)[0]!.length))
+        yield* session.close.pipe(within("5 seconds", "close"))
+        yield* session.closed.pipe(within("1 second", "closed, with the peer's end still open"))
+        yield* until(
+          "our FIN",
+          () => log.end === "eof",
+          () => log.describe()
+        )
+        const written = log.frames.length
+        assert.strictEqual(describeFrame(log.frames.at(-1)!), "GoAway #0 0", log.describe())
+        // A ping from the peer after our FIN gets no answer: nothing may follow the FIN.
+        yield* send(frame(PING, SYN, 0, 7)).pipe(Effect.ignore)
+        yield* Effect.sleep(150) // seven keepalive intervals
+        assert.strictEqual(log.frames.length, written, `frames after our FIN: ${log.describe()}`)
+        assert.isAtMost(log.of(PING).length, pingsBefore + 1, "keepalive stopped at close")
+        assert.strictEqual(log.partial, 0)
+      })
+  )
+
+  live("closing the scope right after closed resets nothing: the peer reads GoAway, then EOF", () =>
+    Effect.gen(function* () {
+      const [raw, conn] = yield* Duplex.pair({ label: "raw" })
+      const log = new FrameLog()
+      yield* Effect.forkScoped(log.drain(raw), { startImmediately: true })
+      yield* Effect.scoped(
+        Effect.gen(function* () {
+          const session = yield* Mux.make(conn, { role: "client", keepAliveInterval: 0 })
+          const s = yield* session.open
+          yield* s.write(Uint8Array.of(1, 2, 3))
+          yield* s.end
+          yield* raw.write(concatBytes([frame(WINDOW_UPDATE, ACK | FIN, 1)]))
+          yield* session.close.pipe(within("5 seconds", "close"))
+          yield* session.closed
+        })
+      )
+      yield* until(
+        "the end of the session's output",
+        () => log.end !== undefined,
+        () => log.describe()
+      )
+      assert.strictEqual(log.end, "eof", `the peer read ${String(log.end)}`)
+      assert.deepStrictEqual(log.frames.map(describeFrame), [
+        "WindowUpdate[SYN] #1 0",
+        "Data #1 3",
+        "WindowUpdate[FIN] #1 0",
+        "GoAway #0 0"
+      ])
+    })
+  )
+
+  live(
+    "after the peer's GoAway and end, accept ends with None, closed succeeds, and the scope's close resets nothing",
+    () =>
+      Effect.gen(function* () {
+        const [raw, conn] = yield* Duplex.pair({ label: "raw" })
+        const log = new FrameLog()
+        yield* Effect.forkScoped(log.drain(raw), { startImmediately: true })
+        yield* Effect.scoped(
+          Effect.gen(function* () {
+            const session = yield* Mux.make(conn, { role: "server", keepAliveInterval: "20 millis" })
+            yield* raw.write(concatBytes([frame(WINDOW_UPDATE, SYN, 1), frame(DATA, FIN, 1, Uint8Array.of(9))]))
+            const s = Option.getOrThrow(yield* session.accept)
+            sameBytes((yield* readUntilEnd(s)).bytes, Uint8Array.of(9), "the stream's bytes")
+            yield* s.end
+            yield* raw.write(frame(GO_AWAY, 0, 0, 0))
+            yield* raw.end
+            assert.isTrue(
+              Option.isNone(yield* session.accept.pipe(within("1 second", "accept after the peer's close")))
+            )
+            yield* session.closed.pipe(within("2 seconds", "closed after the peer's graceful close"))
+          })
+        )
+        yield* until(
+          "the end of the session's output",
+          () => log.end !== undefined,
+          () => log.describe()
+        )
+        assert.strictEqual(log.end, "eof", `the peer read ${String(log.end)}`)
+        assert.isEmpty(
+          log.frames.filter((f) => (f.flags & RST) !== 0),
+          log.describe()
+        )
+      })
+  )
+
+  live("accept after our own close (or goAway) ends with None once the streams already opened are taken", () =>
+    Effect.gen(function* () {
+      const { client, server } = yield* sessions()
+      yield* client.open
+      yield* eventually("the stream arrived", server.stats, (st) => st.streams === 1)
+      yield* server.goAway
+      assert.isTrue(Option.isSome(yield* server.accept), "the stream opened before the GoAway")
+      assert.isTrue(Option.isNone(yield* server.accept.pipe(within("1 second", "accept after goAway"))))
+    })
+  )
+
+  live("a Tcp.serve handler that accepts until None counts a gracefully closed session as completed", () =>
+    Effect.gen(function* () {
+      const server = yield* Tcp.serve({ host: "127.0.0.1", port: 0 }, (conn) =>
+        Effect.scoped(
+          Effect.gen(function* () {
+            const session = yield* Mux.server(conn, { keepAliveInterval: 0 })
+            for (let next = yield* session.accept; Option.isSome(next); next = yield* session.accept) {
+              const stream = next.value
+              yield* Effect.forkScoped(Stream.run(stream.readable, stream.sink).pipe(Effect.andThen(stream.end)))
+            }
+          })
+        )
+      )
+      for (let i = 0; i < 3; i++) {
+        yield* Effect.scoped(
+          Effect.gen(function* () {
+            const session = yield* Mux.client(yield* Tcp.connect(server.address), { keepAliveInterval: 0 })
+            const s = yield* session.open
+            yield* s.write(Uint8Array.of(i))
+            yield* s.end
+            sameBytes((yield* readUntilEnd(s)).bytes, Uint8Array.of(i), "the echo")
+            yield* session.close.pipe(within("5 seconds", "close"))
+          })
+        )
+      }
+      yield* eventually("three sessions ended", server.stats, (st) => st.completed + st.failed === 3)
+      const stats = yield* server.stats
+      assert.strictEqual(stats.completed, 3, JSON.stringify(stats))
+      assert.strictEqual(stats.failed, 0, JSON.stringify(stats))
     })
   )
 })
@@ -1373,7 +1520,7 @@ describe("Mux limits", () => {
       const { client, server } = yield* sessions({ maxBufferedBytes: 2 * WINDOW + 100 })
       for (let i = 0; i < 2; i++) {
         yield* client.open
-        const t = yield* server.accept
+        const t = Option.getOrThrow(yield* server.accept)
         yield* Effect.forkChild(t.write(new Uint8Array(WINDOW + 1)), { startImmediately: true })
       }
       const refused = reasonOf(yield* Effect.exit(client.open), "StreamRefused", "the third open")
@@ -1394,7 +1541,9 @@ describe("Mux limits", () => {
       for (let i = 0; i < 3; i++) {
         const s = yield* client.open
         yield* Effect.exit(Effect.andThen(s.write(new Uint8Array(WINDOW)), s.end).pipe(Effect.timeout("300 millis")))
-        const accepted = yield* Effect.exit(server.accept.pipe(Effect.timeout("300 millis")))
+        const accepted = yield* Effect.exit(
+          server.accept.pipe(Effect.map(Option.getOrThrow), Effect.timeout("300 millis"))
+        )
         if (Exit.isSuccess(accepted)) yield* accepted.value.end
         yield* Effect.sleep(10)
       }
@@ -1409,7 +1558,7 @@ describe("Mux limits", () => {
       // stream is forgotten: the reader's retry still sees the slot taken and fails StreamRefused(limit).
       const { client, server } = yield* sessions({ maxConcurrentStreams: 1 })
       const s = yield* client.open
-      const t = yield* server.accept
+      const t = Option.getOrThrow(yield* server.accept)
       const retry = yield* Effect.forkChild(Effect.andThen(Effect.exit(readAll(s)), Effect.exit(client.open)), {
         startImmediately: true
       })
@@ -1429,7 +1578,7 @@ describe("Mux limits", () => {
         // The same order on a FIN: the EOF wakes the reader (at once) before the stream is retired.
         const { client, server } = yield* sessions({ maxConcurrentStreams: 1 })
         const s = yield* client.open
-        const t = yield* server.accept
+        const t = Option.getOrThrow(yield* server.accept)
         yield* s.end
         const next = yield* Effect.forkChild(Effect.andThen(readAll(s), Effect.exit(client.open)), {
           startImmediately: true
@@ -1452,7 +1601,12 @@ describe("Mux limits", () => {
       yield* eventually("every frame read", session.stats, (st) => st.framesIn === frames.length)
       assert.strictEqual((yield* session.stats).streams, 0)
       let waiting = 0
-      while (Exit.isSuccess(yield* Effect.exit(session.accept.pipe(Effect.timeout("20 millis"))))) waiting++
+      while (
+        Exit.isSuccess(
+          yield* Effect.exit(session.accept.pipe(Effect.map(Option.getOrThrow), Effect.timeout("20 millis")))
+        )
+      )
+        waiting++
       assert.isAtMost(waiting, 4, "streams handed out by accept after the peer had reset them")
     })
   )
@@ -1555,7 +1709,7 @@ describe("Mux limits", () => {
       for (let i = 0; i < 200; i++) {
         const id = 2 * i + 1
         yield* send(frame(WINDOW_UPDATE, SYN, id))
-        const stream = yield* Scope.provide(session.accept, owner)
+        const stream = yield* Scope.provide(Effect.map(session.accept, Option.getOrThrow), owner)
         if (i % 2 === 0) {
           yield* send(frame(WINDOW_UPDATE, RST, id)) // reset by the peer
         } else {
@@ -1568,7 +1722,7 @@ describe("Mux limits", () => {
       assert.strictEqual(finalizers(), 0, "finalizers of streams that are gone, still in their owner's scope")
       // A stream still open keeps its finalizer, and closing the scope aborts it.
       yield* send(frame(WINDOW_UPDATE, SYN, 1001))
-      const open = yield* Scope.provide(session.accept, owner)
+      const open = yield* Scope.provide(Effect.map(session.accept, Option.getOrThrow), owner)
       assert.strictEqual(finalizers(), 1)
       yield* Scope.close(owner, Exit.void)
       reasonOf(yield* Effect.exit(open.write(Uint8Array.of(1))), "Closed", "a write after the owner's scope closed")
@@ -1637,7 +1791,7 @@ describe("Mux memory bound", () => {
       const writers: Array<Fiber.Fiber<void, DuplexError.DuplexError>> = []
       for (let i = 0; i < n; i++) {
         ours.push(yield* client.open)
-        const t = yield* server.accept
+        const t = Option.getOrThrow(yield* server.accept)
         writers.push(yield* Effect.forkChild(Effect.andThen(t.write(payloads[i]!), t.end), { startImmediately: true }))
       }
       yield* eventually("every window full", client.stats, (s) => s.bufferedBytes === n * WINDOW)
@@ -1677,7 +1831,9 @@ describe("Mux frame order", () => {
         yield* busy.write(new Uint8Array(100_000))
         const aborted = yield* client.open
         yield* aborted.abort
-        yield* readAtLeast(yield* server.accept, 100_000).pipe(within("5 seconds", "stream 1's data"))
+        yield* readAtLeast(Option.getOrThrow(yield* server.accept), 100_000).pipe(
+          within("5 seconds", "stream 1's data")
+        )
         yield* Effect.sleep(50)
         assert.strictEqual((yield* client.stats).streams, 1)
         assert.strictEqual((yield* server.stats).streams, 1, "the server still counts the aborted stream")
@@ -1742,7 +1898,7 @@ const muxStreams = <E>(pair: Effect.Effect<readonly [Duplex.Duplex, Duplex.Duple
     const client = yield* Mux.client(a, { label: "client" })
     const server = yield* Mux.server(b, { label: "server" })
     const opened = yield* client.open
-    const accepted = yield* server.accept
+    const accepted = Option.getOrThrow(yield* server.accept)
     return [opened, accepted] as const
   })
 
@@ -1953,8 +2109,8 @@ describe(`Mux properties (seed ${seed})`, () => {
                           else serverEnds[i] = yield* server.open
                         }
                         for (const [i, p] of plans.entries()) {
-                          if (p.opener === "client") serverEnds[i] = yield* server.accept
-                          else clientEnds[i] = yield* client.accept
+                          if (p.opener === "client") serverEnds[i] = Option.getOrThrow(yield* server.accept)
+                          else clientEnds[i] = Option.getOrThrow(yield* client.accept)
                         }
                         watch(...clientEnds, ...serverEnds)
                         yield* Effect.forEach(plans, (p, i) => runPlan(p, clientEnds[i]!, serverEnds[i]!, i), {
@@ -2116,18 +2272,21 @@ const feed = (
       let acceptEnded = false
       yield* Effect.forkScoped(
         Effect.forever(
-          Effect.flatMap(session.accept, (stream) => {
-            const id = Number(stream.label.split(" ").at(-1))
-            accepted.add(id)
-            return Effect.forkScoped(
-              Effect.gen(function* () {
-                const got = yield* readUntilEnd(stream)
-                received.set(id, got.bytes)
-                yield* Effect.ignore(stream.end)
-                finished.add(id)
-              })
-            )
-          })
+          Effect.flatMap(
+            Effect.flatMap(session.accept, (next) => Effect.fromOption(next)),
+            (stream) => {
+              const id = Number(stream.label.split(" ").at(-1))
+              accepted.add(id)
+              return Effect.forkScoped(
+                Effect.gen(function* () {
+                  const got = yield* readUntilEnd(stream)
+                  received.set(id, got.bytes)
+                  yield* Effect.ignore(stream.end)
+                  finished.add(id)
+                })
+              )
+            }
+          )
         ).pipe(Effect.ensuring(Effect.sync(() => (acceptEnded = true)))),
         { startImmediately: true }
       )

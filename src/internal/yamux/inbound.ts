@@ -40,7 +40,9 @@ export interface InboundHooks {
   /** The session's failure, once it has failed: the reader stops. */
   readonly failure: () => DuplexError | undefined
   /** Ends the session (see the session's `failUnsafe`). */
-  readonly fail: (error: DuplexError, goAwayCode: number | undefined, clean?: boolean) => void
+  readonly fail: (error: DuplexError, goAwayCode: number | undefined) => void
+  /** The peer's EOF with no stream left: the session ends gracefully (see the session's `endGracefully`). */
+  readonly ended: () => void
   /** Our GoAway is out: the peer's SYNs are refused. */
   readonly goingAway: () => boolean
   /** The peer's GoAway, with its code. */
@@ -78,6 +80,8 @@ export const makeInbound = (
   let framesIn = 0
   /** Stops the reader consumer attached to the connection's pipe, if there is one. */
   let detachReader = (): void => {}
+  /** The session stopped reading (it failed or ended): a chunk read meanwhile is not dispatched. */
+  let detached = false
   /** Where the current Data frame's payload goes; `undefined` to discard it. */
   let payloadTarget: StreamState | undefined
   /** The current Data frame carries FIN: the peer's FIN takes effect after its payload. */
@@ -236,7 +240,8 @@ export const makeInbound = (
       })
     })
     // With no stream left the session simply ended; otherwise every stream still open broke.
-    hooks.fail(ended, undefined, table.streams.size === 0)
+    if (table.streams.size === 0) hooks.ended()
+    else hooks.fail(ended, undefined)
     return undefined
   }
 
@@ -244,10 +249,11 @@ export const makeInbound = (
   const onReadError = (error: DuplexError): void =>
     hooks.fail(error, error.reason._tag === "ProtocolError" ? GO_AWAY_PROTOCOL_ERROR : undefined)
 
-  /** The reader as a fiber, for a duplex that can only be read. */
+  /** The reader as a fiber, for a duplex that can only be read; it stops once detached. */
   const readLoop = Effect.gen(function* () {
-    while (hooks.failure() === undefined) {
+    while (hooks.failure() === undefined && !detached) {
       const chunk = yield* conn.read
+      if (detached) return
       const error = Option.isSome(chunk) ? dispatch(chunk.value) : onEnd()
       if (error !== undefined) return yield* error
       if (Option.isNone(chunk)) return
@@ -318,7 +324,10 @@ export const makeInbound = (
       }
       return readLoop.pipe(Effect.catch((error) => Effect.sync(() => onReadError(error))))
     },
-    detach: () => detachReader(),
+    detach: () => {
+      detached = true
+      detachReader()
+    },
     get framesIn() {
       return framesIn
     }

@@ -67,6 +67,11 @@ export interface Outbound {
   readonly writerLoop: Effect.Effect<never, DuplexError>
   /** The session failed: what waits to be written is dropped, and waits for room or for a write end. */
   readonly clear: () => void
+  /**
+   * The session is ending gracefully: from now on nothing is queued (a frame offered is dropped), and this
+   * waits until everything queued before is written, so that our FIN can follow it with nothing after.
+   */
+  readonly seal: Effect.Effect<void, DuplexError>
   /** Control frames waiting to be written. */
   readonly controlQueued: number
   readonly framesOut: number
@@ -100,10 +105,12 @@ export const makeOutbound = (conn: Duplex.Duplex, label: string, hooks: Outbound
   const outgoingMoved = Latch.makeUnsafe(true)
   let framesOut = 0
   let dataFramesOut = 0
+  /** Nothing more is queued: the session is ending gracefully (see `seal`). */
+  let sealed = false
 
   // ---- control queue ------------------------------------------------------------------------------
   const enqueue = (item: ControlItem): void => {
-    if (hooks.failure() !== undefined) return
+    if (hooks.failure() !== undefined || sealed) return
     control.push(item)
     // Only a writer held back by the connection says the peer does not read: a queue that grew within
     // one read of the connection (a burst of pings) leaves in the writer's next round.
@@ -154,7 +161,10 @@ export const makeOutbound = (conn: Duplex.Duplex, label: string, hooks: Outbound
     const data = outgoing
     const dataBytes = outgoingBytes
     const seq = queuedSeq
-    if (controlBytes === undefined && data.length === 0) return Effect.void
+    if (controlBytes === undefined && data.length === 0) {
+      outgoingMoved.openUnsafe() // the control queue may have emptied into nothing: `seal` waits for that
+      return Effect.void
+    }
     outgoing = []
     const pieces = controlBytes === undefined ? data : [controlBytes, ...data]
     writerHeld = true
@@ -176,6 +186,7 @@ export const makeOutbound = (conn: Duplex.Duplex, label: string, hooks: Outbound
 
   // ---- the data path ------------------------------------------------------------------------------
   const queueFrame = (header: Uint8Array, payload?: Uint8Array): number => {
+    if (sealed) return queuedSeq
     outgoing.push(header)
     framesOut++
     if (payload !== undefined && payload.length > 0) {
@@ -206,6 +217,16 @@ export const makeOutbound = (conn: Duplex.Duplex, label: string, hooks: Outbound
       return Effect.andThen(outgoingMoved.await, loop)
     })
 
+  /** Waits until nothing is queued and no write is in progress (or the session failed). */
+  const awaitIdle: Effect.Effect<void, DuplexError> = Effect.suspend(function loop(): Effect.Effect<void, DuplexError> {
+    const failure = hooks.failure()
+    if (failure !== undefined) return Effect.fail(failure)
+    if (control.length === 0 && outgoing.length === 0 && !writerHeld) return Effect.void
+    wakeWriter()
+    outgoingMoved.closeUnsafe()
+    return Effect.andThen(outgoingMoved.await, loop)
+  })
+
   return {
     enqueue,
     queueFrame,
@@ -219,6 +240,10 @@ export const makeOutbound = (conn: Duplex.Duplex, label: string, hooks: Outbound
       outgoing = []
       outgoingMoved.openUnsafe()
     },
+    seal: Effect.suspend(() => {
+      sealed = true
+      return awaitIdle
+    }),
     get controlQueued() {
       return control.length
     },

@@ -95,6 +95,20 @@ export interface SessionStats {
  */
 const FAREWELL_READ_MILLIS = 250
 
+/**
+ * Where the session is in its life. Changed only by `endGracefully` and `failUnsafe`; the GoAways
+ * (`goAwaySent`, `goAwayReceived`) are recorded beside it, since either side's may come in any phase.
+ *
+ * - `Open`: streams open and are accepted, as far as the GoAways allow.
+ * - `Ending`: no stream is left and the session ends gracefully (our `close`, or the peer's EOF): the
+ *   reader has stopped, keepalive has stopped, nothing new is queued; what was queued is being written,
+ *   then our FIN.
+ * - `Ended`: our FIN is written (or, to a peer that did not take it within the error-close deadline, the
+ *   connection aborted): `closed` has succeeded, `accept` gives `None`, and nothing more is written.
+ * - `Failed`: `failure` says why; `closed` has failed.
+ */
+type Phase = "Open" | "Ending" | "Ended" | "Failed"
+
 /** @internal */
 export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.Effect<Session, never, Scope.Scope> =>
   Effect.gen(function* () {
@@ -108,8 +122,7 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
     const failed = () => failure
     let goAwaySent: number | undefined
     let goAwayReceived: number | undefined
-    /** `close` has ended the connection after every stream finished. */
-    let closedGracefully = false
+    let phase: Phase = "Open"
     const done = Deferred.makeUnsafe<void, DuplexError>()
     const pings = new Map<number, Deferred.Deferred<void, DuplexError>>()
     let nextPing = 0
@@ -128,6 +141,9 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
     const inbound = makeInbound(conn, config, clock, table, streams, credit, outbound, {
       failure: failed,
       fail: failUnsafe,
+      ended: () => {
+        Effect.runFork(endGracefully(config.errorCloseMillis))
+      },
       goingAway: () => goAwaySent !== undefined,
       goAway: onGoAway,
       pong: onPong
@@ -135,8 +151,12 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
 
     // ---- failure ------------------------------------------------------------------------------------
     /** Ends the session: every stream fails with `error` (after the bytes it already has). */
-    function failUnsafe(error: DuplexError, goAwayCode: number | undefined, clean = false): void {
-      if (failure !== undefined) return
+    function failUnsafe(error: DuplexError, goAwayCode: number | undefined): void {
+      if (phase === "Failed" || phase === "Ended") return
+      // Failing while ending gracefully (the scope closed, the FIN could not be written): the connection
+      // is aborted, and `closed` fails.
+      const ending = phase === "Ending"
+      phase = "Failed"
       failure = error
       // Later bytes stay in the connection's pipe, for whoever reads it next (a lingering close drains it).
       inbound.detach()
@@ -144,33 +164,28 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
       table.forgetAll()
       table.pendingAccept.length = 0
       table.acceptable.openUnsafe()
-      for (const p of pings.values()) Deferred.doneUnsafe(p, Exit.fail(error))
-      pings.clear()
+      failPings(error)
       outbound.clear()
       // Tell the peer why, if we can, then close the connection; only then say the session is done. (A
       // handler that returns at `closed` lets its server's close strategy end the connection: were `done`
       // completed first, that end could come before the GoAway, and the peer would read a bare FIN.)
-      startFarewell(goAwayCode, clean)
-      if (clean) Deferred.doneUnsafe(done, Exit.void)
-      else Deferred.doneUnsafe(done, Exit.fail(error))
+      startFarewell(ending ? undefined : goAwayCode)
+      Deferred.doneUnsafe(done, Exit.fail(error))
     }
 
-    function startFarewell(goAwayCode: number | undefined, clean: boolean): void {
+    function failPings(error: DuplexError): void {
+      for (const p of pings.values()) Deferred.doneUnsafe(p, Exit.fail(error))
+      pings.clear()
+    }
+
+    function startFarewell(goAwayCode: number | undefined): void {
       const farewell =
         goAwayCode !== undefined && goAwaySent === undefined
           ? conn.write(encodeHeader(TYPE_GO_AWAY, 0, SESSION_STREAM_ID, goAwayCode))
           : Effect.void
       if (goAwayCode !== undefined) goAwaySent = goAwayCode
-      // After a graceful close the connection has been ended; the duplex's own scope closes it. A session
-      // that ended cleanly (the peer's EOF with no stream left) answers with FIN, not a reset.
-      if (closedGracefully) return
-      const closing = clean
-        ? conn.end.pipe(
-            Effect.timeoutOption(1000),
-            Effect.flatMap((ended) => (Option.isSome(ended) ? Effect.void : conn.abort)),
-            Effect.catch(() => conn.abort)
-          )
-        : goAwayCode === undefined
+      const closing =
+        goAwayCode === undefined
           ? conn.abort
           : // The GoAway, then FIN, then a moment for the peer to read them before the abort: an abort
             // right after the GoAway could discard it unread (a reset destroys what the peer has not read),
@@ -184,6 +199,47 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
             )
       Effect.runFork(closing)
     }
+
+    /**
+     * Ends the session gracefully once no stream is left: `close` after every stream finished, or the
+     * peer's EOF. The reader and keepalive stop first, so nothing read is answered and no ping goes out;
+     * then what was queued is written, then our FIN, and nothing after it; only then is `closed` done, so
+     * that a scope closed right after it resets nothing. The FIN has `finMillis` to be written (the peer's
+     * EOF: it may not read any more), after which the connection is aborted; `close` waits as long as the
+     * connection takes. Does nothing unless the session is `Open`: `done` says how an ending already under
+     * way ends.
+     */
+    const endGracefully = (finMillis: number | undefined): Effect.Effect<void> =>
+      Effect.suspend(() => {
+        if (phase !== "Open") return Effect.void
+        phase = "Ending"
+        inbound.detach() // later bytes stay in the connection's pipe, unanswered
+        table.acceptable.openUnsafe() // `accept` gives `None` from now on
+        failPings(closedError("end"))
+        const fin =
+          finMillis === undefined
+            ? conn.end
+            : conn.end.pipe(
+                Effect.timeoutOption(finMillis),
+                Effect.flatMap((ended) => (Option.isSome(ended) ? Effect.void : conn.abort))
+              )
+        return (keepAliveFiber === undefined ? Effect.void : Fiber.interrupt(keepAliveFiber)).pipe(
+          Effect.andThen(outbound.seal),
+          Effect.andThen(fin),
+          Effect.catch(() => conn.abort), // the connection broke under the FIN: nothing is left to say
+          Effect.andThen(
+            Effect.sync(() => {
+              if (phase !== "Ending") return // failed meanwhile: `done` has failed
+              phase = "Ended"
+              Deferred.doneUnsafe(done, Exit.void)
+            })
+          )
+        )
+      })
+
+    /** What `ping` fails with once the session has ended (or is ending) gracefully or been closed. */
+    const closedError = (after: "end" | "abort") =>
+      new DuplexError({ reason: new Closed({ label, direction: "outbound", operation: "write", after, bytes: 0 }) })
 
     /** The peer's GoAway: code 0 refuses our further opens; any other code ends the session. */
     function onGoAway(code: number): void {
@@ -212,7 +268,7 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
     // ---- streams ------------------------------------------------------------------------------------
     const open: Effect.Effect<Duplex.Duplex, DuplexError, Scope.Scope> = Effect.suspend(() => {
       if (failure !== undefined) return Effect.fail(failure)
-      if (goAwayReceived !== undefined || goAwaySent !== undefined) {
+      if (goAwayReceived !== undefined || goAwaySent !== undefined || phase !== "Open") {
         return Effect.fail(
           new DuplexError({
             reason: new StreamRefused({ label, why: goAwayReceived !== undefined ? "goAway" : "closing" })
@@ -245,17 +301,27 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
       })
     })
 
-    const nextAccepted: Effect.Effect<StreamState, DuplexError> = Effect.suspend(function loop(): Effect.Effect<
-      StreamState,
-      DuplexError
-    > {
-      const next = table.pendingAccept.shift()
-      if (next !== undefined) return Effect.succeed(next)
-      if (failure !== undefined) return Effect.fail(failure)
-      table.acceptable.closeUnsafe()
-      return Effect.andThen(table.acceptable.await, loop)
-    })
-    const accept: Effect.Effect<Duplex.Duplex, DuplexError, Scope.Scope> = Effect.flatMap(nextAccepted, streams.scoped)
+    /**
+     * The next stream the peer opened; `None` once no more can come: our GoAway is out (a SYN after it is
+     * refused), or the session ended gracefully.
+     */
+    const nextAccepted: Effect.Effect<StreamState | undefined, DuplexError> = Effect.suspend(
+      function loop(): Effect.Effect<StreamState | undefined, DuplexError> {
+        const next = table.pendingAccept.shift()
+        if (next !== undefined) return Effect.succeed(next)
+        if (failure !== undefined) return Effect.fail(failure)
+        // Ending: `None` once our FIN is written, so that a handler that returns at `None` and closes the
+        // session's scope does not abort the FIN under way.
+        if (phase === "Ending") return Effect.andThen(Effect.exit(Deferred.await(done)), loop)
+        if (goAwaySent !== undefined || phase !== "Open") return Effect.succeed(undefined)
+        table.acceptable.closeUnsafe()
+        return Effect.andThen(table.acceptable.await, loop)
+      }
+    )
+    const accept: Effect.Effect<Option.Option<Duplex.Duplex>, DuplexError, Scope.Scope> = Effect.flatMap(
+      nextAccepted,
+      (s) => (s === undefined ? Effect.succeedNone : Effect.asSome(streams.scoped(s)))
+    )
 
     // ---- ping and keepalive -------------------------------------------------------------------------
     const keepAlive = Effect.gen(function* () {
@@ -267,6 +333,7 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
 
     const ping: Effect.Effect<number, DuplexError> = Effect.suspend(() => {
       if (failure !== undefined) return Effect.fail(failure)
+      if (phase !== "Open") return Effect.fail(closedError("end"))
       const opaque = nextPing
       nextPing = (nextPing + 1) >>> 0
       const answered = Deferred.makeUnsafe<void, DuplexError>()
@@ -308,19 +375,15 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
       goAwaySent = GO_AWAY_NORMAL
       // On the data path, so that `close` can wait until it is written before it ends the connection.
       outbound.queueFrame(encodeHeader(TYPE_GO_AWAY, 0, SESSION_STREAM_ID, GO_AWAY_NORMAL))
+      table.acceptable.openUnsafe() // no stream comes after it: a waiting `accept` gives `None`
       return Effect.void
     })
 
     const close: Effect.Effect<void, DuplexError> = Effect.gen(function* () {
       yield* goAway
       yield* table.noStreams.await // every stream closed both ways, or the session ended
-      if (failure !== undefined) {
-        if (Deferred.isDoneUnsafe(done) && Exit.isSuccess(yield* Deferred.await(done).pipe(Effect.exit))) return
-        return yield* failure
-      }
-      yield* Effect.ignore(outbound.awaitWritten(outbound.lastQueued()))
-      closedGracefully = true
-      yield* Effect.ignore(conn.end)
+      yield* endGracefully(undefined)
+      yield* Deferred.await(done)
     })
 
     // ---- running ------------------------------------------------------------------------------------
@@ -328,24 +391,22 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
       outbound.writerLoop.pipe(Effect.catch((error) => Effect.sync(() => failUnsafe(error, undefined)))),
       scope
     )
+    let keepAliveFiber: Fiber.Fiber<unknown, unknown> | undefined
     const fibers: Array<Fiber.Fiber<unknown, unknown>> = [writer, yield* Effect.forkIn(credit.stallWatch, scope)]
     const reading = inbound.start()
     if (reading !== undefined) fibers.push(yield* Effect.forkIn(reading, scope))
-    if (config.keepAliveIntervalMillis > 0 && Number.isFinite(config.keepAliveIntervalMillis)) {
-      fibers.push(yield* Effect.forkIn(Effect.ignore(keepAlive), scope))
+    // Not when the session has already ended: what was buffered in the connection, dispatched as the
+    // reader attached, may have been the peer's whole session and its EOF.
+    if (config.keepAliveIntervalMillis > 0 && Number.isFinite(config.keepAliveIntervalMillis) && phase === "Open") {
+      keepAliveFiber = yield* Effect.forkIn(Effect.ignore(keepAlive), scope)
+      fibers.push(keepAliveFiber)
     }
     yield* Effect.addFinalizer(() =>
       Effect.gen(function* () {
         inbound.detach()
         yield* Fiber.interruptAll(fibers)
-        if (failure === undefined) {
-          failUnsafe(
-            new DuplexError({
-              reason: new Closed({ label, direction: "outbound", operation: "write", after: "abort", bytes: 0 })
-            }),
-            undefined
-          )
-        }
+        // Ended gracefully, there is nothing to abort: our FIN is out and the duplex's owner closes it.
+        failUnsafe(closedError("abort"), undefined)
       })
     )
 
