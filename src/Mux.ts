@@ -281,7 +281,7 @@ const positiveMillis = (
  * `maxConcurrentStreams × windowBytes`) to buffers and credit, growth included. Add the control frames
  * of 12 bytes waiting to be written: at most 4096 while the connection takes no more (beyond that the peer
  * is not reading, and the session fails), and at most the frames of one read (a read of 64 KiB holds
- * 5461) while it does; and a 256 KiB send buffer. Credit is returned once min(window / 2, `maxFrameBytes`) has been read
+ * 5461) while it does; and a 256 KiB send buffer. Credit is returned once half the window has been read
  * since the last update, never in smaller pieces. Streams that end do not add to it: a peer that opens
  * and resets streams is held to the churn budget (`maxStreamChurn`, refilled at `streamChurnPerSecond`),
  * and one that opens streams past `maxConcurrentStreams` has them refused, from the same budget.

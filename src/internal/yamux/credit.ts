@@ -56,7 +56,6 @@ export const makeCredit = (
   outbound: Outbound,
   failure: () => DuplexError | undefined
 ): Credit => {
-  const { maxFrameBytes } = config
   const nowMillis = () => clock.currentTimeMillisUnsafe()
 
   // ---- what we may receive ------------------------------------------------------------------------
@@ -64,8 +63,13 @@ export const makeCredit = (
   let bufferedTotal = 0
   let peakBuffered = 0
   let windowUpdatesOut = 0
-  /** Credit is returned once this much has been read: min(window / 2, max frame) (Clark's rule). */
-  const thresholdOf = (s: StreamState): number => Math.min(Math.floor(s.window / 2), maxFrameBytes)
+  /**
+   * Credit is returned once half the window has been read since the last update (Clark's rule, and
+   * hashicorp/yamux's: never a silly window). Not capped at a frame: with the window grown to 1 MiB, an
+   * update per frame's worth (256 KiB) cost four updates per MiB, each a write and a wake-up of the
+   * sender, and one stream ran about 10% slower over loopback than with an update per half window.
+   */
+  const thresholdOf = (s: StreamState): number => Math.floor(s.window / 2)
 
   const committedBytes = (): number => {
     let credit = 0
