@@ -34,14 +34,18 @@ import { makeSession, type SessionStats } from "./internal/yamux/session.js"
 export const INITIAL_STREAM_WINDOW_BYTES: number = SPEC_INITIAL_WINDOW
 
 /**
- * How far a stream's receive window may grow by default: 1 MiB, four initial windows. Over TCP loopback a
- * fixed 256 KiB window held one stream to about 0.8× the speed it reached with 1 MiB; 2 and 4 MiB were no
- * faster (`npm run bench -- --filter mux` has the figures against raw TCP).
+ * How far a stream's receive window may grow by default: 4 MiB, sixteen initial windows. With credit
+ * returned per half window, one stream over TCP loopback ran a median 1.13× faster with 4 MiB than with
+ * 1 MiB, and 16 streams 1.15×; 16 MiB was no faster (5 interleaved rounds of 1 GiB, server and client in
+ * processes of their own, the server's `--max-window` option of `benchmarks/endpoints/fd-server.ts`;
+ * docs/ARCHITECTURE.md, "Window tuning", has the commands). A window grows only while
+ * its reader keeps up and its sender waits for credit, and only within `maxBufferedBytes`, so a session
+ * of 256 slow streams still commits 256 × 256 KiB.
  *
  * @category constants
  * @since 0.1.0
  */
-export const DEFAULT_MAX_WINDOW_BYTES = 1024 * 1024
+export const DEFAULT_MAX_WINDOW_BYTES = 4 * 1024 * 1024
 
 /**
  * The largest Data frame sent by default: 256 KiB, one initial window.
@@ -131,7 +135,7 @@ export interface SessionOptions {
    * How far a stream's receive window may grow, in bytes, at least `windowBytes`. A stream whose reader
    * keeps up while its sender waits for credit has its window doubled at a window update, up to this,
    * while `maxBufferedBytes` allows; a window never shrinks. Equal to `windowBytes`, windows are fixed.
-   * Default the larger of `windowBytes` and {@link DEFAULT_MAX_WINDOW_BYTES} (1 MiB).
+   * Default the larger of `windowBytes` and {@link DEFAULT_MAX_WINDOW_BYTES} (4 MiB).
    */
   readonly maxWindowBytes?: number | undefined
   /** The largest Data frame sent, in bytes (≥ 1 KiB). Default {@link DEFAULT_MAX_FRAME_BYTES} (256 KiB). */

@@ -866,7 +866,7 @@ describe("Mux credit", () => {
 describe("Mux receive-window tuning", () => {
   const total = 8 * MiB
   for (const { name, options, finalWindow } of [
-    { name: "by default, up to maxWindowBytes (1 MiB)", options: {}, finalWindow: MAX_WINDOW },
+    { name: `by default, up to maxWindowBytes (${MAX_WINDOW / MiB} MiB)`, options: {}, finalWindow: MAX_WINDOW },
     { name: "not at all with maxWindowBytes = windowBytes", options: { maxWindowBytes: WINDOW }, finalWindow: WINDOW },
     {
       name: "only as far as maxBufferedBytes allows (512 KiB of it)",

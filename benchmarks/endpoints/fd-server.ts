@@ -4,7 +4,7 @@
  *
  * - `--mode=echo`: `Echo.serve({ host, port: 0, onEvent })`: the default stream policy.
  * - `--mode=proxy --target=PORT`: `Proxy.serve({ listen: { host, port: 0 }, target: { host, port }, onEvent })`.
- * - `--mode=mux --streams=K [--window=BYTES]`: `Tcp.serve` + `Mux.server(conn, options)`; accepts K
+ * - `--mode=mux --streams=K [--window=BYTES] [--max-window=BYTES]`: `Tcp.serve` + `Mux.server(conn, options)`; accepts K
  *   streams at once, reads each to EOF with `stream.read` (counting and checking the pattern), replies
  *   with the byte count, ends it; then `session.close`. Reports the session's `stats.peakBufferedBytes`
  *   and the bound it must stay under: streams × the largest window (`maxWindowBytes`, which defaults to the
@@ -77,8 +77,12 @@ const program = Effect.gen(function* () {
   if (mode === "mux") {
     const streams = Number(required(opts, "streams"))
     const windowBytes = opts["window"] === undefined ? undefined : parseSize(opts["window"])
-    const sessionOptions = windowBytes === undefined ? {} : { windowBytes }
-    const largestWindow = Math.max(windowBytes ?? 0, Mux.DEFAULT_MAX_WINDOW_BYTES)
+    const maxWindowBytes = opts["max-window"] === undefined ? undefined : parseSize(opts["max-window"])
+    const sessionOptions = {
+      ...(windowBytes === undefined ? {} : { windowBytes }),
+      ...(maxWindowBytes === undefined ? {} : { maxWindowBytes })
+    }
+    const largestWindow = maxWindowBytes ?? Math.max(windowBytes ?? 0, Mux.DEFAULT_MAX_WINDOW_BYTES)
     const received = yield* Deferred.make<{ readonly perStream: ReadonlyArray<number>; readonly stats: Mux.Stats }>()
     const server = yield* Tcp.serve({ host: HOST, port: 0, onEvent }, (conn) =>
       Effect.scoped(
