@@ -531,9 +531,11 @@ export class NotProcessed extends Data.TaggedClass("NotProcessed")<{
  * **Details**
  *
  * `why` is `goAway` when the peer announced it is going away, `closing` when this session is closing,
- * `limit` when `maxConcurrentStreams` streams are open already (`limit` says how many), and `refused` when
- * the peer reset the stream before accepting it (its own limits, or it was going away). Either way the
- * peer has not accepted the stream, so nothing written to it was processed.
+ * `limit` when `maxConcurrentStreams` streams are open already (`limit` says how many; or as many as
+ * `maxBufferedBytes` leaves room for) and none freed its slot within the session's `openTimeout`
+ * (`waitedMillis` says how long the open waited; absent when it did not wait), and `refused` when the peer
+ * reset the stream before accepting it (its own limits, or it was going away). Either way the peer has not
+ * accepted the stream, so nothing written to it was processed.
  *
  * @category reasons
  * @since 0.1.0
@@ -542,6 +544,8 @@ export class StreamRefused extends Data.TaggedClass("StreamRefused")<{
   readonly label: string
   readonly why: "goAway" | "closing" | "limit" | "refused"
   readonly limit?: number | undefined
+  /** How long the open waited for a slot before it was refused (`openTimeout`); absent if it did not wait. */
+  readonly waitedMillis?: number | undefined
 }> {
   /** Always true: the stream was never accepted. */
   get retryable(): true {
@@ -555,7 +559,10 @@ export class StreamRefused extends Data.TaggedClass("StreamRefused")<{
         : this.why === "closing"
           ? "this session is closing"
           : this.why === "limit"
-            ? `${this.limit} streams are open already (maxConcurrentStreams)`
+            ? `${this.limit} streams are open already (maxConcurrentStreams)` +
+              (this.waitedMillis === undefined
+                ? ""
+                : ` and none closed in the ${this.waitedMillis} ms it waited (openTimeout)`)
             : "the peer refused it (its stream limit, or it is going away)"
     return `stream on ${this.label} not opened: ${why}; nothing on it was processed, so it is safe to retry`
   }

@@ -99,6 +99,18 @@ export const DEFAULT_KEEP_ALIVE_TIMEOUT: Duration.Duration = Duration.seconds(10
 export const DEFAULT_ERROR_CLOSE_TIMEOUT: Duration.Duration = Duration.seconds(1)
 
 /**
+ * How long an `open` at a limit waits for a slot by default: 10 s, the
+ * {@link DEFAULT_KEEP_ALIVE_TIMEOUT}. A slot frees the moment any stream ends, so a burst of short streams
+ * drains well within it; a session whose streams do not end for that long is stuck or overloaded, and its
+ * caller gets a retryable `StreamRefused` rather than a wait with no end (hashicorp/yamux's `OpenStream`
+ * waits for its SYN budget bounded by nothing but the caller's context).
+ *
+ * @category constants
+ * @since 0.1.0
+ */
+export const DEFAULT_OPEN_TIMEOUT: Duration.Duration = Duration.seconds(10)
+
+/**
  * The churn budget by default: 1024 streams (four times {@link DEFAULT_MAX_CONCURRENT_STREAMS}) that the
  * peer may open and then reset, or have refused, in a burst. h2o's `reset-budget` is likewise a multiple
  * of its stream limit.
@@ -142,15 +154,45 @@ export interface SessionOptions {
   readonly maxFrameBytes?: number | undefined
   /**
    * Streams open at once, either side's. A stream the peer opens beyond it is reset (the peer sees
-   * `StreamRefused`); `open` beyond it fails `StreamRefused`. Default
-   * {@link DEFAULT_MAX_CONCURRENT_STREAMS} (256).
+   * `StreamRefused`); `open` beyond it waits up to `openTimeout` for a slot, then fails `StreamRefused`.
+   * Default {@link DEFAULT_MAX_CONCURRENT_STREAMS} (256).
    */
   readonly maxConcurrentStreams?: number | undefined
   /**
    * The most the session buffers of what the application has not read, in bytes: streams the peer opens
-   * beyond `maxBufferedBytes / windowBytes` are reset. Default `maxConcurrentStreams × windowBytes`.
+   * beyond `maxBufferedBytes / windowBytes` are reset, and our `open` beyond it waits as it does at
+   * `maxConcurrentStreams`. Default `maxConcurrentStreams × windowBytes`.
    */
   readonly maxBufferedBytes?: number | undefined
+  /**
+   * How long an `open` at a limit (`maxConcurrentStreams`, or `maxBufferedBytes / windowBytes`) waits for
+   * a slot before it fails `StreamRefused` (`why: "limit"`, retryable, with `waitedMillis`). Waiting opens
+   * are served first come first served, and at most `maxConcurrentStreams` of them wait: one more fails at
+   * once. `0` fails at once at the limit, as a caller with a retry policy of its own may want. Default
+   * {@link DEFAULT_OPEN_TIMEOUT} (10 s).
+   *
+   * **Example** (Failing fast at the limit, to retry with a policy of one's own)
+   *
+   * ```ts
+   * import { Duplex, Mux } from "fullduplex"
+   * import { Effect, Schedule } from "effect"
+   *
+   * const program = Effect.scoped(
+   *   Effect.gen(function* () {
+   *     const [a] = yield* Duplex.pair()
+   *     const session = yield* Mux.client(a, { maxConcurrentStreams: 16, openTimeout: 0 })
+   *     return yield* session.open.pipe(
+   *       Effect.retry({
+   *         while: (error) => error.reason._tag === "StreamRefused" && error.reason.why === "limit",
+   *         schedule: Schedule.exponential("10 millis"),
+   *         times: 5
+   *       })
+   *     )
+   *   })
+   * )
+   * ```
+   */
+  readonly openTimeout?: Duration.Input | undefined
   /** A write waiting this long with zero credit fails `StallDetected`. Default {@link DEFAULT_STALL_TIMEOUT} (30 s). */
   readonly stallTimeout?: Duration.Input | undefined
   /** How often to ping the peer; `0` disables keepalive. Default {@link DEFAULT_KEEP_ALIVE_INTERVAL} (30 s). */
@@ -191,6 +233,9 @@ export type Stats = SessionStats
  * - `open` opens a stream (SYN) and `accept` waits for one the peer opened: `Some(stream)`, or `None` once
  *   no more can come (our `goAway` is out, or the session ended gracefully), as `read` gives `None` at
  *   EOF. Each stream belongs to the caller's scope: closing it resets (RST) a stream not closed both ways.
+ * - At `maxConcurrentStreams` (or as many streams as `maxBufferedBytes` leaves room for), `open` waits for
+ *   a slot, first come first served, up to `openTimeout` (default 10 s); then it fails `StreamRefused`
+ *   (`why: "limit"`, retryable). With `openTimeout: 0` it fails at once.
  * - A stream's `end` sends FIN, after every byte written; its `abort` sends RST and drops what it had
  *   buffered (and the credit with it). Writes wait for credit, and fail `StallDetected` after
  *   `stallTimeout` without any.
@@ -231,6 +276,24 @@ export type Stats = SessionStats
  */
 export interface Session {
   readonly label: string
+  /**
+   * Opens a stream, owned by the caller's scope. Below the limits it is opened at once. At a limit, or
+   * behind other opens already waiting (none is overtaken, even by a slot free at that moment), it waits
+   * in line for a slot (a stream closed both ways or reset, or buffer room read back) up to
+   * `openTimeout` (default {@link DEFAULT_OPEN_TIMEOUT}, 10 s), then fails `StreamRefused` with
+   * `why: "limit"`, `limit` and `waitedMillis`. At most `maxConcurrentStreams` opens wait: one more, or any
+   * with `openTimeout: 0`, fails `StreamRefused` (`limit`) at once. Every refusal is retryable.
+   *
+   * **Interruption**
+   *
+   * An open interrupted while it waits leaves the line; nothing was sent, and the slot goes to the next in
+   * line. Interrupted as its stream was being opened for it, the stream is reset.
+   *
+   * **Closing**
+   *
+   * Waiting opens fail with the session's error when it fails, and `StreamRefused` when a GoAway is sent
+   * (`why: "closing"`) or received (`why: "goAway"`), as an open would at that moment.
+   */
   readonly open: Effect.Effect<Duplex.Duplex, DuplexError, Scope.Scope>
   /** The next stream the peer opened; `None` once no more can come (see the details). */
   readonly accept: Effect.Effect<Option.Option<Duplex.Duplex>, DuplexError, Scope.Scope>
@@ -288,7 +351,9 @@ const positiveMillis = (
  * 5461) while it does; and a 256 KiB send buffer. Credit is returned once half the window has been read
  * since the last update, never in smaller pieces. Streams that end do not add to it: a peer that opens
  * and resets streams is held to the churn budget (`maxStreamChurn`, refilled at `streamChurnPerSecond`),
- * and one that opens streams past `maxConcurrentStreams` has them refused, from the same budget.
+ * and one that opens streams past `maxConcurrentStreams` has them refused, from the same budget. Our own
+ * opens at a limit wait in a line of at most `maxConcurrentStreams` (a few dozen bytes each, their
+ * deadlines kept by one timer for the session); one more is refused at once.
  *
  * **Closing**
  *
@@ -384,6 +449,8 @@ export const make = (
       true
     )
     if (typeof errorCloseMillis !== "number") return Effect.fail(errorCloseMillis)
+    const openTimeoutMillis = positiveMillis(label, "openTimeout", options.openTimeout, DEFAULT_OPEN_TIMEOUT, true)
+    if (typeof openTimeoutMillis !== "number") return Effect.fail(openTimeoutMillis)
     const maxStreamChurn = options.maxStreamChurn ?? DEFAULT_MAX_STREAM_CHURN
     if (!Number.isInteger(maxStreamChurn) || maxStreamChurn < 1) {
       return Effect.fail(invalidOptions(label, "maxStreamChurn", maxStreamChurn, "a whole number ≥ 1"))
@@ -410,7 +477,8 @@ export const make = (
       keepAliveTimeoutMillis,
       errorCloseMillis,
       maxStreamChurn,
-      streamChurnPerSecond
+      streamChurnPerSecond,
+      openTimeoutMillis
     })
   })
 

@@ -15,7 +15,7 @@
  * bytes one run moves in all (default 8: larger runs are scaled down).
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Cause, Deferred, Effect, Exit, Fiber, Option, Scope, Stream } from "effect"
+import { Cause, Clock, Deferred, Effect, Exit, Fiber, Option, Scope, Stream } from "effect"
 import { TestClock } from "effect/testing"
 import fc from "fast-check"
 import { Duplex, DuplexError, Mux, Tcp } from "fullduplex"
@@ -1437,7 +1437,7 @@ describe("Mux limits", () => {
     "open beyond maxConcurrentStreams fails StreamRefused naming the limit, and succeeds once a stream is gone",
     () =>
       Effect.gen(function* () {
-        const { client } = yield* sessions({ maxConcurrentStreams: 2 })
+        const { client } = yield* sessions({ maxConcurrentStreams: 2, openTimeout: 0 })
         const first = yield* client.open
         yield* client.open
         const refused = reasonOf(yield* Effect.exit(client.open), "StreamRefused", "the third open")
@@ -1521,7 +1521,7 @@ describe("Mux limits", () => {
 
   live("open beyond maxBufferedBytes / windowBytes fails StreamRefused: our own streams' windows count too", () =>
     Effect.gen(function* () {
-      const { client, server } = yield* sessions({ maxBufferedBytes: 2 * WINDOW + 100 })
+      const { client, server } = yield* sessions({ maxBufferedBytes: 2 * WINDOW + 100, openTimeout: 0 })
       for (let i = 0; i < 2; i++) {
         yield* client.open
         const t = Option.getOrThrow(yield* server.accept)
@@ -1560,7 +1560,8 @@ describe("Mux limits", () => {
     Effect.gen(function* () {
       // The reset wakes the stream's reader (which runs at once, inside the frame reader's step) before the
       // stream is forgotten: the reader's retry still sees the slot taken and fails StreamRefused(limit).
-      const { client, server } = yield* sessions({ maxConcurrentStreams: 1 })
+      // (`openTimeout: 0`: the retry must find the slot free at once, not wait for it.)
+      const { client, server } = yield* sessions({ maxConcurrentStreams: 1, openTimeout: 0 })
       const s = yield* client.open
       const t = Option.getOrThrow(yield* server.accept)
       const retry = yield* Effect.forkChild(Effect.andThen(Effect.exit(readAll(s)), Effect.exit(client.open)), {
@@ -1580,7 +1581,8 @@ describe("Mux limits", () => {
     () =>
       Effect.gen(function* () {
         // The same order on a FIN: the EOF wakes the reader (at once) before the stream is retired.
-        const { client, server } = yield* sessions({ maxConcurrentStreams: 1 })
+        // (`openTimeout: 0`, as above.)
+        const { client, server } = yield* sessions({ maxConcurrentStreams: 1, openTimeout: 0 })
         const s = yield* client.open
         const t = Option.getOrThrow(yield* server.accept)
         yield* s.end
@@ -1769,6 +1771,8 @@ describe("Mux limits", () => {
         ["keepAliveInterval", -1],
         ["keepAliveTimeout", 0],
         ["errorCloseTimeout", -1],
+        ["openTimeout", -1],
+        ["openTimeout", Infinity],
         ["maxStreamChurn", 0],
         ["maxStreamChurn", 1.5],
         ["streamChurnPerSecond", -1],
@@ -1779,6 +1783,237 @@ describe("Mux limits", () => {
       }
       const role = yield* Effect.exit(Mux.make(a, { role: "peer" as "client" }))
       assert.strictEqual(reasonOf(role, "InvalidOptions", "role").option, "role")
+    })
+  )
+})
+
+// ---- waiting opens -----------------------------------------------------------------------------------
+
+describe("Mux waiting opens", () => {
+  /** Forks `client.open` in a scope of its own, recording its name in `order` when it has its stream. */
+  const openInLine = (client: Mux.Session, name: string, order: Array<string>) =>
+    Effect.gen(function* () {
+      const scope = yield* Scope.make()
+      const fiber = yield* Effect.forkChild(
+        Effect.tap(Scope.provide(client.open, scope), () => Effect.sync(() => order.push(name))),
+        { startImmediately: true }
+      )
+      return { scope, fiber }
+    })
+
+  live("at the stream limit, open waits for a slot, first come first served; a later open does not overtake", () =>
+    Effect.gen(function* () {
+      // Three slots, all taken; up to three opens may wait.
+      const { client } = yield* sessions({ maxConcurrentStreams: 3, openTimeout: "5 seconds" })
+      const first = yield* client.open
+      yield* client.open
+      yield* client.open
+      const order: Array<string> = []
+      const a = yield* openInLine(client, "A", order)
+      const b = yield* openInLine(client, "B", order)
+      yield* settle
+      assert.deepStrictEqual(order, [], "both wait while every slot is taken")
+      assert.strictEqual((yield* client.stats).waitingOpens, 2)
+      // A slot is free from here, in this very step, until the line is served: C, opened now, still
+      // queues behind A and B.
+      yield* first.abort
+      const c = yield* openInLine(client, "C", order)
+      yield* Fiber.join(a.fiber).pipe(within("2 seconds", "A, the first waiter"))
+      yield* settle
+      assert.deepStrictEqual(order, ["A"], "B and C wait for the next slot")
+      yield* Scope.close(a.scope, Exit.void) // A's stream is reset: its slot goes to B
+      yield* Fiber.join(b.fiber).pipe(within("2 seconds", "B"))
+      yield* settle
+      assert.deepStrictEqual(order, ["A", "B"])
+      yield* Scope.close(b.scope, Exit.void)
+      yield* Fiber.join(c.fiber).pipe(within("2 seconds", "C"))
+      assert.deepStrictEqual(order, ["A", "B", "C"])
+      const stats = yield* client.stats
+      assert.strictEqual(stats.streams, 3)
+      assert.strictEqual(stats.waitingOpens, 0)
+      yield* Scope.close(c.scope, Exit.void)
+    })
+  )
+
+  live(
+    "a waiting open fails StreamRefused (retryable, the limit) after openTimeout; one interrupted leaves the line",
+    () =>
+      Effect.gen(function* () {
+        const { client } = yield* sessions({ maxConcurrentStreams: 1, openTimeout: "100 millis" })
+        const first = yield* client.open
+        const started = yield* Clock.currentTimeMillis
+        const refused = reasonOf(
+          yield* Effect.exit(client.open.pipe(within("2 seconds", "an open past its openTimeout"))),
+          "StreamRefused",
+          "open past the limit"
+        )
+        assert.isAtLeast((yield* Clock.currentTimeMillis) - started, 90, "it waited")
+        assert.strictEqual(refused.why, "limit")
+        assert.strictEqual(refused.limit, 1)
+        assert.isAtLeast(refused.waitedMillis ?? 0, 100)
+        assert.include(refused.message, "openTimeout")
+        assert.isTrue(refused.retryable)
+        assert.strictEqual((yield* client.stats).waitingOpens, 0, "the timed-out open left the line")
+        // An interrupted waiter gives its place up: the next open gets the slot.
+        const interrupted = yield* Effect.forkChild(client.open, { startImmediately: true })
+        assert.strictEqual((yield* client.stats).waitingOpens, 1)
+        yield* Fiber.interrupt(interrupted)
+        assert.strictEqual((yield* client.stats).waitingOpens, 0, "the interrupted open left the line")
+        const next = yield* Effect.forkChild(client.open, { startImmediately: true })
+        yield* first.abort
+        yield* Fiber.join(next).pipe(within("2 seconds", "the open after the interrupted one"))
+        assert.strictEqual((yield* client.stats).streams, 1)
+      })
+  )
+
+  live("an open held by maxBufferedBytes waits until buffer room comes back, as unread bytes are read", () =>
+    Effect.gen(function* () {
+      // Room for two windows: two streams whose peer filled them, and a third open that must wait.
+      const { client, server } = yield* sessions({ maxBufferedBytes: 2 * WINDOW + 100, openTimeout: "5 seconds" })
+      const s1 = yield* client.open
+      const t1 = Option.getOrThrow(yield* server.accept)
+      yield* Effect.andThen(t1.write(new Uint8Array(WINDOW)), t1.end)
+      yield* client.open
+      const t2 = Option.getOrThrow(yield* server.accept)
+      yield* t2.write(new Uint8Array(WINDOW))
+      yield* eventually("two windows buffered", client.stats, (st) => st.bufferedBytes === 2 * WINDOW)
+      const third = yield* Effect.forkChild(client.open, { startImmediately: true })
+      yield* Effect.sleep(20)
+      assert.strictEqual((yield* client.stats).waitingOpens, 1, "the third open waits for room")
+      // Stream 1's peer finished: what it sent is room for good once read (no credit follows it).
+      assert.strictEqual((yield* readAll(s1)).length, WINDOW)
+      yield* Fiber.join(third).pipe(within("2 seconds", "the third open, once a window was read"))
+      assert.strictEqual((yield* client.stats).streams, 3)
+    })
+  )
+
+  live("openTimeout 0 fails at once; an open past maxConcurrentStreams waiting ones fails at once", () =>
+    Effect.gen(function* () {
+      const eager = yield* sessions({ maxConcurrentStreams: 1, openTimeout: 0 })
+      yield* eager.client.open
+      const atOnce = reasonOf(
+        yield* Effect.exit(eager.client.open.pipe(within("100 millis", "an open that may not wait"))),
+        "StreamRefused",
+        "an open at the limit with openTimeout 0"
+      )
+      assert.strictEqual(atOnce.why, "limit")
+      assert.isUndefined(atOnce.waitedMillis)
+      const { client } = yield* sessions({ maxConcurrentStreams: 2, openTimeout: "10 seconds" })
+      yield* client.open
+      yield* client.open
+      const waiters = yield* Effect.forEach([1, 2], () =>
+        Effect.forkChild(Effect.exit(client.open), { startImmediately: true })
+      )
+      assert.strictEqual((yield* client.stats).waitingOpens, 2)
+      const third = reasonOf(
+        yield* Effect.exit(client.open.pipe(within("100 millis", "a waiter too many"))),
+        "StreamRefused",
+        "a third waiter with maxConcurrentStreams 2"
+      )
+      assert.strictEqual(third.why, "limit")
+      assert.strictEqual(third.limit, 2)
+      for (const waiter of waiters) yield* Fiber.interrupt(waiter)
+      assert.strictEqual((yield* client.stats).waitingOpens, 0)
+    })
+  )
+
+  live("waiters fail as an open would: StreamRefused at a GoAway either way, the session's error when it fails", () =>
+    Effect.gen(function* () {
+      const waitAt = (client: Mux.Session) =>
+        Effect.gen(function* () {
+          yield* client.open
+          yield* client.open
+          const waiters = yield* Effect.forEach([1, 2], () =>
+            Effect.forkChild(Effect.exit(client.open), { startImmediately: true })
+          )
+          assert.strictEqual((yield* client.stats).waitingOpens, 2)
+          return waiters
+        })
+      const exitsOf = (waiters: ReadonlyArray<Fiber.Fiber<Exit.Exit<unknown, unknown>>>, what: string) =>
+        Effect.forEach(waiters, (waiter) => Fiber.join(waiter).pipe(within("2 seconds", what)))
+      // Two slots taken, two opens waiting (as many as may).
+      const options = { maxConcurrentStreams: 2, openTimeout: "10 seconds" } as const
+
+      const received = yield* sessions(options)
+      const atTheirs = yield* waitAt(received.client)
+      yield* received.server.goAway
+      for (const exit of yield* exitsOf(atTheirs, "a waiter at the peer's GoAway")) {
+        assert.strictEqual(reasonOf(exit, "StreamRefused", "a waiter at the peer's GoAway").why, "goAway")
+      }
+
+      const sent = yield* sessions(options)
+      const atOurs = yield* waitAt(sent.client)
+      yield* sent.client.goAway
+      for (const exit of yield* exitsOf(atOurs, "a waiter at our GoAway")) {
+        assert.strictEqual(reasonOf(exit, "StreamRefused", "a waiter at our GoAway").why, "closing")
+      }
+
+      const broken = yield* sessions(options)
+      const atFailure = yield* waitAt(broken.client)
+      yield* broken.b.abort // the connection breaks under the client
+      const failure = duplexErrorOf(yield* Effect.exit(broken.client.closed.pipe(within("2 seconds", "closed"))))
+      for (const exit of yield* exitsOf(atFailure, "a waiter as the session fails")) {
+        assert.strictEqual(duplexErrorOf(exit, "a waiter as the session fails"), failure)
+      }
+      assert.strictEqual((yield* broken.client.stats).waitingOpens, 0)
+    })
+  )
+
+  live("waiters interrupted at random while slots free up: freed slots go to the line in order, none is lost", () =>
+    Effect.gen(function* () {
+      const random = prng(seed)
+      const limit = 8
+      for (let round = 0; round < 25; round++) {
+        const { client } = yield* sessions({ maxConcurrentStreams: limit, openTimeout: "5 seconds" })
+        const held: Array<Scope.Closeable> = []
+        for (let i = 0; i < limit; i++) {
+          const scope = yield* Scope.make()
+          yield* Scope.provide(client.open, scope)
+          held.push(scope)
+        }
+        const line: Array<{ scope: Scope.Closeable; fiber: Fiber.Fiber<Duplex.Duplex, unknown> }> = []
+        for (let i = 0; i < limit; i++) {
+          const scope = yield* Scope.make()
+          line.push({
+            scope,
+            fiber: yield* Effect.forkChild(Scope.provide(client.open, scope), { startImmediately: true })
+          })
+        }
+        // Free some slots and interrupt some waiters, in a random order, some in one step, some a turn apart.
+        let freed = 0
+        for (let step = 0; step < limit; step++) {
+          if (random() % 2 === 0) {
+            yield* Scope.close(held[freed++]!, Exit.void)
+          } else {
+            yield* Fiber.interrupt(line[random() % limit]!.fiber)
+          }
+          if (random() % 2 === 0) yield* Effect.yieldNow
+        }
+        yield* settle
+        const what = (detail: string) => `round ${round} (seed ${seed}), ${freed} freed: ${detail}`
+        const exits = line.map((w) => w.fiber.pollUnsafe())
+        const served = exits.flatMap((exit, i) => (exit !== undefined && Exit.isSuccess(exit) ? [i] : []))
+        const waiting = exits.flatMap((exit, i) => (exit === undefined ? [i] : []))
+        for (const exit of exits) {
+          if (exit !== undefined && Exit.isFailure(exit)) {
+            assert.isTrue(Cause.hasInterruptsOnly(exit.cause), what(`a waiter failed: ${Cause.pretty(exit.cause)}`))
+          }
+        }
+        if (waiting.length > 0) {
+          assert.strictEqual(served.length, freed, what("with opens still waiting, every freed slot went to one"))
+          assert.isBelow(Math.max(-1, ...served), Math.min(...waiting), what("served out of line order"))
+        }
+        const stats = yield* client.stats
+        assert.strictEqual(stats.waitingOpens, waiting.length, what(JSON.stringify(stats)))
+        assert.strictEqual(stats.streams, limit - freed + served.length, what(JSON.stringify(stats)))
+        // Everything closed, nothing is left: no stream was opened for a waiter that was gone.
+        for (const w of line) yield* Fiber.interrupt(w.fiber)
+        for (const scope of [...held, ...line.map((w) => w.scope)]) yield* Scope.close(scope, Exit.void)
+        yield* settle
+        const after = yield* client.stats
+        assert.strictEqual(after.streams, 0, what(JSON.stringify(after)))
+        assert.strictEqual(after.waitingOpens, 0, what(JSON.stringify(after)))
+      }
     })
   )
 })

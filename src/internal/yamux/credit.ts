@@ -54,7 +54,9 @@ export const makeCredit = (
   clock: Clock.Clock,
   streams: ReadonlyMap<number, StreamState>,
   outbound: Outbound,
-  failure: () => DuplexError | undefined
+  failure: () => DuplexError | undefined,
+  /** Buffer room may have come back (bytes read or dropped): see `StreamTable.roomFreed`. */
+  roomFreed: () => void
 ): Credit => {
   const nowMillis = () => clock.currentTimeMillisUnsafe()
 
@@ -109,7 +111,13 @@ export const makeCredit = (
   const consumed = (s: StreamState): void => {
     bufferedTotal -= s.inbound.bytesOut - s.countedOut
     s.countedOut = s.inbound.bytesOut
-    if (s.updateQueued || s.recv._tag !== "Open") return
+    if (s.recv._tag !== "Open") {
+      // No credit follows these bytes (the peer finished, or the stream is gone): their room is back for
+      // good. Bytes of an open direction are not: the credit they return will be granted again.
+      roomFreed()
+      return
+    }
+    if (s.updateQueued) return
     if (s.inbound.bytesOut - s.creditedOut >= thresholdOf(s)) {
       s.updateQueued = true
       outbound.enqueue({ update: s })
@@ -206,6 +214,7 @@ export const makeCredit = (
     },
     dropBuffered: (s) => {
       bufferedTotal -= s.inbound.buffered
+      roomFreed()
     },
     consumed,
     windowUpdate,

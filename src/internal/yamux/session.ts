@@ -1,6 +1,6 @@
 /**
- * A yamux session over a `Duplex`: its lifecycle (open, accept, ping, GoAway, close, failure and
- * farewell, keepalive), and the wiring of its rooms:
+ * A yamux session over a `Duplex`: its lifecycle (open and the line of opens waiting for a slot, accept,
+ * ping, GoAway, close, failure and farewell, keepalive), and the wiring of its rooms:
  * - `inbound.ts`, the reader: decodes frames and dispatches each at once (the churn budget too);
  * - `outbound.ts`, the scheduler: the control queue, the data path (the session's send buffer), the one
  *   writer;
@@ -30,6 +30,7 @@ import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
+import * as Latch from "effect/Latch"
 import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
 import type * as Duplex from "../../Duplex.js"
@@ -69,12 +70,16 @@ export interface SessionConfig {
   readonly maxStreamChurn: number
   /** Churn the budget regains a second. */
   readonly streamChurnPerSecond: number
+  /** How long an `open` at the limit waits for a slot; 0: it fails at once. */
+  readonly openTimeoutMillis: number
 }
 
 /** @internal */
 export interface SessionStats {
   /** Streams open (not yet closed both ways), opened by either side; accepted or waiting to be. */
   readonly streams: number
+  /** Our opens waiting for a slot (at most `maxConcurrentStreams`). */
+  readonly waitingOpens: number
   /** Bytes received and not yet read, over every stream. */
   readonly bufferedBytes: number
   /** The most `bufferedBytes` has been. */
@@ -109,6 +114,19 @@ const FAREWELL_READ_MILLIS = 250
  */
 type Phase = "Open" | "Ending" | "Ended" | "Failed"
 
+/** An `open` waiting for a slot, in line. */
+interface OpenWaiter {
+  /** When it joined the line: its deadline is `openTimeoutMillis` later. */
+  readonly since: number
+  /**
+   * What the open ends with, set by the state change that decides it (the stream opened for it, or the
+   * refusal), at which it leaves the line: set, the waiter is in no line.
+   */
+  outcome: Exit.Exit<StreamState, DuplexError> | undefined
+  /** Resumes the open's fiber once it waits; called after the state change, never inside it. */
+  resume: ((outcome: Exit.Exit<StreamState, DuplexError>) => void) | undefined
+}
+
 /** @internal */
 export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.Effect<Session, never, Scope.Scope> =>
   Effect.gen(function* () {
@@ -127,8 +145,12 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
     const pings = new Map<number, Deferred.Deferred<void, DuplexError>>()
     let nextPing = 0
 
+    /** Our opens waiting for a slot, first come first served: at most `maxConcurrentStreams`. */
+    const waiters: Array<OpenWaiter> = []
+    let serveScheduled = false
+
     // ---- the rooms ----------------------------------------------------------------------------------
-    const table = makeStreamTable()
+    const table = makeStreamTable(wakeOpeners)
     const outbound = makeOutbound(conn, label, {
       failure: failed,
       fail: failUnsafe,
@@ -136,7 +158,7 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
       // each one as it writes it.
       windowUpdate: (s) => credit.windowUpdate(s)
     })
-    const credit = makeCredit(config, clock, table.streams, outbound, failed)
+    const credit = makeCredit(config, clock, table.streams, outbound, failed, wakeOpeners)
     const streams = makeStreams(config, clock, table, outbound, credit, failed)
     const inbound = makeInbound(conn, config, clock, table, streams, credit, outbound, {
       failure: failed,
@@ -165,6 +187,7 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
       table.pendingAccept.length = 0
       table.acceptable.openUnsafe()
       failPings(error)
+      refuseWaiting(error)
       outbound.clear()
       // Tell the peer why, if we can, then close the connection; only then say the session is done. (A
       // handler that returns at `closed` lets its server's close strategy end the connection: were `done`
@@ -244,7 +267,10 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
     /** The peer's GoAway: code 0 refuses our further opens; any other code ends the session. */
     function onGoAway(code: number): void {
       goAwayReceived = code
-      if (code === GO_AWAY_NORMAL) return
+      if (code === GO_AWAY_NORMAL) {
+        refuseWaiting(new DuplexError({ reason: new StreamRefused({ label, why: "goAway" }) }))
+        return
+      }
       const what =
         code === GO_AWAY_PROTOCOL_ERROR
           ? "a protocol error"
@@ -266,39 +292,163 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
     }
 
     // ---- streams ------------------------------------------------------------------------------------
-    const open: Effect.Effect<Duplex.Duplex, DuplexError, Scope.Scope> = Effect.suspend(() => {
-      if (failure !== undefined) return Effect.fail(failure)
-      if (goAwayReceived !== undefined || goAwaySent !== undefined || phase !== "Open") {
-        return Effect.fail(
-          new DuplexError({
-            reason: new StreamRefused({ label, why: goAwayReceived !== undefined ? "goAway" : "closing" })
-          })
-        )
-      }
-      if (table.streams.size >= config.maxConcurrentStreams) {
-        return Effect.fail(
-          new DuplexError({ reason: new StreamRefused({ label, why: "limit", limit: config.maxConcurrentStreams }) })
-        )
-      }
-      // Every stream grants the peer a window: the session's buffer bound limits our own opens too.
-      if (credit.committedBytes() + windowBytes > config.maxBufferedBytes) {
-        return Effect.fail(
-          new DuplexError({
-            reason: new StreamRefused({ label, why: "limit", limit: Math.floor(config.maxBufferedBytes / windowBytes) })
-          })
-        )
-      }
+    /** Why an open fails now whatever the limits: the session failed, or a GoAway went either way. */
+    const refusedNow = (): DuplexError | undefined => {
+      if (failure !== undefined) return failure
+      if (goAwayReceived === undefined && goAwaySent === undefined && phase === "Open") return undefined
+      return new DuplexError({
+        reason: new StreamRefused({ label, why: goAwayReceived !== undefined ? "goAway" : "closing" })
+      })
+    }
+
+    /** A stream may be opened now: a slot, and room for its window (every stream grants the peer one). */
+    const admissible = (): boolean =>
+      table.streams.size < config.maxConcurrentStreams &&
+      credit.committedBytes() + windowBytes <= config.maxBufferedBytes
+
+    /** `StreamRefused` naming the limit an open is held by: the stream limit, or the buffer bound's. */
+    const limitRefused = (waitedMillis?: number): DuplexError =>
+      new DuplexError({
+        reason: new StreamRefused({
+          label,
+          why: "limit",
+          limit:
+            table.streams.size < config.maxConcurrentStreams &&
+            credit.committedBytes() + windowBytes > config.maxBufferedBytes
+              ? Math.floor(config.maxBufferedBytes / windowBytes)
+              : config.maxConcurrentStreams,
+          waitedMillis
+        })
+      })
+
+    /** Opens a stream: its id, its state in the table, its SYN. */
+    const openStream = (): StreamState => {
       const id = nextId
       nextId += 2
       const s = streams.newStream(id, "local")
       table.remember(s)
-      return Effect.gen(function* () {
-        const duplex = yield* streams.scoped(s)
-        // SYN on a window update of its own, announcing any window beyond the spec's initial one; queued
-        // ahead of every frame the stream will send.
-        outbound.queueFrame(encodeHeader(TYPE_WINDOW_UPDATE, FLAG_SYN, s.id, credit.extraWindow))
-        return duplex
+      // SYN on a window update of its own, announcing any window beyond the spec's initial one; queued
+      // ahead of every frame the stream will send.
+      outbound.queueFrame(encodeHeader(TYPE_WINDOW_UPDATE, FLAG_SYN, s.id, credit.extraWindow))
+      return s
+    }
+
+    /**
+     * A slot or buffer room may have come back: serves the waiting opens in a microtask, once every state
+     * change of the current step is over (as `soon` does for latches: a resumed open runs at once).
+     */
+    function wakeOpeners(): void {
+      if (waiters.length === 0 || serveScheduled) return
+      serveScheduled = true
+      queueMicrotask(serveOpeners)
+    }
+
+    /** Opens a stream for each waiter, first in line first, while the limits allow; then resumes them. */
+    function serveOpeners(): void {
+      serveScheduled = false
+      // A failure or a GoAway has refused every waiter already.
+      if (refusedNow() !== undefined) return
+      let served = 0
+      while (served < waiters.length && admissible()) waiters[served++]!.outcome = Exit.succeed(openStream())
+      if (served === 0) return
+      const granted = waiters.splice(0, served)
+      for (const w of granted) w.resume?.(w.outcome!)
+    }
+
+    /** Every waiter fails with `error`: at once (no stream is opened for any), resumed in a microtask. */
+    function refuseWaiting(error: DuplexError): void {
+      if (waiters.length === 0) return
+      const refused = waiters.splice(0, waiters.length)
+      const outcome = Exit.fail(error)
+      for (const w of refused) w.outcome = outcome
+      queueMicrotask(() => {
+        for (const w of refused) w.resume?.(outcome)
       })
+    }
+
+    /** A waiter gives up (interrupted): out of the line, or its stream aborted if it has one already. */
+    const leave = (w: OpenWaiter): void => {
+      const outcome = w.outcome
+      if (outcome === undefined) {
+        const i = waiters.indexOf(w)
+        if (i >= 0) waiters.splice(i, 1)
+      } else if (Exit.isSuccess(outcome)) {
+        // Opened for it as it was interrupted: nobody will have it. Its abort frees the slot for the next.
+        streams.abort(outcome.value)
+      }
+    }
+
+    const awaitTurn = (w: OpenWaiter): Effect.Effect<StreamState, DuplexError> =>
+      Effect.callback<StreamState, DuplexError>((resume) => {
+        // Decided while this fiber yielded between joining the line and waiting.
+        if (w.outcome !== undefined) return resume(w.outcome)
+        w.resume = resume
+      })
+
+    /** Opened when an open joins an empty line while the open watch has nothing to watch. */
+    const openWake = Latch.makeUnsafe(false)
+    let openWatchIdle = false
+    /**
+     * Fails each waiting open whose `openTimeoutMillis` is up, sleeping until the first one's deadline:
+     * every wait has the same limit and the line is in joining order, so the first in line is always the
+     * first due (one timer for the session, not one per wait, as the stall watch).
+     */
+    const openWatch = Effect.gen(function* () {
+      while (true) {
+        const first = waiters[0]
+        if (first === undefined) {
+          openWatchIdle = true
+          openWake.closeUnsafe()
+          yield* openWake.await
+          continue
+        }
+        const now = nowMillis()
+        if (now < first.since + config.openTimeoutMillis) {
+          yield* Effect.sleep(first.since + config.openTimeoutMillis - now)
+          continue
+        }
+        let due = 0
+        while (due < waiters.length && now >= waiters[due]!.since + config.openTimeoutMillis) due++
+        const expired = waiters.splice(0, due)
+        for (const w of expired) w.outcome = Exit.fail(limitRefused(now - w.since))
+        for (const w of expired) w.resume?.(w.outcome!)
+      }
+    })
+
+    /**
+     * An open at a limit, or behind opens already waiting (none overtakes them): it joins the line, in
+     * the same step as the checks, and waits for its stream, its refusal or the open watch. Uninterruptible
+     * but for the wait, so that a waiter in the line is always one that `leave` takes out if interrupted.
+     */
+    const waitingOpen: Effect.Effect<Duplex.Duplex, DuplexError, Scope.Scope> = Effect.uninterruptibleMask((restore) =>
+      Effect.suspend(() => {
+        const refused = refusedNow()
+        if (refused !== undefined) return Exit.fail(refused)
+        if (waiters.length === 0 && admissible()) return streams.scoped(openStream())
+        if (config.openTimeoutMillis === 0 || waiters.length >= config.maxConcurrentStreams) {
+          return Exit.fail(limitRefused())
+        }
+        const w: OpenWaiter = { since: nowMillis(), outcome: undefined, resume: undefined }
+        waiters.push(w)
+        if (openWatchIdle) {
+          openWatchIdle = false
+          openWake.openUnsafe()
+        }
+        wakeOpeners() // a slot may be free already, the step that freed it still running
+        return restore(awaitTurn(w)).pipe(
+          Effect.onInterrupt(() => Effect.sync(() => leave(w))),
+          Effect.flatMap(streams.scoped)
+        )
+      })
+    )
+
+    /** Below the limits with nobody waiting (the common case): the stream at once, with no waiter or timer. */
+    const open: Effect.Effect<Duplex.Duplex, DuplexError, Scope.Scope> = Effect.suspend(() => {
+      if (waiters.length === 0 && admissible()) {
+        const refused = refusedNow()
+        return refused !== undefined ? Exit.fail(refused) : streams.scoped(openStream())
+      }
+      return waitingOpen
     })
 
     /**
@@ -376,6 +526,7 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
       // On the data path, so that `close` can wait until it is written before it ends the connection.
       outbound.queueFrame(encodeHeader(TYPE_GO_AWAY, 0, SESSION_STREAM_ID, GO_AWAY_NORMAL))
       table.acceptable.openUnsafe() // no stream comes after it: a waiting `accept` gives `None`
+      refuseWaiting(new DuplexError({ reason: new StreamRefused({ label, why: "closing" }) }))
       return Effect.void
     })
 
@@ -395,6 +546,7 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
     const fibers: Array<Fiber.Fiber<unknown, unknown>> = [writer, yield* Effect.forkIn(credit.stallWatch, scope)]
     const reading = inbound.start()
     if (reading !== undefined) fibers.push(yield* Effect.forkIn(reading, scope))
+    if (config.openTimeoutMillis > 0) fibers.push(yield* Effect.forkIn(openWatch, scope))
     // Not when the session has already ended: what was buffered in the connection, dispatched as the
     // reader attached, may have been the peer's whole session and its EOF.
     if (config.keepAliveIntervalMillis > 0 && Number.isFinite(config.keepAliveIntervalMillis) && phase === "Open") {
@@ -420,6 +572,7 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
       closed: Deferred.await(done),
       stats: Effect.sync((): SessionStats => ({
         streams: table.streams.size,
+        waitingOpens: waiters.length,
         bufferedBytes: credit.bufferedBytes,
         peakBufferedBytes: credit.peakBufferedBytes,
         controlQueued: outbound.controlQueued,

@@ -160,13 +160,21 @@ export interface StreamTable {
   /** Opened when a stream waits for `accept`, or the session failed. */
   readonly acceptable: Latch.Latch
   readonly remember: (s: StreamState) => void
+  /** Forgets a stream: its slot is free, and `roomFreed` is told. */
   readonly forget: (id: number) => void
   readonly forgetAll: () => void
   readonly dropAccept: (s: StreamState) => void
+  /**
+   * A stream's slot or some of the session's buffer room may have come back for good (a stream forgotten,
+   * the peer's credit on a direction it finished no longer counted, bytes no credit follows read or
+   * dropped): the session's waiting opens are served, in a step of their own (the hook resumes nothing at
+   * once).
+   */
+  readonly roomFreed: () => void
 }
 
 /** @internal */
-export const makeStreamTable = (): StreamTable => {
+export const makeStreamTable = (roomFreed: () => void): StreamTable => {
   const streams = new Map<number, StreamState>()
   const noStreams = Latch.makeUnsafe(true)
   const pendingAccept: Array<StreamState> = []
@@ -184,6 +192,7 @@ export const makeStreamTable = (): StreamTable => {
       streams.delete(id)
       s?.release?.()
       if (streams.size === 0) soon(noStreams)
+      roomFreed()
     },
     forgetAll: () => {
       const all = [...streams.values()]
@@ -194,7 +203,8 @@ export const makeStreamTable = (): StreamTable => {
     dropAccept: (s) => {
       const i = pendingAccept.indexOf(s)
       if (i >= 0) pendingAccept.splice(i, 1)
-    }
+    },
+    roomFreed
   }
 }
 
@@ -211,6 +221,8 @@ export interface Streams {
   readonly peerReset: (s: StreamState) => void
   /** Event: the session failed with the stream still known (neither reset nor closed both ways). */
   readonly sessionFailed: (s: StreamState, error: DuplexError) => void
+  /** Event: our abort, for a stream opened for an `open` that was interrupted before it could take it. */
+  readonly abort: (s: StreamState) => void
 }
 
 /** @internal */
@@ -290,6 +302,7 @@ export const makeStreams = (
     if (s.recv._tag !== "Open") return
     s.recv = FINISHED
     retire(s) // before the EOF wakes the reader, which may open the next stream at once
+    table.roomFreed() // the peer's credit on it no longer counts against the session's buffer
     s.inbound.end()
   }
 
@@ -472,5 +485,5 @@ export const makeStreams = (
       return Effect.as(Scope.addFinalizer(place, finalizer), toDuplex(s))
     })
 
-  return { newStream, scoped, peerFin, peerReset, sessionFailed }
+  return { newStream, scoped, peerFin, peerReset, sessionFailed, abort: localAbort }
 }
