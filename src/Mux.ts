@@ -349,7 +349,10 @@ const positiveMillis = (
  * of 12 bytes waiting to be written: at most 4096 while the connection takes no more (beyond that the peer
  * is not reading, and the session fails), and at most the frames of one read (a read of 64 KiB holds
  * 5461) while it does; and a 256 KiB send buffer. Credit is returned once half the window has been read
- * since the last update, never in smaller pieces. Streams that end do not add to it: a peer that opens
+ * since the last update, never in smaller pieces. A write likewise sends no Data frame smaller than
+ * min(the peer's window / 2, `maxFrameBytes`) while more of it waits for credit, for at most 20 ms, taking
+ * the peer's window (which yamux does not announce) to be the most credit it has let the stream hold, or
+ * after a 20 ms hold the credit then held. Streams that end do not add to it: a peer that opens
  * and resets streams is held to the churn budget (`maxStreamChurn`, refilled at `streamChurnPerSecond`),
  * and one that opens streams past `maxConcurrentStreams` has them refused, from the same budget. Our own
  * opens at a limit wait in a line of at most `maxConcurrentStreams` (a few dozen bytes each, their

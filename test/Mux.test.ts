@@ -33,6 +33,7 @@ import {
   readAll
 } from "fullduplex/testkit"
 import { encodeHeader, FrameDecoder } from "../src/internal/yamux/codec.js"
+import { SEND_HOLD_OVERRIDE_MILLIS } from "../src/internal/yamux/credit.js"
 import { mutate, mutation as mutationOf } from "./frameMutations.js"
 import { duplexErrorOf, eventually, reasonOf, servedPair, within } from "./helpers.js"
 
@@ -751,7 +752,7 @@ describe("Mux credit", () => {
     )
   }
 
-  live("the sender sends min(credit, max frame, queued), and never waits for a full frame while it has credit", () =>
+  live("the sender sends min(credit, max frame, queued); a frame below the threshold waits for the override", () =>
     Effect.gen(function* () {
       const maxFrame = 16 * KiB
       const { session, send, log } = yield* rawPeer({ role: "client", maxFrameBytes: maxFrame })
@@ -766,7 +767,8 @@ describe("Mux credit", () => {
         () => log.describe()
       )
       assert.deepStrictEqual(sizes(), [...Array(6).fill(maxFrame), 100 * KiB - 6 * maxFrame])
-      // 300 KiB more with 156 KiB of credit left: the credit goes in full frames and a short one, then it waits.
+      // 300 KiB more with 156 KiB of credit left: the credit goes in full frames, and the 12 KiB left (below
+      // the threshold, min(256 KiB / 2, 16 KiB), with more queued) once the hold is overridden; then it waits.
       const writer = yield* Effect.forkChild(stream.write(payload.subarray(100 * KiB)), { startImmediately: true })
       yield* until(
         "the whole window",
@@ -777,7 +779,10 @@ describe("Mux credit", () => {
       assert.strictEqual(log.data(1).length, WINDOW)
       assert.isUndefined(writer.pollUnsafe(), "the write waits for credit")
       assert.deepStrictEqual(sizes().slice(7), [...Array(9).fill(maxFrame), 156 * KiB - 9 * maxFrame])
-      // A little credit is used at once, in a frame that small.
+      // A little credit is used too, in a frame that small. The threshold is min(estimate / 2, 16 KiB), the
+      // estimate of the peer's window lowered at each override to the credit then held, raised by credit
+      // beyond it: 10 bytes and 1 go after the delay, 5000 at once, 40 KiB as two full frames at once and
+      // 8 KiB after the delay.
       let expectSizes = sizes()
       for (const grant of [10, 1, 5000, 40 * KiB]) {
         yield* send(frame(WINDOW_UPDATE, 0, 1, grant))
@@ -981,6 +986,143 @@ describe("Mux silly-window avoidance", () => {
       30
     )
   }
+})
+
+describe("Mux sender-side silly-window avoidance", () => {
+  /** The sizes of a stream's Data frames that start past its first `skip` bytes. */
+  const framesPast = (log: FrameLog, streamId: number, skip: number): Array<number> => {
+    const sizes: Array<number> = []
+    let at = 0
+    for (const f of log.of(DATA, streamId)) {
+      if (at >= skip) sizes.push(f.length)
+      at += f.length
+    }
+    return sizes
+  }
+
+  live(
+    "through a peer that keeps 8 KiB of credit out and returns it 1 KiB at a time, 1 MiB leaves in at most " +
+      "384 frames (of about 4 KiB), not one per window update",
+    () =>
+      Effect.gen(function* () {
+        // Before the sender held small frames back: 1024 frames of 1 KiB, one per window update.
+        const { session, send, log } = yield* rawPeer({ role: "client" })
+        const effectiveWindow = 8 * KiB
+        const piece = KiB
+        const total = MiB
+        const s = yield* session.open
+        // The initial window first (256 KiB the sender may send at once), then 1 MiB through the small one.
+        const payload = randomBytes(WINDOW + total, 21)
+        const writer = yield* Effect.forkChild(
+          Effect.gen(function* () {
+            for (let at = 0; at < payload.length; at += 64 * KiB) yield* s.write(payload.subarray(at, at + 64 * KiB))
+          }),
+          { startImmediately: true }
+        )
+        // The peer reads everything at once but returns credit 1 KiB at a time, a millisecond apart, keeping
+        // at most 8 KiB of credit out once the initial window is spent: a silly receiver.
+        const received = () => log.of(DATA, 1).reduce((n, f) => n + f.length, 0)
+        let granted = WINDOW
+        while (granted < payload.length) {
+          if (granted - received() <= effectiveWindow - piece) {
+            yield* send(frame(WINDOW_UPDATE, 0, 1, piece))
+            granted += piece
+          }
+          yield* Effect.sleep(1)
+        }
+        yield* Fiber.join(writer).pipe(within("20 seconds", "the writer"))
+        yield* until(
+          "every byte",
+          () => log.data(1).length === payload.length,
+          () => `${log.data(1).length}`
+        )
+        sameBytes(log.data(1), payload, "the bytes sent")
+        const sizes = framesPast(log, 1, WINDOW)
+        const bound = 1.5 * (total / (effectiveWindow / 2))
+        assert.isAtMost(sizes.length, bound, `frame sizes: ${sizes.slice(0, 40).join(", ")}`)
+      }),
+    60
+  )
+
+  it.effect(
+    "a peer that grants 3 KiB and then withholds credit gets the 3 KiB after the override delay, not before, " +
+      "and the write completes once more credit comes",
+    () =>
+      Effect.gen(function* () {
+        const { session, send, log } = yield* rawPeer({ role: "client" })
+        const s = yield* session.open
+        const payload = randomBytes(WINDOW + 64 * KiB, 22)
+        const writer = yield* Effect.forkChild(s.write(payload), { startImmediately: true })
+        yield* settle
+        assert.strictEqual(log.data(1).length, WINDOW, "the initial window, at once")
+        assert.isUndefined(writer.pollUnsafe(), "the write waits for credit")
+        // 3 KiB, well below the threshold (min(256 KiB / 2, 256 KiB)) with 64 KiB queued: held back.
+        yield* send(frame(WINDOW_UPDATE, 0, 1, 3 * KiB))
+        yield* settle
+        assert.deepStrictEqual(framesPast(log, 1, WINDOW), [], "held")
+        assert.isTrue((yield* s.stats).outbound.blocked, "a hold counts as waiting for credit")
+        yield* TestClock.adjust(SEND_HOLD_OVERRIDE_MILLIS - 1)
+        yield* settle
+        assert.deepStrictEqual(framesPast(log, 1, WINDOW), [], "held until the override delay")
+        // The override: the 3 KiB leaves as one frame, and the peer's window is taken to be 3 KiB.
+        yield* TestClock.adjust(1)
+        yield* settle
+        assert.deepStrictEqual(framesPast(log, 1, WINDOW), [3 * KiB], "sent at the override delay")
+        // Nothing more for 10 s (less than stallTimeout): the write waits, and nothing is sent.
+        yield* TestClock.adjust("10 seconds")
+        yield* settle
+        assert.isUndefined(writer.pollUnsafe(), "the write waits for more credit")
+        assert.deepStrictEqual(framesPast(log, 1, WINDOW), [3 * KiB])
+        // 2 KiB is past the threshold now (half of 3 KiB): it leaves at once.
+        yield* send(frame(WINDOW_UPDATE, 0, 1, 2 * KiB))
+        yield* settle
+        assert.deepStrictEqual(framesPast(log, 1, WINDOW), [3 * KiB, 2 * KiB], "above the lowered threshold")
+        // Enough for the rest, which fits: the write completes.
+        yield* send(frame(WINDOW_UPDATE, 0, 1, 64 * KiB))
+        yield* settle
+        const exit = writer.pollUnsafe()
+        assert.isDefined(exit, "the write completed")
+        assert.isTrue(Exit.isSuccess(exit!), `the write: ${exit}`)
+        assert.deepStrictEqual(framesPast(log, 1, WINDOW), [3 * KiB, 2 * KiB, 59 * KiB])
+        sameBytes(log.data(1), payload, "the bytes sent")
+        assert.isFalse((yield* s.stats).outbound.blocked)
+      }),
+    10_000
+  )
+
+  it.effect(
+    "a hold is not a stall: StallDetected fails a write only after stallTimeout with zero credit",
+    () =>
+      Effect.gen(function* () {
+        const { session, send, log } = yield* rawPeer({ role: "client", stallTimeout: "100 millis" })
+        const s = yield* session.open
+        const writer = yield* Effect.forkChild(s.write(new Uint8Array(WINDOW + 64 * KiB)), { startImmediately: true })
+        yield* settle
+        assert.strictEqual(log.data(1).length, WINDOW)
+        // 90 ms with zero credit, then 1 KiB: a hold that lasts past the 100 ms since the wait began.
+        yield* TestClock.adjust("90 millis")
+        yield* settle
+        yield* send(frame(WINDOW_UPDATE, 0, 1, KiB))
+        yield* settle
+        yield* TestClock.adjust("15 millis")
+        yield* settle
+        assert.isUndefined(writer.pollUnsafe(), "not failed in the hold")
+        assert.isTrue((yield* s.stats).outbound.blocked, "blocked all along")
+        yield* TestClock.adjust(`${SEND_HOLD_OVERRIDE_MILLIS - 15} millis`)
+        yield* settle
+        assert.deepStrictEqual(framesPast(log, 1, WINDOW), [KiB], "the hold's frame")
+        // A new wait with zero credit: it stalls 100 ms after it began, not before.
+        yield* TestClock.adjust("99 millis")
+        yield* settle
+        assert.isUndefined(writer.pollUnsafe(), "not before stallTimeout with zero credit")
+        yield* TestClock.adjust("1 millis")
+        yield* settle
+        const exit = writer.pollUnsafe()
+        assert.isDefined(exit, "failed at stallTimeout")
+        assert.strictEqual(reasonOf(exit!, "StallDetected", "the stalled write").stalledMillis, 100)
+      }),
+    10_000
+  )
 })
 
 // ---- head-of-line blocking ---------------------------------------------------------------------------

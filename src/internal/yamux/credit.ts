@@ -1,7 +1,8 @@
 /**
  * Credit accounting of a yamux session, both ways: the receive windows we grant (returned as the
  * application reads, grown while a stream is held back by its window, bounded by the session's buffer),
- * and the send credit the peer grants, which a stream's write waits for under the session's stall watch.
+ * and the send credit the peer grants, which a stream's write waits for under the session's stall watch,
+ * holding back frames too small to be worth sending (sender-side silly-window avoidance).
  *
  * @internal
  */
@@ -14,6 +15,16 @@ import { encodeHeader, INITIAL_STREAM_WINDOW_BYTES, TYPE_WINDOW_UPDATE } from ".
 import type { Outbound } from "./outbound.js"
 import type { SessionConfig } from "./session.js"
 import { type StreamState, writeError } from "./stream.js"
+
+/**
+ * The override delay of sender-side silly-window avoidance, in milliseconds: the longest a write holds
+ * back a Data frame smaller than its stream's send threshold while more of it waits for credit (RFC 1122
+ * §4.2.3.4, the override timeout; TCP's is "typically 0.1 to 1 second", sized for network round trips).
+ * 20 ms: a peer that returns credit a piece at a time, a millisecond apart, fills an 8 KiB window well
+ * within it, so the override samples the window the peer keeps rather than a moment of its refill; and a
+ * peer that withholds credit gets what it did grant 20 ms late, never later.
+ */
+export const SEND_HOLD_OVERRIDE_MILLIS = 20
 
 /** @internal */
 export interface Credit {
@@ -32,13 +43,17 @@ export interface Credit {
   readonly consumed: (s: StreamState) => void
   /** The window update queued for `s`, as written now; `undefined` when there is no credit to return. */
   readonly windowUpdate: (s: StreamState) => Uint8Array | undefined
-  /** The peer's window update: `bytes` more we may send on `s`. */
+  /** The peer's window update: `bytes` more we may send on `s` (which may raise `s.sendWindow`). */
   readonly granted: (s: StreamState, bytes: number) => void
+  /** A write with `left` bytes to go may queue a frame now: it has credit, and no reason to hold it back. */
+  readonly sendsNow: (s: StreamState, left: number) => boolean
   /**
-   * Waits until the stream has credit (or fails), bounded by the stall limit: the session's stall watch
-   * fails the wait once it has lasted `stallMillis` (one timer for the session, not one per wait).
+   * Waits until a write with `left` bytes to go may send (`sendsNow`), its hold is overridden, or the
+   * stream fails. A wait with zero credit is bounded by the stall limit: the session's stall watch fails it
+   * once it has lasted `stallMillis` (one timer for the session, not one per wait); a hold, by
+   * {@link SEND_HOLD_OVERRIDE_MILLIS}.
    */
-  readonly awaitCredit: (s: StreamState) => Effect.Effect<void, DuplexError>
+  readonly awaitCredit: (s: StreamState, left: number) => Effect.Effect<void, DuplexError>
   /** The stall watch, to run as a fiber for the session's lifetime. */
   readonly stallWatch: Effect.Effect<never>
   /** Bytes received and not yet read, over every stream. */
@@ -125,29 +140,81 @@ export const makeCredit = (
   }
 
   // ---- what we may send ---------------------------------------------------------------------------
-  const awaitCredit = (s: StreamState): Effect.Effect<void, DuplexError> =>
+  /*
+   * Sender-side silly-window avoidance (RFC 813; RFC 1122 §4.2.3.4), the counterpart of the Clark rule
+   * above, for a peer that returns credit in small pieces:
+   *
+   * - The peer's window. yamux never tells the sender the peer's window, so each stream estimates it:
+   *   `s.sendWindow`, the most credit held at once. It starts at the spec's 256 KiB initial window; the
+   *   peer's SYN or ACK, and every later window update, raise it whenever the credit held exceeds it.
+   * - The threshold: min(sendWindow / 2, maxFrameBytes), as the receiver's.
+   * - The rule. A write with `left` bytes to go and `credit` > 0 sends min(credit, maxFrameBytes, left) at
+   *   once when credit ≥ left (the rest of the write fits: nothing more is queued) or credit ≥ the
+   *   threshold. Otherwise (0 < credit < threshold, credit < left) it holds: it waits for credit as a write
+   *   with none does, on `creditChanged`, and credit that reaches the threshold (or the rest of the write)
+   *   ends the hold at once.
+   * - The override. A peer may legally withhold credit, or never hold more than a small window out, so a
+   *   hold ends once it has lasted SEND_HOLD_OVERRIDE_MILLIS. The credit held then is what the peer lets
+   *   us have, its effective window: `sendWindow` is lowered to it, and the frame leaves. From then on
+   *   frames are about sendWindow / 2, until credit beyond the estimate raises it again.
+   *
+   * The estimate is only as good as the sample: a peer that pauses (or is not run) for longer than the
+   * delay during a hold has its estimate lowered below the window it keeps. Credit beyond the estimate
+   * raises it again, at once with a peer that returns credit in updates of half its window (Clark's rule,
+   * as `Mux` does); with one that keeps returning tiny pieces, frames shrink toward its pieces, as they
+   * were without the hold.
+   *
+   * Deadlock freedom: every hold ends within the override delay, whatever the peer does, and credit only
+   * grows during a wait, so a hold never turns back into a wait with zero credit. The one timer is the
+   * hold's own (a sleep raced with `creditChanged`, only while a hold lasts); the fast path (`writeChunk`
+   * with a chunk that fits in the credit) never holds: the rest of its write fits.
+   *
+   * A hold counts as waiting for credit in the stream's stats (`blockedSince` covers it), but the stall
+   * watch fails only a wait with zero credit (`stallTimeout`'s contract): a stream in a hold has credit,
+   * and sends it within the override delay.
+   */
+  const sendThresholdOf = (s: StreamState): number => Math.min(Math.floor(s.sendWindow / 2), config.maxFrameBytes)
+  const sendsNow = (s: StreamState, left: number): boolean =>
+    s.sendCredit > 0 && (s.sendCredit >= left || s.sendCredit >= sendThresholdOf(s))
+
+  const awaitCredit = (s: StreamState, left: number): Effect.Effect<void, DuplexError> =>
     Effect.suspend(() => {
-      if (s.sendCredit > 0 || writeError(s, "write", failure()) !== undefined) return Exit.void
+      if (sendsNow(s, left) || writeError(s, "write", failure()) !== undefined) return Exit.void
       s.blockedSince = nowMillis()
-      if (stallWatchIdle) {
+      // A hold is not the stall watch's to watch, and never becomes a wait it watches (credit only grows).
+      if (s.sendCredit === 0 && stallWatchIdle) {
         stallWatchIdle = false
         stallWake.openUnsafe()
       }
       return Effect.ensuring(
-        waitCredit(s),
+        waitCredit(s, left, undefined),
         Effect.sync(() => endBlocked(s))
       )
     })
-  const waitCredit = (s: StreamState): Effect.Effect<void, DuplexError> =>
+  /** `heldSince`: when the hold in progress began (the first look that found credit, below the threshold). */
+  const waitCredit = (s: StreamState, left: number, heldSince: number | undefined): Effect.Effect<void, DuplexError> =>
     Effect.suspend(() => {
       const stalled = s.stalled
       if (stalled !== undefined) {
         s.stalled = undefined
         return Exit.fail(stalled)
       }
-      if (s.sendCredit > 0 || writeError(s, "write", failure()) !== undefined) return Exit.void
+      if (sendsNow(s, left) || writeError(s, "write", failure()) !== undefined) return Exit.void
       s.creditChanged.closeUnsafe()
-      return Effect.andThen(s.creditChanged.await, waitCredit(s))
+      if (s.sendCredit === 0) return Effect.andThen(s.creditChanged.await, waitCredit(s, left, undefined))
+      const now = nowMillis()
+      const since = heldSince ?? now
+      const remaining = since + SEND_HOLD_OVERRIDE_MILLIS - now
+      if (remaining <= 0) {
+        // The override: the peer lets us hold no more than this. At this estimate the credit held is past
+        // the threshold (half of it), so the write sends it all.
+        s.sendWindow = s.sendCredit
+        return Exit.void
+      }
+      return Effect.andThen(
+        Effect.raceFirst(s.creditChanged.await, Effect.sleep(remaining)),
+        waitCredit(s, left, since)
+      )
     })
   const endBlocked = (s: StreamState): void => {
     if (s.blockedSince === undefined) return
@@ -160,9 +227,10 @@ export const makeCredit = (
   const stallWake = Latch.makeUnsafe(false)
   let stallWatchIdle = false
   /**
-   * Fails each credit wait that has lasted `stallMillis`, sleeping until the earliest deadline. Every
-   * wait has the same limit, so a wait that starts later never has an earlier deadline: the watch needs
-   * waking only when it had no wait to watch.
+   * Fails each credit wait that has lasted `stallMillis` with zero credit, sleeping until the earliest
+   * deadline. Every wait has the same limit, so a wait that starts later never has an earlier deadline:
+   * the watch needs waking only when it had no wait to watch. A wait with credit (a hold, or a wait just
+   * granted some) ends on its own within the override delay: it is passed over.
    */
   const stallWatch = Effect.gen(function* () {
     while (true) {
@@ -170,7 +238,7 @@ export const makeCredit = (
       let earliest: number | undefined
       const stalled: Array<StreamState> = []
       for (const s of streams.values()) {
-        if (s.blockedSince === undefined) continue
+        if (s.blockedSince === undefined || s.sendCredit > 0) continue
         if (now - s.blockedSince >= config.stallMillis) stalled.push(s)
         else if (earliest === undefined || s.blockedSince < earliest) earliest = s.blockedSince
       }
@@ -220,8 +288,10 @@ export const makeCredit = (
     windowUpdate,
     granted: (s, bytes) => {
       s.sendCredit += bytes
+      if (s.sendCredit > s.sendWindow) s.sendWindow = s.sendCredit
       s.creditChanged.openUnsafe()
     },
+    sendsNow,
     awaitCredit,
     stallWatch,
     get bufferedBytes() {

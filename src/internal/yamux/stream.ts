@@ -105,6 +105,12 @@ export interface StreamState {
   updateQueued: boolean
   /** Credit we have to send on this stream. */
   sendCredit: number
+  /**
+   * The peer's window for this stream, as far as we can tell (yamux never says): the most credit held at
+   * once, lowered when a hold is overridden. Its half, up to `maxFrameBytes`, is the send threshold (see
+   * `credit.ts`, sender-side silly-window avoidance).
+   */
+  sendWindow: number
   readonly creditChanged: Latch.Latch
   readonly writeLock: Semaphore.Semaphore
   send: SendState
@@ -250,6 +256,7 @@ export const makeStreams = (
       countedOut: 0,
       updateQueued: false,
       sendCredit: INITIAL_STREAM_WINDOW_BYTES,
+      sendWindow: INITIAL_STREAM_WINDOW_BYTES,
       creditChanged: Latch.makeUnsafe(false),
       writeLock: Semaphore.makeUnsafe(1),
       send: OPEN,
@@ -339,17 +346,20 @@ export const makeStreams = (
   // ---- writing ------------------------------------------------------------------------------------
 
   /**
-   * Sends `chunk` as Data frames of min(credit, max frame, what is left): never waiting for a full frame
-   * while there is credit. Completes when the last frame is queued for the writer.
+   * Sends `chunk` as Data frames of min(credit, max frame, what is left), each once `credit.sendsNow`
+   * allows it: at once when the rest fits in the credit or the credit reaches the send threshold, else
+   * after a hold of at most the override delay (sender-side silly-window avoidance, see `credit.ts`).
+   * Completes when the last frame is queued for the writer.
    */
   const sendFrom = (s: StreamState, chunk: Uint8Array, offset: number): Effect.Effect<void, DuplexError> =>
     Effect.suspend(() => {
       const error = writeError(s, "write", failure())
       if (error !== undefined) return Exit.fail(error)
-      if (offset >= chunk.length) return Exit.void
-      if (s.sendCredit === 0) return Effect.andThen(credit.awaitCredit(s), sendFrom(s, chunk, offset))
+      const left = chunk.length - offset
+      if (left <= 0) return Exit.void
+      if (!credit.sendsNow(s, left)) return Effect.andThen(credit.awaitCredit(s, left), sendFrom(s, chunk, offset))
       if (!outbound.hasRoom()) return Effect.andThen(outbound.awaitRoom, sendFrom(s, chunk, offset))
-      const n = Math.min(s.sendCredit, maxFrameBytes, chunk.length - offset)
+      const n = Math.min(s.sendCredit, maxFrameBytes, left)
       queueData(s, chunk.subarray(offset, offset + n))
       return offset + n >= chunk.length ? Exit.void : sendFrom(s, chunk, offset + n)
     })
