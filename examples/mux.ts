@@ -5,7 +5,7 @@
  *
  * Run it with `npx tsx examples/mux.ts`.
  */
-import { Effect, Option, Sink, Stream } from "effect"
+import { Effect, Sink, Stream } from "effect"
 import { Duplex, Mux, Tcp } from "fullduplex"
 
 const program = Effect.scoped(
@@ -15,11 +15,14 @@ const program = Effect.scoped(
       Effect.scoped(
         Effect.gen(function* () {
           const session = yield* Mux.server(conn)
-          // Until the client's session closes: then `accept` gives None, and the connection completes.
-          for (let next = yield* session.accept; Option.isSome(next); next = yield* session.accept) {
-            const stream = next.value
-            yield* Effect.forkScoped(Stream.run(stream.readable, stream.sink).pipe(Effect.andThen(stream.end)))
-          }
+          yield* session.accept.pipe(
+            Effect.flatMap((stream) =>
+              Effect.forkScoped(Stream.run(stream.readable, stream.sink).pipe(Effect.andThen(stream.end)))
+            ),
+            Effect.forever,
+            // The client's session closed gracefully: the handler returns, the connection completes.
+            Effect.catchReason("DuplexError", "SessionEnded", () => Effect.void)
+          )
         })
       )
     )

@@ -24,6 +24,7 @@
  * | {@link ProtocolError} | the peer's | bytes that are not the protocol: an unknown frame type, a message out of place |
  * | {@link NotProcessed} | nobody's: the server is going away, or you are closing | a request that was never sent; safe to retry |
  * | {@link StreamRefused} | nobody's: a limit, or the session is going away | a multiplexed stream that was never opened; safe to retry |
+ * | {@link SessionEnded} | nobody's: the end of a graceful close | `accept` once no more streams can come |
  *
  * @since 0.1.0
  */
@@ -569,6 +570,30 @@ export class StreamRefused extends Data.TaggedClass("StreamRefused")<{
 }
 
 /**
+ * A multiplexed session ended gracefully, so no more streams will come: `accept` ends here. Not a fault:
+ * the peer closed its session (GoAway, then the end of the connection), or this one is going away (our
+ * `goAway` or `close`), and every stream already opened was accepted before it.
+ *
+ * **Details**
+ *
+ * `by` says whose ending it was: `local` (our `goAway` or `close`) or `peer` (its end of the connection
+ * with no stream left). A server handler that accepts in a loop ends on this reason; catch it with
+ * `Effect.catchReason("DuplexError", "SessionEnded", …)` and the connection counts as completed.
+ *
+ * @category reasons
+ * @since 0.1.0
+ */
+export class SessionEnded extends Data.TaggedClass("SessionEnded")<{
+  readonly label: string
+  readonly by: "local" | "peer"
+}> {
+  get message(): string {
+    const whose = this.by === "local" ? "this side is going away (goAway or close)" : "the peer closed its session"
+    return `no more streams on ${this.label}: ${whose}; the session ended gracefully`
+  }
+}
+
+/**
  * Every reason a {@link DuplexError} can carry.
  *
  * @category models
@@ -592,6 +617,7 @@ export type DuplexErrorReason =
   | ProtocolError
   | NotProcessed
   | StreamRefused
+  | SessionEnded
 
 const TypeId = "~fullduplex/DuplexError" as const
 

@@ -16,7 +16,6 @@
  */
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import type * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
 import type * as Duplex from "./Duplex.js"
 import type { DuplexError } from "./DuplexError.js"
@@ -230,9 +229,10 @@ export type Stats = SessionStats
  *
  * **Details**
  *
- * - `open` opens a stream (SYN) and `accept` waits for one the peer opened: `Some(stream)`, or `None` once
- *   no more can come (our `goAway` is out, or the session ended gracefully), as `read` gives `None` at
- *   EOF. Each stream belongs to the caller's scope: closing it resets (RST) a stream not closed both ways.
+ * - `open` opens a stream (SYN) and `accept` waits for one the peer opened; once no more can come (our
+ *   `goAway` is out, or the session ended gracefully), `accept` fails `SessionEnded`, the end of a loop of
+ *   accepts and not a fault. Each stream belongs to the caller's scope: closing it resets (RST) a stream not
+ *   closed both ways.
  * - At `maxConcurrentStreams` (or as many streams as `maxBufferedBytes` leaves room for), `open` waits for
  *   a slot, first come first served, up to `openTimeout` (default 10 s); then it fails `StreamRefused`
  *   (`why: "limit"`, retryable). With `openTimeout: 0` it fails at once.
@@ -254,18 +254,21 @@ export type Stats = SessionStats
  * **Example** (A server handler that serves streams until the peer closes)
  *
  * ```ts
- * import { Effect, Option, Stream } from "effect"
+ * import { Effect, Stream } from "effect"
  * import { Mux, Tcp } from "fullduplex"
  *
  * const server = Tcp.serve({ port: 0 }, (conn) =>
  *   Effect.scoped(
  *     Effect.gen(function* () {
  *       const session = yield* Mux.server(conn)
- *       // `None` once the client's session has closed: the handler returns, the connection completes.
- *       for (let next = yield* session.accept; Option.isSome(next); next = yield* session.accept) {
- *         const stream = next.value
- *         yield* Effect.forkScoped(Stream.run(stream.readable, stream.sink).pipe(Effect.andThen(stream.end)))
- *       }
+ *       yield* session.accept.pipe(
+ *         Effect.flatMap((stream) =>
+ *           Effect.forkScoped(Stream.run(stream.readable, stream.sink).pipe(Effect.andThen(stream.end)))
+ *         ),
+ *         Effect.forever,
+ *         // The client's session closed: the handler returns, and the connection counts as completed.
+ *         Effect.catchReason("DuplexError", "SessionEnded", () => Effect.void)
+ *       )
  *     })
  *   )
  * )
@@ -295,8 +298,8 @@ export interface Session {
    * (`why: "closing"`) or received (`why: "goAway"`), as an open would at that moment.
    */
   readonly open: Effect.Effect<Duplex.Duplex, DuplexError, Scope.Scope>
-  /** The next stream the peer opened; `None` once no more can come (see the details). */
-  readonly accept: Effect.Effect<Option.Option<Duplex.Duplex>, DuplexError, Scope.Scope>
+  /** The next stream the peer opened; `SessionEnded` once no more can come (see the details). */
+  readonly accept: Effect.Effect<Duplex.Duplex, DuplexError, Scope.Scope>
   /** Round-trip time of a ping, in milliseconds. */
   readonly ping: Effect.Effect<number, DuplexError>
   readonly goAway: Effect.Effect<void>
@@ -374,7 +377,7 @@ const positiveMillis = (
  * **Example** (A stream each way over an in-memory pair)
  *
  * ```ts
- * import { Effect, Option } from "effect"
+ * import { Effect } from "effect"
  * import { Duplex, Mux } from "fullduplex"
  *
  * const program = Effect.scoped(
@@ -385,7 +388,7 @@ const positiveMillis = (
  *     const outgoing = yield* client.open
  *     yield* outgoing.write(new TextEncoder().encode("hello"))
  *     yield* outgoing.end
- *     const incoming = Option.getOrThrow(yield* server.accept) // None only once no stream can come
+ *     const incoming = yield* server.accept
  *     return yield* incoming.read // Option.some(bytes of "hello")
  *   })
  * )

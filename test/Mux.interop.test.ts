@@ -15,7 +15,7 @@
  * own; and it forgets its ping in flight on a GoAway (see {@link libp2pPingsAnswered}).
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Deferred, Duration, Effect, Exit, Fiber, Queue, type Scope, Option, Stream } from "effect"
+import { Deferred, Duration, Effect, Exit, Fiber, Queue, type Scope, Stream } from "effect"
 import { type Duplex, Mux, Tcp } from "fullduplex"
 import { firstDifference, randomBytes, randomChunks } from "fullduplex/testkit"
 import * as net from "node:net"
@@ -249,7 +249,7 @@ const sixteenStreams = (ends: Ends, opener: "fullduplex" | "libp2p") =>
           )
         : yield* Effect.zip(
             Effect.forEach(tags, () => libp2pCall("createStream", () => ends.libp2p.muxer.createStream())),
-            Effect.forEach(tags, () => Effect.map(ends.session.accept, Option.getOrThrow)).pipe(accepted("our accepts"))
+            Effect.forEach(tags, () => ends.session.accept).pipe(accepted("our accepts"))
           ).pipe(Effect.map(([theirs, ours]) => [ours, theirs] as const))
     const ourParty: Party = opener === "fullduplex" ? "opener" : "acceptor"
     const libp2pParty = otherParty(ourParty)

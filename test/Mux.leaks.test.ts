@@ -52,18 +52,16 @@ const muxEchoServer = (options: Omit<Mux.SessionOptions, "role"> = {}) =>
       yield* Effect.forkScoped(
         Effect.ignore(
           Effect.forever(
-            Effect.flatMap(
-              Effect.flatMap(session.accept, (next) => Effect.fromOption(next)),
-              (stream) =>
-                Effect.forkScoped(
-                  Effect.ignore(
-                    Effect.forever(
-                      Effect.flatMap(stream.read, (chunk) =>
-                        Option.isSome(chunk) ? stream.write(chunk.value) : Effect.andThen(stream.end, Effect.never)
-                      )
+            Effect.flatMap(session.accept, (stream) =>
+              Effect.forkScoped(
+                Effect.ignore(
+                  Effect.forever(
+                    Effect.flatMap(stream.read, (chunk) =>
+                      Option.isSome(chunk) ? stream.write(chunk.value) : Effect.andThen(stream.end, Effect.never)
                     )
                   )
                 )
+              )
             )
           )
         )
@@ -282,7 +280,7 @@ describe(`Mux sessions give back their sockets (seed ${seed})`, () => {
               const server = yield* Mux.server(b, { keepAliveInterval: "1 second" })
               const s = yield* client.open
               yield* s.write(Uint8Array.of(i & 0xff))
-              const t = Option.getOrThrow(yield* server.accept)
+              const t = yield* server.accept
               yield* t.read
               if (i % 2 === 0) yield* s.abort
             })

@@ -391,7 +391,7 @@ describe("Mux wire format", () => {
     Effect.gen(function* () {
       const { session, send, log } = yield* rawPeer({ role: "server" })
       yield* send(frame(WINDOW_UPDATE, SYN, 1))
-      const stream = Option.getOrThrow(yield* session.accept)
+      const stream = yield* session.accept
       yield* stream.write(new TextEncoder().encode("hello"))
       yield* stream.end
       yield* until(
@@ -495,7 +495,7 @@ const PROTOCOL_ERRORS: ReadonlyArray<{
 const acceptFails = (session: Mux.Session) =>
   Effect.gen(function* () {
     for (let i = 0; i < 4; i++) {
-      const exit = yield* Effect.exit(Effect.flatMap(session.accept, (next) => Effect.fromOption(next)))
+      const exit = yield* Effect.exit(session.accept)
       if (Exit.isFailure(exit)) return void reasonOf(exit, "ProtocolError", "accept after the error")
       reasonOf(
         yield* Effect.exit(exit.value.read),
@@ -513,7 +513,7 @@ describe("Mux protocol errors", () => {
         const { session, send, log } = yield* rawPeer({ role: "server" })
         const hello = randomBytes(1000, 1)
         yield* send(frame(WINDOW_UPDATE, SYN, 1), frame(DATA, 0, 1, hello))
-        const theirs = Option.getOrThrow(yield* session.accept)
+        const theirs = yield* session.accept
         const ours = yield* session.open
         yield* eventually("the 1000 bytes buffered", session.stats, (s) => s.bufferedBytes === 1000)
 
@@ -584,7 +584,7 @@ describe("Mux protocol errors", () => {
     Effect.gen(function* () {
       const { session, send } = yield* rawPeer({ role: "server" })
       yield* send(frame(WINDOW_UPDATE, SYN, 1))
-      const stream = Option.getOrThrow(yield* session.accept)
+      const stream = yield* session.accept
       yield* send(frame(GO_AWAY, 0, 0, INTERNAL_ERROR))
       reasonOf(yield* Effect.exit(session.closed.pipe(within("5 seconds", "the session's end"))), "Broken", "closed")
       reasonOf(yield* Effect.exit(stream.read), "Broken", "read after the peer's GoAway(internal error)")
@@ -664,7 +664,7 @@ describe("Mux credit", () => {
       const { session, send, log } = yield* rawPeer({ role: "server" })
       yield* send(frame(WINDOW_UPDATE, SYN, 1))
       for (let i = 0; i < 4; i++) yield* send(frame(DATA, 0, 1, randomBytes(WINDOW / 4, i)))
-      const stream = Option.getOrThrow(yield* session.accept)
+      const stream = yield* session.accept
       yield* eventually("the window buffered", session.stats, (s) => s.bufferedBytes === WINDOW)
       yield* settle
       assert.deepStrictEqual(log.frames.map(describeFrame), ["WindowUpdate[ACK] #1 0"])
@@ -698,7 +698,7 @@ describe("Mux credit", () => {
             4 * MiB
           )
           yield* send(frame(WINDOW_UPDATE, SYN, 1))
-          const stream = Option.getOrThrow(yield* session.accept)
+          const stream = yield* session.accept
           // Two rounds: the whole window, then whatever credit the first round returned. Read chunk by chunk
           // (a chunk is at most one Data frame's payload), checking after each what has been returned.
           let credit = windowBytes
@@ -816,7 +816,7 @@ describe("Mux credit", () => {
         // (this reader, reading `stats` right away) sees the count 10 bytes short, -10 here.
         const { session, send } = yield* rawPeer({ role: "server" })
         yield* send(frame(WINDOW_UPDATE, SYN, 1))
-        const stream = Option.getOrThrow(yield* session.accept)
+        const stream = yield* session.accept
         const reading = yield* Effect.forkChild(Effect.andThen(stream.read, session.stats), { startImmediately: true })
         yield* settle
         yield* send(frame(DATA, 0, 1, new Uint8Array(10)))
@@ -831,9 +831,9 @@ describe("Mux credit", () => {
         // Room for two streams' windows: one that keeps going, and one that is reset with unread data.
         const { client, server } = yield* sessions({}, { maxBufferedBytes: 2 * WINDOW })
         const steady = yield* client.open
-        const steadyIn = Option.getOrThrow(yield* server.accept)
+        const steadyIn = yield* server.accept
         const doomed = yield* client.open
-        const doomedIn = Option.getOrThrow(yield* server.accept)
+        const doomedIn = yield* server.accept
         yield* doomed.write(randomBytes(200 * KiB, 1))
         yield* eventually("200 KiB buffered", server.stats, (s) => s.bufferedBytes === 200 * KiB)
         // Some of it read, then the reset.
@@ -849,7 +849,7 @@ describe("Mux credit", () => {
         assert.strictEqual((yield* server.stats).bufferedBytes, 0, "the unread bytes are no longer counted")
         // The slot is free again: a new stream is admitted, and takes a whole window, as does the steady one.
         const fresh = yield* client.open
-        const freshIn = Option.getOrThrow(yield* server.accept)
+        const freshIn = yield* server.accept
         const a = randomBytes(WINDOW, 2)
         const b = randomBytes(WINDOW, 3)
         yield* Effect.all([fresh.write(a), steady.write(b)], { concurrency: 2 }).pipe(
@@ -893,7 +893,7 @@ describe("Mux receive-window tuning", () => {
           }),
           { startImmediately: true }
         )
-        const incoming = Option.getOrThrow(yield* server.accept)
+        const incoming = yield* server.accept
         sameBytes(yield* readAtLeast(incoming, total), payload, "the bytes read")
         // No FIN yet (a stream the peer finished gets no more credit): the last update is sent.
         const threshold = finalWindow / 2
@@ -951,7 +951,7 @@ describe("Mux silly-window avoidance", () => {
             }),
             { startImmediately: true }
           )
-          const incoming = Option.getOrThrow(yield* server.accept)
+          const incoming = yield* server.accept
           const chunks: Array<Uint8Array> = []
           let got = 0
           while (got < total) {
@@ -1132,14 +1132,14 @@ describe("Mux head-of-line blocking", () => {
     Effect.gen(function* () {
       const { client, server } = yield* sessions()
       const stuck = yield* client.open
-      const stuckIn = Option.getOrThrow(yield* server.accept)
+      const stuckIn = yield* server.accept
       const stuckWriter = yield* Effect.forkChild(stuck.write(randomBytes(4 * MiB, 1)), { startImmediately: true })
       yield* eventually("the stuck stream's window full", server.stats, (s) => s.bufferedBytes === WINDOW)
 
       const up = randomBytes(8 * MiB, 2)
       const down = randomBytes(8 * MiB, 3)
       const flowing = yield* client.open
-      const flowingIn = Option.getOrThrow(yield* server.accept)
+      const flowingIn = yield* server.accept
       const [gotDown, gotUp] = yield* Effect.all(
         [
           Effect.all([Effect.andThen(flowing.writeAll(randomChunks(up, 64 * KiB, 2)), flowing.end), readAll(flowing)], {
@@ -1161,10 +1161,7 @@ describe("Mux head-of-line blocking", () => {
       sameBytes(gotDown, down, "server → client")
       yield* client.ping.pipe(within("5 seconds", "a ping"))
       const another = yield* client.open
-      const anotherIn = yield* server.accept.pipe(
-        Effect.map(Option.getOrThrow),
-        within("5 seconds", "accepting another stream")
-      )
+      const anotherIn = yield* server.accept.pipe(within("5 seconds", "accepting another stream"))
       yield* another.write(Uint8Array.of(42))
       assert.deepStrictEqual([...Option.getOrThrow(yield* anotherIn.read)], [42])
 
@@ -1186,7 +1183,7 @@ describe("Mux stalls and keepalive", () => {
       Effect.gen(function* () {
         const { client, server } = yield* sessions({ stallTimeout: "5 seconds" })
         const stuck = yield* client.open
-        Option.getOrThrow(yield* server.accept)
+        yield* server.accept
         const writer = yield* Effect.forkChild(stuck.write(new Uint8Array(WINDOW + 1)), { startImmediately: true })
         yield* settle
         assert.isUndefined(writer.pollUnsafe(), "the write waits for credit")
@@ -1205,7 +1202,7 @@ describe("Mux stalls and keepalive", () => {
         assert.include(stall.label, "stream 1")
         // The other streams and the session go on.
         const other = yield* client.open
-        const otherIn = Option.getOrThrow(yield* server.accept)
+        const otherIn = yield* server.accept
         yield* other.write(Uint8Array.of(1, 2, 3))
         assert.deepStrictEqual([...Option.getOrThrow(yield* otherIn.read)], [1, 2, 3])
         assert.isUndefined((yield* Effect.forkChild(client.closed, { startImmediately: true })).pollUnsafe())
@@ -1276,7 +1273,7 @@ describe("Mux GoAway", () => {
     Effect.gen(function* () {
       const { client, server } = yield* sessions()
       const s = yield* client.open
-      const t = Option.getOrThrow(yield* server.accept)
+      const t = yield* server.accept
       yield* server.goAway
       yield* eventually("the GoAway received", client.stats, (st) => st.goAwayReceived === 0)
       const refused = reasonOf(yield* Effect.exit(client.open), "StreamRefused", "open after GoAway")
@@ -1371,7 +1368,7 @@ describe("Mux GoAway", () => {
       Effect.gen(function* () {
         const { client, server } = yield* sessions()
         const s = yield* client.open
-        const t = Option.getOrThrow(yield* server.accept)
+        const t = yield* server.accept
         const closing = yield* Effect.forkChild(client.close, { startImmediately: true })
         yield* Effect.sleep(50)
         assert.isUndefined(closing.pollUnsafe(), "close waits for the open stream")
@@ -1413,7 +1410,7 @@ describe("Mux GoAway", () => {
       // closed".
       const { client, server } = yield* sessions()
       const s = yield* client.open
-      const t = Option.getOrThrow(yield* server.accept)
+      const t = yield* server.accept
       const closing = yield* Effect.forkChild(client.close, { startImmediately: true })
       yield* s.end
       sameBytes(yield* readAll(t), new Uint8Array(0), "EOF")
@@ -1494,7 +1491,7 @@ describe("Mux graceful close", () => {
   )
 
   live(
-    "after the peer's GoAway and end, accept ends with None, closed succeeds, and the scope's close resets nothing",
+    "after the peer's GoAway and end, accept ends with SessionEnded, closed succeeds, and the scope's close resets nothing",
     () =>
       Effect.gen(function* () {
         const [raw, conn] = yield* Duplex.pair({ label: "raw" })
@@ -1504,14 +1501,17 @@ describe("Mux graceful close", () => {
           Effect.gen(function* () {
             const session = yield* Mux.make(conn, { role: "server", keepAliveInterval: "20 millis" })
             yield* raw.write(concatBytes([frame(WINDOW_UPDATE, SYN, 1), frame(DATA, FIN, 1, Uint8Array.of(9))]))
-            const s = Option.getOrThrow(yield* session.accept)
+            const s = yield* session.accept
             sameBytes((yield* readUntilEnd(s)).bytes, Uint8Array.of(9), "the stream's bytes")
             yield* s.end
             yield* raw.write(frame(GO_AWAY, 0, 0, 0))
             yield* raw.end
-            assert.isTrue(
-              Option.isNone(yield* session.accept.pipe(within("1 second", "accept after the peer's close")))
+            const ended = reasonOf(
+              yield* Effect.exit(session.accept.pipe(within("1 second", "accept after the peer's close"))),
+              "SessionEnded",
+              "accept after the peer's close"
             )
+            assert.strictEqual(ended.by, "peer")
             yield* session.closed.pipe(within("2 seconds", "closed after the peer's graceful close"))
           })
         )
@@ -1528,27 +1528,35 @@ describe("Mux graceful close", () => {
       })
   )
 
-  live("accept after our own close (or goAway) ends with None once the streams already opened are taken", () =>
+  live("accept after our own goAway ends with SessionEnded once the streams already opened are taken", () =>
     Effect.gen(function* () {
       const { client, server } = yield* sessions()
       yield* client.open
       yield* eventually("the stream arrived", server.stats, (st) => st.streams === 1)
       yield* server.goAway
-      assert.isTrue(Option.isSome(yield* server.accept), "the stream opened before the GoAway")
-      assert.isTrue(Option.isNone(yield* server.accept.pipe(within("1 second", "accept after goAway"))))
+      yield* server.accept // the stream opened before the GoAway
+      const ended = reasonOf(
+        yield* Effect.exit(server.accept.pipe(within("1 second", "accept after goAway"))),
+        "SessionEnded",
+        "accept after goAway"
+      )
+      assert.strictEqual(ended.by, "local")
     })
   )
 
-  live("a Tcp.serve handler that accepts until None counts a gracefully closed session as completed", () =>
+  live("a Tcp.serve handler that accepts until SessionEnded counts a gracefully closed session as completed", () =>
     Effect.gen(function* () {
       const server = yield* Tcp.serve({ host: "127.0.0.1", port: 0 }, (conn) =>
         Effect.scoped(
           Effect.gen(function* () {
             const session = yield* Mux.server(conn, { keepAliveInterval: 0 })
-            for (let next = yield* session.accept; Option.isSome(next); next = yield* session.accept) {
-              const stream = next.value
-              yield* Effect.forkScoped(Stream.run(stream.readable, stream.sink).pipe(Effect.andThen(stream.end)))
-            }
+            yield* session.accept.pipe(
+              Effect.flatMap((stream) =>
+                Effect.forkScoped(Stream.run(stream.readable, stream.sink).pipe(Effect.andThen(stream.end)))
+              ),
+              Effect.forever,
+              Effect.catchReason("DuplexError", "SessionEnded", () => Effect.void)
+            )
           })
         )
       )
@@ -1666,7 +1674,7 @@ describe("Mux limits", () => {
       const { client, server } = yield* sessions({ maxBufferedBytes: 2 * WINDOW + 100, openTimeout: 0 })
       for (let i = 0; i < 2; i++) {
         yield* client.open
-        const t = Option.getOrThrow(yield* server.accept)
+        const t = yield* server.accept
         yield* Effect.forkChild(t.write(new Uint8Array(WINDOW + 1)), { startImmediately: true })
       }
       const refused = reasonOf(yield* Effect.exit(client.open), "StreamRefused", "the third open")
@@ -1687,9 +1695,7 @@ describe("Mux limits", () => {
       for (let i = 0; i < 3; i++) {
         const s = yield* client.open
         yield* Effect.exit(Effect.andThen(s.write(new Uint8Array(WINDOW)), s.end).pipe(Effect.timeout("300 millis")))
-        const accepted = yield* Effect.exit(
-          server.accept.pipe(Effect.map(Option.getOrThrow), Effect.timeout("300 millis"))
-        )
+        const accepted = yield* Effect.exit(server.accept.pipe(Effect.timeout("300 millis")))
         if (Exit.isSuccess(accepted)) yield* accepted.value.end
         yield* Effect.sleep(10)
       }
@@ -1705,7 +1711,7 @@ describe("Mux limits", () => {
       // (`openTimeout: 0`: the retry must find the slot free at once, not wait for it.)
       const { client, server } = yield* sessions({ maxConcurrentStreams: 1, openTimeout: 0 })
       const s = yield* client.open
-      const t = Option.getOrThrow(yield* server.accept)
+      const t = yield* server.accept
       const retry = yield* Effect.forkChild(Effect.andThen(Effect.exit(readAll(s)), Effect.exit(client.open)), {
         startImmediately: true
       })
@@ -1726,7 +1732,7 @@ describe("Mux limits", () => {
         // (`openTimeout: 0`, as above.)
         const { client, server } = yield* sessions({ maxConcurrentStreams: 1, openTimeout: 0 })
         const s = yield* client.open
-        const t = Option.getOrThrow(yield* server.accept)
+        const t = yield* server.accept
         yield* s.end
         const next = yield* Effect.forkChild(Effect.andThen(readAll(s), Effect.exit(client.open)), {
           startImmediately: true
@@ -1749,12 +1755,7 @@ describe("Mux limits", () => {
       yield* eventually("every frame read", session.stats, (st) => st.framesIn === frames.length)
       assert.strictEqual((yield* session.stats).streams, 0)
       let waiting = 0
-      while (
-        Exit.isSuccess(
-          yield* Effect.exit(session.accept.pipe(Effect.map(Option.getOrThrow), Effect.timeout("20 millis")))
-        )
-      )
-        waiting++
+      while (Exit.isSuccess(yield* Effect.exit(session.accept.pipe(Effect.timeout("20 millis"))))) waiting++
       assert.isAtMost(waiting, 4, "streams handed out by accept after the peer had reset them")
     })
   )
@@ -1857,7 +1858,7 @@ describe("Mux limits", () => {
       for (let i = 0; i < 200; i++) {
         const id = 2 * i + 1
         yield* send(frame(WINDOW_UPDATE, SYN, id))
-        const stream = yield* Scope.provide(Effect.map(session.accept, Option.getOrThrow), owner)
+        const stream = yield* Scope.provide(session.accept, owner)
         if (i % 2 === 0) {
           yield* send(frame(WINDOW_UPDATE, RST, id)) // reset by the peer
         } else {
@@ -1870,7 +1871,7 @@ describe("Mux limits", () => {
       assert.strictEqual(finalizers(), 0, "finalizers of streams that are gone, still in their owner's scope")
       // A stream still open keeps its finalizer, and closing the scope aborts it.
       yield* send(frame(WINDOW_UPDATE, SYN, 1001))
-      const open = yield* Scope.provide(Effect.map(session.accept, Option.getOrThrow), owner)
+      const open = yield* Scope.provide(session.accept, owner)
       assert.strictEqual(finalizers(), 1)
       yield* Scope.close(owner, Exit.void)
       reasonOf(yield* Effect.exit(open.write(Uint8Array.of(1))), "Closed", "a write after the owner's scope closed")
@@ -2013,10 +2014,10 @@ describe("Mux waiting opens", () => {
       // Room for two windows: two streams whose peer filled them, and a third open that must wait.
       const { client, server } = yield* sessions({ maxBufferedBytes: 2 * WINDOW + 100, openTimeout: "5 seconds" })
       const s1 = yield* client.open
-      const t1 = Option.getOrThrow(yield* server.accept)
+      const t1 = yield* server.accept
       yield* Effect.andThen(t1.write(new Uint8Array(WINDOW)), t1.end)
       yield* client.open
-      const t2 = Option.getOrThrow(yield* server.accept)
+      const t2 = yield* server.accept
       yield* t2.write(new Uint8Array(WINDOW))
       yield* eventually("two windows buffered", client.stats, (st) => st.bufferedBytes === 2 * WINDOW)
       const third = yield* Effect.forkChild(client.open, { startImmediately: true })
@@ -2172,7 +2173,7 @@ describe("Mux memory bound", () => {
       const writers: Array<Fiber.Fiber<void, DuplexError.DuplexError>> = []
       for (let i = 0; i < n; i++) {
         ours.push(yield* client.open)
-        const t = Option.getOrThrow(yield* server.accept)
+        const t = yield* server.accept
         writers.push(yield* Effect.forkChild(Effect.andThen(t.write(payloads[i]!), t.end), { startImmediately: true }))
       }
       yield* eventually("every window full", client.stats, (s) => s.bufferedBytes === n * WINDOW)
@@ -2212,9 +2213,7 @@ describe("Mux frame order", () => {
         yield* busy.write(new Uint8Array(100_000))
         const aborted = yield* client.open
         yield* aborted.abort
-        yield* readAtLeast(Option.getOrThrow(yield* server.accept), 100_000).pipe(
-          within("5 seconds", "stream 1's data")
-        )
+        yield* readAtLeast(yield* server.accept, 100_000).pipe(within("5 seconds", "stream 1's data"))
         yield* Effect.sleep(50)
         assert.strictEqual((yield* client.stats).streams, 1)
         assert.strictEqual((yield* server.stats).streams, 1, "the server still counts the aborted stream")
@@ -2279,7 +2278,7 @@ const muxStreams = <E>(pair: Effect.Effect<readonly [Duplex.Duplex, Duplex.Duple
     const client = yield* Mux.client(a, { label: "client" })
     const server = yield* Mux.server(b, { label: "server" })
     const opened = yield* client.open
-    const accepted = Option.getOrThrow(yield* server.accept)
+    const accepted = yield* server.accept
     return [opened, accepted] as const
   })
 
@@ -2490,8 +2489,8 @@ describe(`Mux properties (seed ${seed})`, () => {
                           else serverEnds[i] = yield* server.open
                         }
                         for (const [i, p] of plans.entries()) {
-                          if (p.opener === "client") serverEnds[i] = Option.getOrThrow(yield* server.accept)
-                          else clientEnds[i] = Option.getOrThrow(yield* client.accept)
+                          if (p.opener === "client") serverEnds[i] = yield* server.accept
+                          else clientEnds[i] = yield* client.accept
                         }
                         watch(...clientEnds, ...serverEnds)
                         yield* Effect.forEach(plans, (p, i) => runPlan(p, clientEnds[i]!, serverEnds[i]!, i), {
@@ -2653,21 +2652,18 @@ const feed = (
       let acceptEnded = false
       yield* Effect.forkScoped(
         Effect.forever(
-          Effect.flatMap(
-            Effect.flatMap(session.accept, (next) => Effect.fromOption(next)),
-            (stream) => {
-              const id = Number(stream.label.split(" ").at(-1))
-              accepted.add(id)
-              return Effect.forkScoped(
-                Effect.gen(function* () {
-                  const got = yield* readUntilEnd(stream)
-                  received.set(id, got.bytes)
-                  yield* Effect.ignore(stream.end)
-                  finished.add(id)
-                })
-              )
-            }
-          )
+          Effect.flatMap(session.accept, (stream) => {
+            const id = Number(stream.label.split(" ").at(-1))
+            accepted.add(id)
+            return Effect.forkScoped(
+              Effect.gen(function* () {
+                const got = yield* readUntilEnd(stream)
+                received.set(id, got.bytes)
+                yield* Effect.ignore(stream.end)
+                finished.add(id)
+              })
+            )
+          })
         ).pipe(Effect.ensuring(Effect.sync(() => (acceptEnded = true)))),
         { startImmediately: true }
       )

@@ -156,9 +156,9 @@ const muxChurn = Effect.gen(function* () {
           while (true) {
             const scope = yield* Scope.make()
             const stream = yield* Effect.exit(Scope.provide(scope)(session.accept))
-            if (Exit.isFailure(stream) || Option.isNone(stream.value)) return yield* Scope.close(scope, Exit.void)
+            if (Exit.isFailure(stream)) return yield* Scope.close(scope, Exit.void)
             accepted++
-            yield* Effect.forkChild(Effect.ensuring(drain(stream.value.value), Scope.close(scope, Exit.void)), {
+            yield* Effect.forkChild(Effect.ensuring(drain(stream.value), Scope.close(scope, Exit.void)), {
               startImmediately: true
             })
           }

@@ -89,14 +89,7 @@ const program = Effect.gen(function* () {
         Effect.gen(function* () {
           const session = yield* Mux.server(conn, sessionOptions)
           const perStream = yield* Effect.all(
-            Array.from({ length: streams }, () =>
-              Effect.scoped(
-                Effect.flatMap(
-                  Effect.flatMap(session.accept, (next) => Effect.fromOption(next)),
-                  receive
-                )
-              )
-            ),
+            Array.from({ length: streams }, () => Effect.scoped(Effect.flatMap(session.accept, receive))),
             { concurrency: "unbounded" }
           )
           yield* Deferred.succeed(received, { perStream, stats: yield* session.stats })

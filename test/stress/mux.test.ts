@@ -124,16 +124,7 @@ const muxServer = (options: Omit<Mux.SessionOptions, "role"> = {}) =>
           const session = yield* Mux.server(conn, { keepAliveInterval: 0, ...options })
           const record: SessionRecord = { session, ended: Deferred.makeUnsafe() }
           Queue.offerUnsafe(sessions, record)
-          yield* Effect.forkScoped(
-            Effect.ignore(
-              Effect.forever(
-                Effect.flatMap(
-                  Effect.flatMap(session.accept, (next) => Effect.fromOption(next)),
-                  echoStream
-                )
-              )
-            )
-          )
+          yield* Effect.forkScoped(Effect.ignore(Effect.forever(Effect.flatMap(session.accept, echoStream))))
           const ended = yield* Effect.exit(session.closed)
           yield* Deferred.succeed(record.ended, ended)
           // Returns at once: the session's farewell (GoAway, FIN) is on its way before `closed` completes.

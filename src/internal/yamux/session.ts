@@ -35,7 +35,7 @@ import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
 import type * as Duplex from "../../Duplex.js"
 import type { Session } from "../../Mux.js"
-import { Broken, Closed, DuplexError, StreamRefused, Timeout } from "../../DuplexError.js"
+import { Broken, Closed, DuplexError, SessionEnded, StreamRefused, Timeout } from "../../DuplexError.js"
 import {
   encodeHeader,
   FLAG_SYN,
@@ -109,7 +109,7 @@ const FAREWELL_READ_MILLIS = 250
  *   reader has stopped, keepalive has stopped, nothing new is queued; what was queued is being written,
  *   then our FIN.
  * - `Ended`: our FIN is written (or, to a peer that did not take it within the error-close deadline, the
- *   connection aborted): `closed` has succeeded, `accept` gives `None`, and nothing more is written.
+ *   connection aborted): `closed` has succeeded, `accept` fails `SessionEnded`, and nothing more is written.
  * - `Failed`: `failure` says why; `closed` has failed.
  */
 type Phase = "Open" | "Ending" | "Ended" | "Failed"
@@ -141,6 +141,8 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
     let goAwaySent: number | undefined
     let goAwayReceived: number | undefined
     let phase: Phase = "Open"
+    /** Whose ending `accept` reports: ours once our GoAway is out, the peer's for its clean EOF. */
+    let endedBy: "local" | "peer" = "local"
     const done = Deferred.makeUnsafe<void, DuplexError>()
     const pings = new Map<number, Deferred.Deferred<void, DuplexError>>()
     let nextPing = 0
@@ -164,6 +166,7 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
       failure: failed,
       fail: failUnsafe,
       ended: () => {
+        if (goAwaySent === undefined) endedBy = "peer"
         Effect.runFork(endGracefully(config.errorCloseMillis))
       },
       goingAway: () => goAwaySent !== undefined,
@@ -237,7 +240,7 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
         if (phase !== "Open") return Effect.void
         phase = "Ending"
         inbound.detach() // later bytes stay in the connection's pipe, unanswered
-        table.acceptable.openUnsafe() // `accept` gives `None` from now on
+        table.acceptable.openUnsafe() // `accept` ends (`SessionEnded`) from now on
         failPings(closedError("end"))
         const fin =
           finMillis === undefined
@@ -452,25 +455,23 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
     })
 
     /**
-     * The next stream the peer opened; `None` once no more can come: our GoAway is out (a SYN after it is
-     * refused), or the session ended gracefully.
+     * The next stream the peer opened; once no more can come (our GoAway is out: a SYN after it is
+     * refused; or the session ended gracefully), `SessionEnded`.
      */
-    const nextAccepted: Effect.Effect<StreamState | undefined, DuplexError> = Effect.suspend(
-      function loop(): Effect.Effect<StreamState | undefined, DuplexError> {
+    const accept: Effect.Effect<Duplex.Duplex, DuplexError, Scope.Scope> = Effect.suspend(
+      function loop(): Effect.Effect<Duplex.Duplex, DuplexError, Scope.Scope> {
         const next = table.pendingAccept.shift()
-        if (next !== undefined) return Effect.succeed(next)
+        if (next !== undefined) return streams.scoped(next)
         if (failure !== undefined) return Effect.fail(failure)
-        // Ending: `None` once our FIN is written, so that a handler that returns at `None` and closes the
-        // session's scope does not abort the FIN under way.
+        // Ending: the end is told once our FIN is written, so that a handler that returns at it and closes
+        // the session's scope does not abort the FIN under way.
         if (phase === "Ending") return Effect.andThen(Effect.exit(Deferred.await(done)), loop)
-        if (goAwaySent !== undefined || phase !== "Open") return Effect.succeed(undefined)
+        if (goAwaySent !== undefined || phase !== "Open") {
+          return Effect.fail(new DuplexError({ reason: new SessionEnded({ label, by: endedBy }) }))
+        }
         table.acceptable.closeUnsafe()
         return Effect.andThen(table.acceptable.await, loop)
       }
-    )
-    const accept: Effect.Effect<Option.Option<Duplex.Duplex>, DuplexError, Scope.Scope> = Effect.flatMap(
-      nextAccepted,
-      (s) => (s === undefined ? Effect.succeedNone : Effect.asSome(streams.scoped(s)))
     )
 
     // ---- ping and keepalive -------------------------------------------------------------------------
@@ -525,7 +526,7 @@ export const makeSession = (conn: Duplex.Duplex, config: SessionConfig): Effect.
       goAwaySent = GO_AWAY_NORMAL
       // On the data path, so that `close` can wait until it is written before it ends the connection.
       outbound.queueFrame(encodeHeader(TYPE_GO_AWAY, 0, SESSION_STREAM_ID, GO_AWAY_NORMAL))
-      table.acceptable.openUnsafe() // no stream comes after it: a waiting `accept` gives `None`
+      table.acceptable.openUnsafe() // no stream comes after it: a waiting `accept` ends
       refuseWaiting(new DuplexError({ reason: new StreamRefused({ label, why: "closing" }) }))
       return Effect.void
     })
