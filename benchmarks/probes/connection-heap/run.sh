@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# What one idle connection holds on the JavaScript heap: a server (raw `net` `socket.pipe`, `Tcp.serve`
+# with an echo-once handler, or `Echo.serve`) takes 10, then 1,010 connections that each echoed 16 bytes
+# and stay open; a heap snapshot of each, after a full collection, and the difference per connection by
+# object kind (self sizes). From the project root, after `npm run build`:
+#   bash benchmarks/probes/connection-heap/run.sh raw ; bash benchmarks/probes/connection-heap/run.sh tcp
+#   bash benchmarks/probes/connection-heap/run.sh echo
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+kind=${1:-echo}
+dir=$(mktemp -d)
+node --expose-gc "$here/server.mjs" 10 "$kind" "$dir/small.heapsnapshot"
+node --expose-gc "$here/server.mjs" 1010 "$kind" "$dir/large.heapsnapshot"
+node "$here/summarize.mjs" "$dir/small.heapsnapshot" "$dir/large.heapsnapshot" 1000 "${2:-30}"
+rm -rf "$dir"

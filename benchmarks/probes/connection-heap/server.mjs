@@ -1,0 +1,53 @@
+// The server of the connection-heap probe (see run.sh): argv N, kind (raw | tcp | echo), snapshot path.
+import * as net from "node:net"
+import * as v8 from "node:v8"
+import { fork } from "node:child_process"
+const N = Number(process.argv[2] ?? 1000)
+const kind = process.argv[3] ?? "echo"
+const { Effect } = await import("effect")
+const { Echo, Tcp } = await import("fullduplex")
+const out = process.argv[4]
+let port
+const ready = new Promise((r) => (port = r))
+if (kind === "raw") {
+  const srv = net.createServer((s) => {
+    s.on("error", () => {})
+    s.pipe(s)
+  })
+  srv.listen(0, "127.0.0.1", () => port(srv.address().port))
+} else
+  Effect.runFork(
+    Effect.gen(function* () {
+      const server =
+        kind === "echo"
+          ? yield* Echo.serve({ host: "127.0.0.1", port: 0, maxConnections: N + 16 })
+          : yield* Tcp.serve({ host: "127.0.0.1", port: 0, maxConnections: N + 16 }, (conn) =>
+              Effect.gen(function* () {
+                const c = yield* conn.read
+                if (c._tag === "Some") yield* conn.write(c.value)
+                while ((yield* conn.read)._tag === "Some") {}
+              })
+            )
+      port(server.address.port)
+      yield* Effect.never
+    }).pipe(Effect.scoped)
+  )
+const p = await ready
+const child = fork(new URL("./client.mjs", import.meta.url), [String(p), String(N)])
+await new Promise((r) => child.once("message", r))
+await new Promise((r) => setTimeout(r, 1000))
+globalThis.gc?.()
+const mem = process.memoryUsage()
+console.log(
+  JSON.stringify({
+    N,
+    kind,
+    rssMiB: mem.rss / 1048576,
+    heapUsedMiB: mem.heapUsed / 1048576,
+    externalMiB: mem.external / 1048576,
+    arrayBuffersMiB: mem.arrayBuffers / 1048576
+  })
+)
+if (out) v8.writeHeapSnapshot(out)
+child.kill()
+process.exit(0)
