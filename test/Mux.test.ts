@@ -15,7 +15,7 @@
  * bytes one run moves in all (default 8: larger runs are scaled down).
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Cause, Clock, Deferred, Effect, Exit, Fiber, Option, Scope, Stream } from "effect"
+import { Cause, Clock, Deferred, type Duration, Effect, Exit, Fiber, Option, Scope, Stream } from "effect"
 import { TestClock } from "effect/testing"
 import fc from "fast-check"
 import { Duplex, DuplexError, Mux, Tcp } from "fullduplex"
@@ -216,6 +216,9 @@ const live = (name: string, body: () => Effect.Effect<unknown, unknown, Scope.Sc
 const settle = Effect.gen(function* () {
   for (let i = 0; i < 50; i++) yield* Effect.yieldNow
 })
+
+/** Moves the test clock on by `duration`, then lets what that woke run (for `it.effect`). */
+const advance = (duration: Duration.Input) => Effect.andThen(TestClock.adjust(duration), settle)
 
 /** Two sessions back to back over a pair. */
 const sessions = (
@@ -1061,16 +1064,13 @@ describe("Mux sender-side silly-window avoidance", () => {
         yield* settle
         assert.deepStrictEqual(framesPast(log, 1, WINDOW), [], "held")
         assert.isTrue((yield* s.stats).outbound.blocked, "a hold counts as waiting for credit")
-        yield* TestClock.adjust(SEND_HOLD_OVERRIDE_MILLIS - 1)
-        yield* settle
+        yield* advance(SEND_HOLD_OVERRIDE_MILLIS - 1)
         assert.deepStrictEqual(framesPast(log, 1, WINDOW), [], "held until the override delay")
         // The override: the 3 KiB leaves as one frame, and the peer's window is taken to be 3 KiB.
-        yield* TestClock.adjust(1)
-        yield* settle
+        yield* advance(1)
         assert.deepStrictEqual(framesPast(log, 1, WINDOW), [3 * KiB], "sent at the override delay")
         // Nothing more for 10 s (less than stallTimeout): the write waits, and nothing is sent.
-        yield* TestClock.adjust("10 seconds")
-        yield* settle
+        yield* advance("10 seconds")
         assert.isUndefined(writer.pollUnsafe(), "the write waits for more credit")
         assert.deepStrictEqual(framesPast(log, 1, WINDOW), [3 * KiB])
         // 2 KiB is past the threshold now (half of 3 KiB): it leaves at once.
@@ -1100,23 +1100,18 @@ describe("Mux sender-side silly-window avoidance", () => {
         yield* settle
         assert.strictEqual(log.data(1).length, WINDOW)
         // 90 ms with zero credit, then 1 KiB: a hold that lasts past the 100 ms since the wait began.
-        yield* TestClock.adjust("90 millis")
-        yield* settle
+        yield* advance("90 millis")
         yield* send(frame(WINDOW_UPDATE, 0, 1, KiB))
         yield* settle
-        yield* TestClock.adjust("15 millis")
-        yield* settle
+        yield* advance("15 millis")
         assert.isUndefined(writer.pollUnsafe(), "not failed in the hold")
         assert.isTrue((yield* s.stats).outbound.blocked, "blocked all along")
-        yield* TestClock.adjust(`${SEND_HOLD_OVERRIDE_MILLIS - 15} millis`)
-        yield* settle
+        yield* advance(`${SEND_HOLD_OVERRIDE_MILLIS - 15} millis`)
         assert.deepStrictEqual(framesPast(log, 1, WINDOW), [KiB], "the hold's frame")
         // A new wait with zero credit: it stalls 100 ms after it began, not before.
-        yield* TestClock.adjust("99 millis")
-        yield* settle
+        yield* advance("99 millis")
         assert.isUndefined(writer.pollUnsafe(), "not before stallTimeout with zero credit")
-        yield* TestClock.adjust("1 millis")
-        yield* settle
+        yield* advance("1 millis")
         const exit = writer.pollUnsafe()
         assert.isDefined(exit, "failed at stallTimeout")
         assert.strictEqual(reasonOf(exit!, "StallDetected", "the stalled write").stalledMillis, 100)
@@ -1188,11 +1183,9 @@ describe("Mux stalls and keepalive", () => {
         yield* settle
         assert.isUndefined(writer.pollUnsafe(), "the write waits for credit")
         assert.isTrue((yield* stuck.stats).outbound.blocked)
-        yield* TestClock.adjust("4999 millis")
-        yield* settle
+        yield* advance("4999 millis")
         assert.isUndefined(writer.pollUnsafe(), "not before stallTimeout")
-        yield* TestClock.adjust("1 millis")
-        yield* settle
+        yield* advance("1 millis")
         const exit = writer.pollUnsafe()
         assert.isDefined(exit, "failed at stallTimeout")
         const stall = reasonOf(exit!, "StallDetected", "the stalled write")
@@ -1222,15 +1215,12 @@ describe("Mux stalls and keepalive", () => {
         const stream = yield* session.open
         yield* settle
         assert.deepStrictEqual(log.frames.map(describeFrame), ["WindowUpdate[SYN] #1 0"])
-        yield* TestClock.adjust("1 second")
-        yield* settle
+        yield* advance("1 second")
         assert.deepStrictEqual(log.of(PING).map(describeFrame), ["Ping[SYN] #0 0"])
         const closed = yield* Effect.forkChild(session.closed, { startImmediately: true })
-        yield* TestClock.adjust("1999 millis")
-        yield* settle
+        yield* advance("1999 millis")
         assert.isUndefined(closed.pollUnsafe(), "alive until the timeout")
-        yield* TestClock.adjust("1 millis")
-        yield* settle
+        yield* advance("1 millis")
         const exit = closed.pollUnsafe()
         assert.isDefined(exit, "dead peer detected at interval + timeout")
         assert.strictEqual(reasonOf(exit!, "Timeout", "closed").timeoutMillis, 2000)
@@ -1254,8 +1244,7 @@ describe("Mux stalls and keepalive", () => {
         const clientClosed = yield* Effect.forkChild(client.closed, { startImmediately: true })
         const serverClosed = yield* Effect.forkChild(server.closed, { startImmediately: true })
         for (let i = 0; i < 30; i++) {
-          yield* TestClock.adjust("500 millis")
-          yield* settle
+          yield* advance("500 millis")
         }
         assert.isUndefined(clientClosed.pollUnsafe(), "the client's session is up")
         assert.isUndefined(serverClosed.pollUnsafe(), "the server's session is up")
