@@ -23,6 +23,7 @@ import * as Duplex from "./Duplex.js"
 import { ConnectFailed, DuplexError, isDuplexError, ListenFailed, StallDetected, Timeout } from "./DuplexError.js"
 import * as ConnectionGuard from "./internal/connectionGuard.js"
 import { codeOf, stalledDirection } from "./internal/errors.js"
+import { Traffic } from "./internal/traffic.js"
 import {
   checkAddress,
   checkConnectOptions,
@@ -399,6 +400,13 @@ export interface Server {
   readonly label: string
   readonly stats: Effect.Effect<ServerStats>
   /**
+   * The bytes moved over every connection so far, closed and open, as the server sees them: `inbound`
+   * what its peers sent (and its handlers read), `outbound` what was written to them. `bytes` and
+   * `blockedMillis` are sums over the connections; `buffered` and `blocked` describe the open ones now
+   * (their sum, and whether any is held back); `peakBuffered` is the most one connection held.
+   */
+  readonly traffic: Effect.Effect<Duplex.Stats>
+  /**
    * Graceful shutdown, the same that closing the scope runs: stop accepting, let handlers finish within
    * `shutdownGrace`, interrupt and abort the rest. Idempotent; completes when every connection is closed.
    */
@@ -652,6 +660,7 @@ export const serve = <E, R>(
     let localName: string | undefined
     /** Connections counted from accept to their `ConnectionClosed` event, so stats and events agree. */
     let active = 0
+    const traffic = new Traffic()
 
     const serveConnection = (socket: net.Socket, id: number, cut: Cut): Effect.Effect<void, never, R> => {
       let info: ConnectionInfo = {
@@ -670,6 +679,7 @@ export const serve = <E, R>(
         if (reported) return
         reported = true
         active--
+        traffic.closed(cut.duplex, stats)
         counters[COUNTER_OF[ending]]++
         if (!defaultEvents || extra.cause !== undefined)
           emitUnsafe({ _tag: "ConnectionClosed", connection: info, ending, stats, ...extra })
@@ -683,6 +693,7 @@ export const serve = <E, R>(
               : `tcp ${localName}→${socket.remoteAddress}:${socket.remotePort}`
         })
         cut.duplex = conn
+        traffic.opened(conn)
         info = { ...info, label: conn.label }
         if (!defaultEvents) emitUnsafe({ _tag: "Accepted", connection: info })
         const handled = yield* Effect.exit(handler(conn, info))
@@ -809,6 +820,7 @@ export const serve = <E, R>(
       address,
       label,
       stats: Effect.sync(() => ({ ...counters, active })),
+      traffic: traffic.snapshot,
       shutdown
     } satisfies Server
   })

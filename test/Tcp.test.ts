@@ -322,6 +322,31 @@ describe("Tcp.serve", () => {
     })
   )
 
+  it.live("server.traffic sums the bytes of the connections that closed and of those still open", () =>
+    Effect.gen(function* () {
+      const server = yield* Tcp.serve({ port: 0, onEvent: () => Effect.void }, echo)
+      assert.strictEqual((yield* server.traffic).inbound.bytes, 0)
+      // One connection echoed and closed; one still open, its echo written (and left unread).
+      yield* Effect.scoped(
+        Effect.flatMap(Tcp.connect(server.address), (conn) =>
+          Duplex.exchange(conn, Stream.make(randomBytes(3 * KiB, 1)), collectBytes)
+        )
+      )
+      const open = yield* Tcp.connect(server.address)
+      yield* open.write(randomBytes(KiB, 2))
+      yield* eventually(
+        "the echo of both connections",
+        Effect.map(server.traffic, (t) => t.outbound.bytes),
+        (bytes) => bytes === 4 * KiB
+      )
+      const traffic = yield* server.traffic
+      assert.strictEqual(traffic.inbound.bytes, 4 * KiB)
+      assert.strictEqual(traffic.outbound.bytes, 4 * KiB)
+      assert.isAtMost(traffic.inbound.peakBuffered, 3 * KiB)
+      assert.isFalse(traffic.outbound.blocked)
+    })
+  )
+
   it.live("listens on a Unix socket path, and the socket file is gone once its scope closes", () =>
     Effect.gen(function* () {
       const path = `${yield* tempDir}/server.sock`

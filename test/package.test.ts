@@ -1,11 +1,12 @@
 /**
  * The published shape of the package: the build's ESM and CJS entries load in plain Node, the testkit
- * shares the main entry's classes, and a consumer's compiler can emit declarations for inferred types.
+ * shares the main entry's classes, a consumer's compiler can emit declarations for inferred types, and the
+ * `fullduplex` bin runs from the installed package without being loaded by its main entry.
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { execa } from "execa"
-import { mkdtempSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs"
+import { mkdtempSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
@@ -110,6 +111,20 @@ describe("package", () => {
         )
         const tsc = yield* run("node", [join(root, "node_modules", "typescript", "bin", "tsc"), "-p", "."], dir)
         assert.strictEqual(tsc.exitCode, 0, tsc.all)
+
+        // The `fullduplex` bin: declared, a Node script, and it runs from the installed package.
+        const manifest = JSON.parse(readFileSync(join(pkg, "package.json"), "utf8")) as { bin?: Record<string, string> }
+        assert.deepStrictEqual(manifest.bin, { fullduplex: "./dist/cli.js" })
+        assert.isTrue(readFileSync(join(pkg, "dist", "cli.js"), "utf8").startsWith("#!/usr/bin/env node\n"))
+        const help = yield* run("node", [join(pkg, "dist", "cli.js"), "--help"], dir)
+        assert.strictEqual(help.exitCode, 0, help.all)
+        for (const command of ["echo", "connect", "proxy", "serve", "demo"]) assert.include(help.stdout, command)
+        // The CLI is an entry of its own: nothing that `import "fullduplex"` loads refers to it or to effect/cli.
+        for (const file of readdirSync(join(pkg, "dist")).filter((f) => /\.c?js$/.test(f) && !f.startsWith("cli."))) {
+          const code = readFileSync(join(pkg, "dist", file), "utf8")
+          assert.notInclude(code, "effect/cli", `dist/${file} loads effect/cli`)
+          assert.notMatch(code, /["']\.\/cli\.js["']/, `dist/${file} imports the CLI`)
+        }
       }),
     120_000
   )

@@ -1,6 +1,6 @@
 /**
- * `npm run demo`: the duplex deadlock, caught, and its cure — in memory, over TCP on 127.0.0.1 and through
- * a child process — and the safe echo server's answers to the same naive client.
+ * `fullduplex demo` (`npm run demo` runs it from the sources): the duplex deadlock, caught, and its cure —
+ * in memory, over TCP on 127.0.0.1 and through a child process — and the safe echo server's answers to the same naive client.
  *
  * A client that writes its whole request before reading, against a peer that echoes as it reads, fills
  * both directions' buffers: each side waits in `write`, neither reads, nothing moves. The testkit's
@@ -11,11 +11,18 @@
  * requests flow (symmetric close: answers lost, with no way to tell; `Shutdown`: each request answered or
  * safely refused), and a proxy between a client that half-closes and a server that answers after it (a
  * proxy that closes at the first FIN loses the answer; `Proxy` passes the FIN on).
+ *
+ * The report goes to stdout. It takes about ten seconds.
+ *
+ * @internal
  */
-import { Cause, Deferred, Effect, Exit, Fiber, Option, type Scope, Sink, Stream } from "effect"
-import * as net from "node:net"
+import { Cause, Clock, Console, Deferred, Effect, Exit, Fiber, Option, type Scope, Sink, Stream } from "effect"
+import { Command } from "effect/cli"
 import { Duplex, Echo, Framing, Proxy, Shutdown, Subprocess, Tcp } from "fullduplex"
-import { assertDeadlockFree, firstDifference, randomBytes } from "fullduplex/testkit"
+import * as net from "node:net"
+// The testkit's parts the demo uses, not its entry: that one loads fast-check, which the tool does not need.
+import { assertDeadlockFree } from "../testkit/assertDeadlockFree.js"
+import { firstDifference, randomBytes } from "../testkit/random.js"
 
 const MiB = 1024 * 1024
 
@@ -41,9 +48,9 @@ const exchangeClient = (d: Duplex.Duplex, request: Uint8Array) =>
 
 const show = (title: string, connect: Effect.Effect<Duplex.Duplex, never, Scope.Scope>, request: Uint8Array) =>
   Effect.gen(function* () {
-    console.log(`\n${title}: a ${request.length / MiB} MiB request to an echo peer`)
+    yield* Console.log(`\n${title}: a ${request.length / MiB} MiB request to an echo peer`)
 
-    const start = Date.now()
+    const start = yield* Clock.currentTimeMillis
     const naive = yield* Effect.exit(
       assertDeadlockFree(
         (watch) =>
@@ -57,21 +64,22 @@ const show = (title: string, connect: Effect.Effect<Duplex.Duplex, never, Scope.
       )
     )
     if (Exit.isSuccess(naive)) {
-      console.log("  naive client: finished (the buffers were large enough this time)")
+      yield* Console.log("  naive client: finished (the buffers were large enough this time)")
     } else {
-      console.log(`  naive client (write all, then read): stuck, caught after ${Date.now() - start} ms`)
-      console.log(
+      const caughtAfter = (yield* Clock.currentTimeMillis) - start
+      yield* Console.log(`  naive client (write all, then read): stuck, caught after ${caughtAfter} ms`)
+      yield* Console.log(
         `    ${String(Exit.isFailure(naive) ? naive.cause.reasons[0] : "")
           .split("\n")
           .join("\n    ")}`
       )
     }
 
-    const t0 = Date.now()
+    const t0 = yield* Clock.currentTimeMillis
     const reply = yield* Effect.scoped(Effect.flatMap(connect, (d) => exchangeClient(d, request)))
-    const ms = Math.max(1, Date.now() - t0)
+    const ms = Math.max(1, (yield* Clock.currentTimeMillis) - t0)
     const exact = firstDifference(reply, request) === -1
-    console.log(
+    yield* Console.log(
       `  Duplex.exchange: ${reply.length / MiB} MiB echoed ${exact ? "byte-exact" : "WITH ERRORS"} in ${ms} ms`
     )
     if (!exact) return yield* Effect.die(new Error("echo mismatch"))
@@ -90,7 +98,9 @@ const memoryPeer = Effect.gen(function* () {
  */
 const echoServers = (request: Uint8Array) =>
   Effect.gen(function* () {
-    console.log(`\nEcho.serve on 127.0.0.1: the same naive client, ${request.length / MiB} MiB, against two policies`)
+    yield* Console.log(
+      `\nEcho.serve on 127.0.0.1: the same naive client, ${request.length / MiB} MiB, against two policies`
+    )
     const cut: Array<string> = []
     const streaming = yield* Echo.serve({
       port: 0,
@@ -102,24 +112,26 @@ const echoServers = (request: Uint8Array) =>
           }
         })
     })
-    const start = Date.now()
+    const start = yield* Clock.currentTimeMillis
     const naive = yield* Effect.exit(
       Effect.scoped(Effect.flatMap(Tcp.connect(streaming.address), (d) => naiveClient(d, request)))
     )
-    console.log(
-      `  stream policy: the naive client was cut after ${Date.now() - start} ms (${Exit.isFailure(naive) ? "its writes failed: reset by the server" : "it finished"}); the server reported:`
+    const cutAfter = (yield* Clock.currentTimeMillis) - start
+    yield* Console.log(
+      `  stream policy: the naive client was cut after ${cutAfter} ms (${Exit.isFailure(naive) ? "its writes failed: reset by the server" : "it finished"}); the server reported:`
     )
-    console.log(`    ${cut.join("\n").split("\n").join("\n    ")}`)
+    yield* Console.log(`    ${cut.join("\n").split("\n").join("\n    ")}`)
 
     const spilling = yield* Echo.serve({ port: 0, policy: Echo.spill({ memoryBytes: 4 * MiB }) })
-    const t0 = Date.now()
+    const t0 = yield* Clock.currentTimeMillis
     const reply = yield* Effect.scoped(
       Effect.flatMap(Tcp.connect(spilling.address), (d) => naiveClient(d, request))
     ).pipe(Effect.map((chunks) => Buffer.concat(chunks)))
     const exact = firstDifference(reply, request) === -1
     const stats = yield* spilling.echo
-    console.log(
-      `  spill policy (4 MiB in memory): ${reply.length / MiB} MiB echoed ${exact ? "byte-exact" : "WITH ERRORS"} in ${Date.now() - t0} ms; ` +
+    const spillMillis = (yield* Clock.currentTimeMillis) - t0
+    yield* Console.log(
+      `  spill policy (4 MiB in memory): ${reply.length / MiB} MiB echoed ${exact ? "byte-exact" : "WITH ERRORS"} in ${spillMillis} ms; ` +
         `${(stats.spilledBytes / MiB).toFixed(1)} MiB went through a temporary file, at most ${(stats.peakBufferedBytes / MiB).toFixed(1)} MiB in memory`
     )
     if (!exact) return yield* Effect.die(new Error("echo mismatch"))
@@ -150,7 +162,7 @@ const requestsUntilRefused = (client: Shutdown.Client) =>
 
 /** A server shutting down while requests flow: the symmetric close, then `Shutdown.serve`. */
 const shutdowns = Effect.gen(function* () {
-  console.log("\nA server shutting down while four callers send requests over one TCP connection")
+  yield* Console.log("\nA server shutting down while four callers send requests over one TCP connection")
   // The symmetric close, as TCP alone offers it: at shutdown, stop reading and send FIN.
   const stop = yield* Deferred.make<void>()
   const naive = yield* Tcp.serve({ port: 0 }, (conn) =>
@@ -176,7 +188,7 @@ const shutdowns = Effect.gen(function* () {
       return tally
     })
   )
-  console.log(
+  yield* Console.log(
     `  symmetric close (the server just sends FIN): ${before.answered} answered, ${before.ambiguous} ended with no answer and no way to know whether the server acted on them`
   )
 
@@ -191,14 +203,14 @@ const shutdowns = Effect.gen(function* () {
       return tally
     })
   )
-  console.log(
+  yield* Console.log(
     `  Shutdown.serve (notice, drain, then close): ${after.answered} answered, ${after.notProcessed} refused as NotProcessed (never sent, safe to retry), ${after.ambiguous} ambiguous`
   )
 })
 
 /** A client sends 1 MiB and half-closes; the upstream reads it all, then answers 4 MiB. */
 const proxies = Effect.gen(function* () {
-  console.log("\nA proxy between a client that half-closes after its request and a server that answers after it")
+  yield* Console.log("\nA proxy between a client that half-closes after its request and a server that answers after it")
   const upstream = yield* Effect.acquireRelease(
     Effect.callback<net.Server>((resume) => {
       const server = net.createServer({ allowHalfOpen: true }, (socket) => {
@@ -237,15 +249,16 @@ const proxies = Effect.gen(function* () {
     (server) => Effect.sync(() => server.close())
   )
   const lost = yield* receivedThrough((naive.address() as net.AddressInfo).port)
-  console.log(`  a proxy that closes at the first FIN: the client received ${lost} of ${4 * MiB} bytes`)
+  yield* Console.log(`  a proxy that closes at the first FIN: the client received ${lost} of ${4 * MiB} bytes`)
   const proxy = yield* Proxy.serve({ listen: { port: 0 }, target })
   const kept = yield* receivedThrough((proxy.address as Tcp.TcpAddress).port)
-  console.log(`  Proxy.serve (the FIN passed on, the other direction kept open): ${kept} of ${4 * MiB} bytes`)
+  yield* Console.log(`  Proxy.serve (the FIN passed on, the other direction kept open): ${kept} of ${4 * MiB} bytes`)
 })
 
-const main = Effect.scoped(
+/** The whole demo, its report on stdout. */
+export const run = Effect.scoped(
   Effect.gen(function* () {
-    console.log("fullduplex demo: the duplex deadlock and its cure")
+    yield* Console.log("fullduplex demo: the duplex deadlock and its cure")
     yield* show("In memory, 64 KiB buffers each way", memoryPeer.pipe(Effect.orDie), randomBytes(MiB, 1))
     // A server that echoes as it reads, with no watchdog: the naive client is caught on its own side.
     const server = yield* Tcp.serve({ port: 0 }, echo).pipe(Effect.orDie)
@@ -256,13 +269,16 @@ const main = Effect.scoped(
     yield* show("A child process, cat", Subprocess.spawn("cat").pipe(Effect.orDie), randomBytes(64 * MiB, 4))
     yield* Effect.scoped(shutdowns).pipe(Effect.orDie)
     yield* Effect.scoped(proxies).pipe(Effect.orDie)
+    yield* Console.log("\ndone")
   })
 )
 
-Effect.runPromise(main).then(
-  () => console.log("\ndone"),
-  (error) => {
-    console.error(error)
-    process.exitCode = 1
-  }
+/** The `demo` command. */
+export const command = Command.make("demo", {}, () => run).pipe(
+  Command.withShortDescription("The deadlock caught and cured, and the servers that cannot hang"),
+  Command.withDescription(
+    "The duplex deadlock caught and cured (in memory, over TCP on 127.0.0.1, through a child process), the " +
+      "safe echo server's policies, a shutdown that loses no request, and a proxy that keeps half-closes. " +
+      "About ten seconds; the report goes to stdout."
+  )
 )
