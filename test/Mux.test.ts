@@ -5,8 +5,8 @@
  * hand-made frames into the other side and parses what the session writes back with a parser of its own,
  * written from the yamux spec (not with the codec under test). The rest run two sessions back to back.
  *
- * Tests named `BUG: …` state behaviour the issue asks for that the session lacked when they were written (commit
- * 82ad956, or 3de7e00 where a comment says so); a comment in each says how it failed.
+ * Some tests pin down behaviour the session once lacked (found at commit 82ad956, or 3de7e00); a comment in
+ * each says why it matters: what a peer or an application would see without it.
  *
  * Seeds: the property and fuzz tests use `FC_SEED` if set, else a fresh one, shown in the `describe` title; a
  * failure prints `{ seed, path }` (replay with `FC_SEED=<seed>`). `FC_RUNS` overrides the number of runs of
@@ -619,10 +619,11 @@ describe("Mux protocol errors", () => {
       })
   )
 
-  live("BUG: the GoAway of a protocol error reaches a peer that reads only after the session failed", () =>
+  live("the GoAway of a protocol error reaches a peer that reads only after the session failed", () =>
     Effect.gen(function* () {
-      // Nobody reads the raw side until the session has failed: its output is left in the pair's buffer, as
-      // in a socket's. The GoAway is written, but the connection is aborted right after it, which discards it.
+      // Nobody reads the raw side until the session has failed: its output waits in the pair's buffer, as in
+      // a socket's. Aborting the connection right after the GoAway would discard it, and the peer would never
+      // learn why the session ended: the connection is ended after the GoAway, and aborted only if that hangs.
       const [raw, conn] = yield* Duplex.pair({ capacity: MiB, label: "raw" })
       const session = yield* Mux.server(conn, { keepAliveInterval: 0 })
       yield* raw.write(frame(9, 0, 0, 0))
@@ -638,12 +639,12 @@ describe("Mux protocol errors", () => {
     })
   )
 
-  live("BUG: after a protocol error the connection is closed, not left half-open: a peer's blocked write fails", () =>
+  live("after a protocol error the connection is closed, not left half-open: a peer's blocked write fails", () =>
     Effect.gen(function* () {
       // The peer keeps writing after its bad frame: once the session has given up reading, that write can only
-      // end if the session closes the connection. Since 3de7e00 the session sends GoAway, then ends the
-      // connection (FIN) and aborts only if the end does not complete: it stops reading but never closes, and
-      // the peer's write waits until the application's scope closes.
+      // end if the session closes the connection. A session that sent GoAway and FIN and then only stopped
+      // reading would leave the peer's write waiting until the application's scope closed, with a connection
+      // slot and two buffers held all that time.
       const { session, raw } = yield* rawPeer({ role: "server" }, 64 * KiB)
       const writing = yield* Effect.forkChild(raw.write(concatBytes([frame(9, 0, 0, 0), new Uint8Array(4 * MiB)])), {
         startImmediately: true
@@ -810,22 +811,21 @@ describe("Mux credit", () => {
     })
   )
 
-  live(
-    "BUG: the buffered count is never seen below what the streams hold: bytes are counted before a reader wakes",
-    () =>
-      Effect.gen(function* () {
-        // Handing a payload to a stream whose read is waiting runs that reader at once, inside the frame reader's
-        // step; it takes the bytes off the count before the frame reader has added them. A fiber woken there
-        // (this reader, reading `stats` right away) sees the count 10 bytes short, -10 here.
-        const { session, send } = yield* rawPeer({ role: "server" })
-        yield* send(frame(WINDOW_UPDATE, SYN, 1))
-        const stream = yield* session.accept
-        const reading = yield* Effect.forkChild(Effect.andThen(stream.read, session.stats), { startImmediately: true })
-        yield* settle
-        yield* send(frame(DATA, 0, 1, new Uint8Array(10)))
-        const seen = yield* Fiber.join(reading).pipe(within("5 seconds", "the read"))
-        assert.strictEqual(seen.bufferedBytes, 0, "the count as the reader saw it")
-      })
+  live("the buffered count is never seen below what the streams hold: bytes are counted before a reader wakes", () =>
+    Effect.gen(function* () {
+      // Handing a payload to a stream whose read is waiting runs that reader at once, inside the frame reader's
+      // step, and the reader takes the bytes off the count. Were they added only after the hand-over, a fiber
+      // woken there (this reader, reading `stats` right away) would see the count 10 bytes short, -10 here,
+      // and the bound on buffered bytes would be checked against a count below the truth.
+      const { session, send } = yield* rawPeer({ role: "server" })
+      yield* send(frame(WINDOW_UPDATE, SYN, 1))
+      const stream = yield* session.accept
+      const reading = yield* Effect.forkChild(Effect.andThen(stream.read, session.stats), { startImmediately: true })
+      yield* settle
+      yield* send(frame(DATA, 0, 1, new Uint8Array(10)))
+      const seen = yield* Fiber.join(reading).pipe(within("5 seconds", "the read"))
+      assert.strictEqual(seen.bufferedBytes, 0, "the count as the reader saw it")
+    })
   )
 
   for (const by of ["the application (abort)", "the peer (RST)"] as const) {
@@ -1160,7 +1160,7 @@ describe("Mux head-of-line blocking", () => {
       yield* another.write(Uint8Array.of(42))
       assert.deepStrictEqual([...Option.getOrThrow(yield* anotherIn.read)], [42])
 
-      yield* settle // see "BUG: the buffered count is never seen below what the streams hold"
+      yield* settle // see "the buffered count is never seen below what the streams hold"
       assert.isUndefined(stuckWriter.pollUnsafe(), "the stuck stream's writer still waits")
       assert.isTrue((yield* stuck.stats).outbound.blocked)
       assert.strictEqual((yield* stuckIn.stats).inbound.buffered, WINDOW)
@@ -1336,7 +1336,7 @@ describe("Mux GoAway", () => {
     })
   )
 
-  live("BUG: a refused stream's read fails StreamRefused (retryable), not Broken", () =>
+  live("a refused stream's read fails StreamRefused (retryable), not Broken", () =>
     Effect.gen(function* () {
       // The usual request: write, end, read the reply. Write and end go out before the reset comes back, so
       // the read is where the opener learns the stream was refused; it must learn it is safe to retry.
@@ -1375,10 +1375,11 @@ describe("Mux GoAway", () => {
       })
   )
 
-  live("BUG: close writes its GoAway before it ends the connection, and both sessions end cleanly", () =>
+  live("close writes its GoAway before it ends the connection, and both sessions end cleanly", () =>
     Effect.gen(function* () {
-      // close queues the GoAway as a control frame, but waits only for the data-path frames before `conn.end`:
-      // the writer then writes the GoAway after the end, fails "write after end", and fails the session.
+      // close queues the GoAway as a control frame. A close that waited only for the data-path frames before
+      // `conn.end` would leave the writer to write the GoAway after the end: it would fail "write after end",
+      // and fail a session that was closing cleanly.
       const { client, server } = yield* sessions()
       yield* client.close.pipe(within("5 seconds", "close"))
       yield* server.closed.pipe(within("5 seconds", "the server's session to end"))
@@ -1391,12 +1392,12 @@ describe("Mux GoAway", () => {
     })
   )
 
-  live("BUG: when the peer's FIN is what lets close finish, the peer's session still ends cleanly", () =>
+  live("when the peer's FIN is what lets close finish, the peer's session still ends cleanly", () =>
     Effect.gen(function* () {
-      // The server's `end` queues its FIN, and only then counts its stream as closed. Queuing wakes the writer
-      // at once, and over a pair its write runs the client's reader, its close and its `conn.end` before
-      // returning: the server reads EOF while it still counts one stream open, and fails Broken "the connection
-      // closed".
+      // The server's `end` queues its FIN. Queuing wakes the writer at once, and over a pair its write runs the
+      // client's reader, its close and its `conn.end` before returning: the server may read EOF before its own
+      // `end` has returned. Had it not counted its stream closed by then, it would see the connection end with
+      // a stream open and fail Broken "the connection closed", at the end of a graceful close.
       const { client, server } = yield* sessions()
       const s = yield* client.open
       const t = yield* server.accept
@@ -1675,11 +1676,12 @@ describe("Mux limits", () => {
     })
   )
 
-  live("BUG: a stream closed both ways but not yet read still counts against maxBufferedBytes", () =>
+  live("a stream closed both ways but not yet read still counts against maxBufferedBytes", () =>
     Effect.gen(function* () {
-      // The peer sends a window and FIN; the application ends its side without reading. The stream is
-      // forgotten (closed both ways) with 256 KiB still buffered, and the next stream is admitted as if the
-      // session held nothing. A stream refused instead is what the bound asks for.
+      // The peer sends a window and FIN; the application ends its side without reading. The stream is closed
+      // both ways with 256 KiB still buffered: were its bytes forgotten with it, the next stream would be
+      // admitted as if the session held nothing, and a peer could make it buffer without bound. A stream
+      // refused instead is what the bound asks for.
       const { client, server } = yield* sessions({}, { maxBufferedBytes: WINDOW })
       for (let i = 0; i < 3; i++) {
         const s = yield* client.open
@@ -1693,10 +1695,11 @@ describe("Mux limits", () => {
     })
   )
 
-  live("BUG: a stream reset by the peer frees its slot before its reader wakes, so a retry at once may open", () =>
+  live("a stream reset by the peer frees its slot before its reader wakes, so a retry at once may open", () =>
     Effect.gen(function* () {
-      // The reset wakes the stream's reader (which runs at once, inside the frame reader's step) before the
-      // stream is forgotten: the reader's retry still sees the slot taken and fails StreamRefused(limit).
+      // The reset wakes the stream's reader, which runs at once, inside the frame reader's step. Were the stream
+      // forgotten only after that, the reader's retry would still see the slot taken and fail
+      // StreamRefused(limit), though the slot is as good as free: the natural retry loop would fail.
       // (`openTimeout: 0`: the retry must find the slot free at once, not wait for it.)
       const { client, server } = yield* sessions({ maxConcurrentStreams: 1, openTimeout: 0 })
       const s = yield* client.open
@@ -1714,10 +1717,10 @@ describe("Mux limits", () => {
   )
 
   live(
-    "BUG: a stream finished both ways frees its slot before its reader sees EOF, so an open right after may succeed",
+    "a stream finished both ways frees its slot before its reader sees EOF, so an open right after may succeed",
     () =>
       Effect.gen(function* () {
-        // The same order on a FIN: the EOF wakes the reader (at once) before the stream is retired.
+        // The same order on a FIN: the EOF wakes the reader at once, so the stream is retired before it.
         // (`openTimeout: 0`, as above.)
         const { client, server } = yield* sessions({ maxConcurrentStreams: 1, openTimeout: 0 })
         const s = yield* client.open
@@ -1733,10 +1736,11 @@ describe("Mux limits", () => {
       })
   )
 
-  live("BUG: streams the peer opens and resets before they are accepted do not pile up beyond the stream limit", () =>
+  live("streams the peer opens and resets before they are accepted do not pile up beyond the stream limit", () =>
     Effect.gen(function* () {
-      // SYN then RST, a thousand times: the session never has more than one stream open, but every one of them
-      // waits in the accept queue (unbounded), state and all, for an application that accepts later.
+      // SYN then RST, a thousand times: the session never has more than one stream open. An accept queue that
+      // kept every one of them, state and all, for an application that accepts later would grow without
+      // bound: memory a peer could take at will.
       const { session, send } = yield* rawPeer({ role: "server", maxConcurrentStreams: 4 })
       const frames: Array<Uint8Array> = []
       for (let id = 1; id < 2000; id += 2) frames.push(frame(WINDOW_UPDATE, SYN, id), frame(WINDOW_UPDATE, RST, id))
@@ -2189,38 +2193,37 @@ describe("Mux memory bound", () => {
 // ---- frame order -------------------------------------------------------------------------------------
 
 describe("Mux frame order", () => {
-  live(
-    "BUG: a stream aborted before its SYN is written leaves no stream behind on the peer (RST never before SYN)",
-    () =>
-      Effect.gen(function* () {
-        // The writer is busy with stream 1's data when stream 3 is opened (its SYN queued on the data path) and
-        // aborted at once (its RST queued as a control frame). Control frames are written first, so the peer
-        // reads RST #3, for a stream it does not know, then SYN #3: it opens, and keeps, a stream the opener has
-        // already forgotten (it holds a slot and waits in accept, and its reader waits forever).
-        const { client, server } = yield* sessions({}, {}, 1024)
-        const busy = yield* client.open
-        yield* busy.write(new Uint8Array(100_000))
-        const aborted = yield* client.open
-        yield* aborted.abort
-        yield* readAtLeast(yield* server.accept, 100_000).pipe(within("5 seconds", "stream 1's data"))
-        yield* Effect.sleep(50)
-        assert.strictEqual((yield* client.stats).streams, 1)
-        assert.strictEqual((yield* server.stats).streams, 1, "the server still counts the aborted stream")
+  live("a stream aborted before its SYN is written leaves no stream behind on the peer (RST never before SYN)", () =>
+    Effect.gen(function* () {
+      // The writer is busy with stream 1's data when stream 3 is opened (its SYN queued on the data path) and
+      // aborted at once (its RST queued as a control frame). Control frames go first; were the RST written
+      // before the SYN, the peer would read RST #3, for a stream it does not know, then SYN #3: it would open,
+      // and keep, a stream the opener has already forgotten (holding a slot and waiting in accept, its reader
+      // waiting forever).
+      const { client, server } = yield* sessions({}, {}, 1024)
+      const busy = yield* client.open
+      yield* busy.write(new Uint8Array(100_000))
+      const aborted = yield* client.open
+      yield* aborted.abort
+      yield* readAtLeast(yield* server.accept, 100_000).pipe(within("5 seconds", "stream 1's data"))
+      yield* Effect.sleep(50)
+      assert.strictEqual((yield* client.stats).streams, 1)
+      assert.strictEqual((yield* server.stats).streams, 1, "the server still counts the aborted stream")
 
-        // On the wire.
-        const [conn, raw] = yield* Duplex.pair({ capacity: 1024, label: "raw" })
-        const session = yield* Mux.client(conn, { keepAliveInterval: 0 })
-        yield* (yield* session.open).write(new Uint8Array(100_000))
-        yield* (yield* session.open).abort
-        const log = new FrameLog()
-        for (;;) {
-          const chunk = yield* raw.read.pipe(Effect.timeoutOption("300 millis"))
-          if (Option.isNone(chunk) || Option.isNone(chunk.value)) break
-          log.push(chunk.value.value)
-        }
-        const third = log.frames.filter((f) => f.streamId === 3).map(describeFrame)
-        assert.isTrue(third.length === 0 || third[0] === "WindowUpdate[SYN] #3 0", `stream 3: ${third.join(", ")}`)
-      })
+      // On the wire.
+      const [conn, raw] = yield* Duplex.pair({ capacity: 1024, label: "raw" })
+      const session = yield* Mux.client(conn, { keepAliveInterval: 0 })
+      yield* (yield* session.open).write(new Uint8Array(100_000))
+      yield* (yield* session.open).abort
+      const log = new FrameLog()
+      for (;;) {
+        const chunk = yield* raw.read.pipe(Effect.timeoutOption("300 millis"))
+        if (Option.isNone(chunk) || Option.isNone(chunk.value)) break
+        log.push(chunk.value.value)
+      }
+      const third = log.frames.filter((f) => f.streamId === 3).map(describeFrame)
+      assert.isTrue(third.length === 0 || third[0] === "WindowUpdate[SYN] #3 0", `stream 3: ${third.join(", ")}`)
+    })
   )
 
   live("interrupting a pending write never cuts a frame: the other streams' frames arrive whole after it", () =>
@@ -2658,7 +2661,7 @@ const feed = (
       )
       // Pieces of the drawn sizes, but no more than about 512 of them. Once the session has ended (a protocol
       // error), the rest of the input is not taken: feeding stops (whether the connection was closed is the
-      // business of "BUG: after a protocol error the connection is closed, not left half-open").
+      // business of "after a protocol error the connection is closed, not left half-open").
       const ended = yield* Effect.forkChild(Effect.exit(session.closed), { startImmediately: true })
       const least = Math.ceil(bytes.length / 512)
       let at = 0

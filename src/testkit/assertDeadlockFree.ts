@@ -16,9 +16,13 @@ import { type Duplex, DuplexError } from "fullduplex"
  * @since 0.1.0
  */
 export interface DeadlockFreeOptions {
-  /** How long no byte may move in any watched direction before the program is declared stuck. Default 2 s. */
+  /**
+   * How long no byte may move in any watched direction before the program is declared stuck. Default 2 s:
+   * a deadlock is reported about 2.1 s after it sets in, inside vitest's default test timeout (5 s). A
+   * larger value needs the test's timeout raised above it (the third argument of `it.live`).
+   */
   readonly stallTimeout?: Duration.Input | undefined
-  /** An overall limit, for programs that keep moving bytes forever. Default: none. */
+  /** An overall limit, for programs that keep moving bytes forever. Default: none (the test runner's timeout). */
   readonly timeout?: Duration.Input | undefined
   /** Duplexes to watch from the start; more can be added with the `watch` callback. */
   readonly duplexes?: Iterable<Duplex.Duplex> | undefined
@@ -139,7 +143,11 @@ export const assertDeadlockFree = <A, E, R>(
       orElse: () =>
         Effect.fail(
           new DuplexError.DuplexError({
-            reason: new DuplexError.Timeout({ label, operation: "the whole run", timeoutMillis })
+            reason: new DuplexError.Timeout({
+              label,
+              operation: "the whole run (assertDeadlockFree's timeout; a test runner's timeout must be above it)",
+              timeoutMillis
+            })
           })
         )
     })

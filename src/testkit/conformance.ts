@@ -49,9 +49,13 @@ export interface ConformanceOptions {
   readonly seed?: number | undefined
   /** Bytes each way in the bulk case. Default 1 MiB. */
   readonly bulkBytes?: number | undefined
-  /** How long a case may go without a byte moving. Default 5 s. */
+  /** How long a case may go without a byte moving. Default 2 s. */
   readonly stallTimeout?: Duration.Input | undefined
-  /** How long a case may take in all. Default 30 s. */
+  /**
+   * How long a case may take in all. Default 4 s, so that a case fails with its own diagnostic inside
+   * vitest's default test timeout (5 s). A larger value needs the test's timeout raised above it (the
+   * third argument of `it.live`, or `testTimeout`).
+   */
   readonly timeout?: Duration.Input | undefined
 }
 
@@ -87,7 +91,9 @@ const KiB = 1024
  * `bufferBound` while the reader is away; that a write after `end` fails `Closed`, even an empty one; that
  * `abort` makes the peer fail `Broken`, fails our own pending reads `Closed`, and wakes blocked reads and
  * writes; that 1 MiB moves both ways at once in random chunk sizes; and that closing the scope wakes
- * and fails everything still pending. Every case runs under `assertDeadlockFree`.
+ * and fails everything still pending. Every case runs under `assertDeadlockFree`: no byte moving for
+ * `stallTimeout` (2 s) or the case going on for `timeout` (4 s) fails it, with the suite, the case and
+ * the seed in the message, inside vitest's default test timeout (5 s).
  *
  * **Example** (Running the suite with @effect/vitest)
  *
@@ -137,9 +143,9 @@ export const conformance = <E>(
             })
           ),
         {
-          label: `[${suite}] ${name}`,
-          stallTimeout: options.stallTimeout ?? "5 seconds",
-          timeout: options.timeout ?? "30 seconds"
+          label: `[${suite}] ${name} (seed ${seed})`,
+          stallTimeout: options.stallTimeout ?? "2 seconds",
+          timeout: options.timeout ?? "4 seconds"
         }
       )
     }
