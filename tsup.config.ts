@@ -20,7 +20,12 @@ export default defineConfig({
   },
   format: ["esm", "cjs"],
   dts: false,
+  // Source maps point into the package's own `src/` (shipped beside `dist/`) and do not embed it again: the
+  // sources are in the package once, not three times (src/, the ESM maps, the CJS maps).
   sourcemap: true,
+  esbuildOptions(options) {
+    options.sourcesContent = false
+  },
   clean: true,
   target: "node22",
   splitting: true,
