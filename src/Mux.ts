@@ -20,8 +20,22 @@ import type * as Scope from "effect/Scope"
 import type * as Duplex from "./Duplex.js"
 import type { DuplexError } from "./DuplexError.js"
 import { invalidOptions } from "./internal/errors.js"
-import { INITIAL_STREAM_WINDOW_BYTES as SPEC_INITIAL_WINDOW } from "./internal/yamux/codec.js"
-import { makeSession, type SessionStats } from "./internal/yamux/session.js"
+import type { SessionStats } from "./internal/yamux/session.js"
+
+/**
+ * The session's machinery (`internal/yamux/`: codec, credit, inbound, outbound, streams), loaded at the first
+ * `make`: a program that imports the root module and starts no session does not load it. Once loaded, `make`
+ * takes it without waiting.
+ */
+type SessionModule = typeof import("./internal/yamux/session.js")
+let sessionModule: SessionModule | undefined
+const loadSession: Effect.Effect<SessionModule> = Effect.suspend(() =>
+  sessionModule !== undefined
+    ? Effect.succeed(sessionModule)
+    : Effect.promise(() => import("./internal/yamux/session.js")).pipe(
+        Effect.tap((module) => Effect.sync(() => (sessionModule = module)))
+      )
+)
 
 /**
  * "Each stream has an initial window size of 256KB" (yamux spec, "Flow Control"): the credit a peer has
@@ -30,7 +44,7 @@ import { makeSession, type SessionStats } from "./internal/yamux/session.js"
  * @category constants
  * @since 0.1.0
  */
-export const INITIAL_STREAM_WINDOW_BYTES: number = SPEC_INITIAL_WINDOW
+export const INITIAL_STREAM_WINDOW_BYTES: number = 256 * 1024
 
 /**
  * How far a stream's receive window may grow by default: 4 MiB, sixteen initial windows. With credit
@@ -470,22 +484,24 @@ export const make = (
     if (options.role !== "client" && options.role !== "server") {
       return Effect.fail(invalidOptions(label, "role", options.role, `"client" or "server"`))
     }
-    return makeSession(duplex, {
-      role: options.role,
-      label,
-      windowBytes,
-      maxWindowBytes,
-      maxFrameBytes,
-      maxConcurrentStreams,
-      maxBufferedBytes,
-      stallMillis,
-      keepAliveIntervalMillis,
-      keepAliveTimeoutMillis,
-      errorCloseMillis,
-      maxStreamChurn,
-      streamChurnPerSecond,
-      openTimeoutMillis
-    })
+    return Effect.flatMap(loadSession, ({ makeSession }) =>
+      makeSession(duplex, {
+        role: options.role,
+        label,
+        windowBytes,
+        maxWindowBytes,
+        maxFrameBytes,
+        maxConcurrentStreams,
+        maxBufferedBytes,
+        stallMillis,
+        keepAliveIntervalMillis,
+        keepAliveTimeoutMillis,
+        errorCloseMillis,
+        maxStreamChurn,
+        streamChurnPerSecond,
+        openTimeoutMillis
+      })
+    )
   })
 
 /**

@@ -1,12 +1,14 @@
 /**
  * The published shape of the package: what `npm pack` puts in it (the sources once, source maps that point
  * at them), the build's ESM and CJS entries load in plain Node, the testkit shares the main entry's classes,
- * and a consumer's compiler can emit declarations for inferred types.
+ * a consumer's compiler can emit declarations for inferred types, and loading the root entry loads neither
+ * execa nor the Mux session until they are used.
  */
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { execa } from "execa"
 import {
+  copyFileSync,
   existsSync,
   mkdtempSync,
   mkdirSync,
@@ -58,6 +60,19 @@ beforeAll(async () => {
 afterAll(() => {
   if (dir !== "") rmSync(dir, { recursive: true, force: true })
 })
+
+/** The package's source files (relative to it) that the loaded files among `urls` were built from, read from their source maps. */
+const sourcesLoaded = (urls: ReadonlyArray<string>): Set<string> => {
+  const sources = new Set<string>()
+  for (const url of urls) {
+    if (!url.startsWith("file:")) continue
+    const file = fileURLToPath(url)
+    if (!file.startsWith(join(pkg, "dist"))) continue
+    const map = JSON.parse(readFileSync(`${file}.map`, "utf8")) as { sources: Array<string> }
+    for (const source of map.sources) sources.add(relative(pkg, join(dirname(file), source)))
+  }
+  return sources
+}
 
 describe("package", () => {
   it("publishes dist, the sources once, and source maps that point at them", () => {
@@ -163,4 +178,36 @@ describe("package", () => {
       }),
     120_000
   )
+
+  for (const format of ["esm", "cjs"] as const) {
+    it.live(
+      `${format}: loading the root entry loads neither execa nor the Mux session until they are used`,
+      () =>
+        Effect.gen(function* () {
+          copyFileSync(join(root, "test", "fixtures", "load-trace.mjs"), join(dir, "load-trace.mjs"))
+          const trace = yield* run("node", ["load-trace.mjs", format], dir)
+          assert.strictEqual(trace.exitCode, 0, trace.all)
+          const phases = new Map(
+            trace.stdout
+              .trim()
+              .split("\n")
+              .map((line) => JSON.parse(line) as { phase: string; urls: Array<string> })
+              .map(({ phase, urls }) => [phase, urls])
+          )
+          const execaLoaded = (phase: string) => phases.get(phase)!.some((url) => url.includes("/node_modules/execa/"))
+          const yamuxLoaded = (phase: string) =>
+            [...sourcesLoaded(phases.get(phase)!)].filter((source) => source.startsWith("src/internal/yamux/"))
+
+          const atLoad = sourcesLoaded(phases.get("load")!)
+          assert.isTrue(atLoad.has("src/Mux.ts") && atLoad.has("src/Subprocess.ts"), "the namespaces were loaded")
+          assert.deepStrictEqual(yamuxLoaded("load"), [], "the root entry loaded the Mux session")
+          assert.isFalse(execaLoaded("load"), "the root entry loaded execa")
+          // The trace sees them once they are used: a session loads the yamux files, a child execa.
+          assert.include(yamuxLoaded("mux"), "src/internal/yamux/session.ts")
+          assert.isFalse(execaLoaded("mux"), "a Mux session loaded execa")
+          assert.isTrue(execaLoaded("subprocess"), "a child ran without execa being loaded")
+        }),
+      60_000
+    )
+  }
 })
