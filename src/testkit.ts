@@ -3,6 +3,7 @@
  * `assertDeadlockFree`, a progress watchdog for tests; and `conformance`, the suite every `Duplex`
  * implementation runs; `withLeakCheck`, which counts fds and handles around a program. Needs `fast-check` 4 (an optional peer dependency).
  *
+ * @module fullduplex/testkit
  * @since 0.1.0
  */
 export * from "./testkit/arbitraries.js"
