@@ -1,5 +1,13 @@
 import { defineConfig } from "tsup"
 
+/**
+ * Source maps point into the package's own `src/` (shipped beside `dist/`) and do not embed it again: the
+ * sources are in the package once, not three times (src/, the ESM maps, the CJS maps).
+ */
+const mapsWithoutSources = (options: { sourcesContent?: boolean | undefined }): void => {
+  options.sourcesContent = false
+}
+
 // JavaScript only: declarations come from `tsc -p tsconfig.build.json`, one file per module, so that a
 // user's compiler can name every public type through the package's subpath exports.
 export default defineConfig([
@@ -22,6 +30,7 @@ export default defineConfig([
     format: ["esm", "cjs"],
     dts: false,
     sourcemap: true,
+    esbuildOptions: mapsWithoutSources,
     // The command-line tool is built beside, at the same time: leave its files alone.
     clean: ["!cli.js", "!cli.js.map"],
     target: "node22",
@@ -37,6 +46,7 @@ export default defineConfig([
     format: ["esm"],
     dts: false,
     sourcemap: true,
+    esbuildOptions: mapsWithoutSources,
     clean: false,
     target: "node22",
     splitting: false,

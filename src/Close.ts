@@ -10,6 +10,7 @@
  * data-first form (`Close.lingering(duplex, options)`) and a strategy form (`Close.lingering(options)`)
  * for `Tcp.serve`'s `close` option.
  *
+ * @module fullduplex/Close
  * @since 0.1.0
  */
 import * as Clock from "effect/Clock"
@@ -36,6 +37,20 @@ import { inboundPipeOf } from "./internal/bytePipe.js"
  *
  * `discardedBytes` counts the input read and thrown away while closing; `millis` the time the close took.
  *
+ * **Example** (Logging how a close ended)
+ *
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Close, Duplex } from "fullduplex"
+ *
+ * const closeAndLog = (conn: Duplex.Duplex) =>
+ *   Close.lingering(conn).pipe(
+ *     Effect.tap((outcome: Close.CloseOutcome) =>
+ *       Effect.log(`${outcome.ending} after ${outcome.millis} ms, ${outcome.discardedBytes} bytes discarded`)
+ *     )
+ *   )
+ * ```
+ *
  * @category models
  * @since 0.1.0
  */
@@ -48,6 +63,18 @@ export interface CloseOutcome {
 /**
  * A way to close a duplex, as `Tcp.serve`'s `close` option takes it.
  *
+ * **Example** (A strategy of one's own: half-close for a while, then abort)
+ *
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Close, Tcp } from "fullduplex"
+ *
+ * const halfCloseOrAbort: Close.Strategy = (conn) =>
+ *   Close.halfClose(conn, { timeout: "1 second" }).pipe(Effect.catch(() => Close.abort(conn)))
+ *
+ * const server = Tcp.serve({ port: 0, close: halfCloseOrAbort }, (conn) => conn.write(new Uint8Array([1])))
+ * ```
+ *
  * @category models
  * @since 0.1.0
  */
@@ -55,6 +82,16 @@ export type Strategy = (duplex: Duplex) => Effect.Effect<CloseOutcome, DuplexErr
 
 /**
  * Options of {@link lingering}.
+ *
+ * **Example** (A server that lingers briefly)
+ *
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Close, Tcp } from "fullduplex"
+ *
+ * const options: Close.LingeringOptions = { lingerTimeout: "1 second", maxLinger: "5 seconds" }
+ * const server = Tcp.serve({ port: 0, close: Close.lingering(options) }, () => Effect.void)
+ * ```
  *
  * @category models
  * @since 0.1.0
@@ -71,6 +108,15 @@ export interface LingeringOptions {
  * (nginx.org/en/docs/http/ngx_http_core_module.html#lingering_timeout). Apache httpd waits 2 s per read
  * (`SECONDS_TO_LINGER` in `server/connection.c`); fullduplex takes the more patient of the two.
  *
+ * **Example** (Lingering half as long as the default)
+ *
+ * ```ts
+ * import { Duration } from "effect"
+ * import { Close } from "fullduplex"
+ *
+ * const strategy = Close.lingering({ lingerTimeout: Duration.toMillis(Close.DEFAULT_LINGER_TIMEOUT) / 2 })
+ * ```
+ *
  * @category constants
  * @since 0.1.0
  */
@@ -80,6 +126,14 @@ export const DEFAULT_LINGER_TIMEOUT: Duration.Duration = Duration.seconds(5)
  * The most {@link lingering} spends in all: 30 s, the value both nginx (`lingering_time`) and Apache
  * httpd (`MAX_SECS_TO_LINGER`) use.
  *
+ * **Example** (Keeping the default bound, with a shorter wait per read)
+ *
+ * ```ts
+ * import { Close } from "fullduplex"
+ *
+ * const strategy = Close.lingering({ lingerTimeout: "1 second", maxLinger: Close.DEFAULT_MAX_LINGER })
+ * ```
+ *
  * @category constants
  * @since 0.1.0
  */
@@ -87,6 +141,15 @@ export const DEFAULT_MAX_LINGER: Duration.Duration = Duration.seconds(30)
 
 /**
  * How long {@link halfClose} waits for the peer's EOF by default: 30 s.
+ *
+ * **Example** (Waiting twice as long as the default for the peer's EOF)
+ *
+ * ```ts
+ * import { Duration } from "effect"
+ * import { Close } from "fullduplex"
+ *
+ * const strategy = Close.halfClose({ timeout: Duration.toMillis(Close.DEFAULT_HALF_CLOSE_TIMEOUT) * 2 })
+ * ```
  *
  * @category constants
  * @since 0.1.0
@@ -233,6 +296,16 @@ export const lingering: {
 
 /**
  * Options of {@link halfClose}.
+ *
+ * **Example** (Half-closing every served connection)
+ *
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Close, Tcp } from "fullduplex"
+ *
+ * const options: Close.HalfCloseOptions = { timeout: "10 seconds" }
+ * const server = Tcp.serve({ port: 0, close: Close.halfClose(options) }, () => Effect.void)
+ * ```
  *
  * @category models
  * @since 0.1.0

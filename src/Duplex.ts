@@ -6,6 +6,7 @@
  * reads ever waits on a fiber that writes to the same duplex, and vice versa** — reading and writing run
  * as two concurrent fibers in one scope, and the first failure interrupts both.
  *
+ * @module fullduplex/Duplex
  * @since 0.1.0
  */
 import * as Clock from "effect/Clock"
@@ -27,12 +28,25 @@ import { readableAlongside, readableToEnd } from "./internal/through.js"
 import * as nodeDuplex from "./internal/nodeDuplex.js"
 
 /**
+ * The key that marks a {@link Duplex}: {@link isDuplex} checks for it, and every duplex made by
+ * {@link make} carries it.
+ *
+ * **Example** (Telling a duplex apart by its type id)
+ *
+ * ```ts
+ * import { Duplex } from "fullduplex"
+ *
+ * const isOurs = (u: object): boolean => Duplex.TypeId in u
+ * ```
+ *
  * @category type ids
  * @since 0.1.0
  */
 export const TypeId = "~fullduplex/Duplex" as const
 
 /**
+ * The type of {@link TypeId}.
+ *
  * @category type ids
  * @since 0.1.0
  */
@@ -49,6 +63,18 @@ export type TypeId = typeof TypeId
  *   now, and for how long in total. Outbound, that is your writes waiting for room (the peer's zero
  *   window); inbound, it is the peer held back because you do not read (your zero window).
  *
+ * **Example** (How much of a direction is still buffered)
+ *
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Duplex } from "fullduplex"
+ *
+ * const backlog = (conn: Duplex.Duplex) =>
+ *   Effect.map(conn.stats, ({ outbound }: { outbound: Duplex.DirectionStats }) =>
+ *     outbound.blocked ? `${outbound.buffered} bytes waiting for the peer` : "flowing"
+ *   )
+ * ```
+ *
  * @category models
  * @since 0.1.0
  */
@@ -62,6 +88,18 @@ export interface DirectionStats {
 
 /**
  * Both directions of a duplex, as seen from that duplex.
+ *
+ * **Example** (Logging what a connection moved)
+ *
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Duplex } from "fullduplex"
+ *
+ * const report = (conn: Duplex.Duplex) =>
+ *   Effect.flatMap(conn.stats, (stats: Duplex.Stats) =>
+ *     Effect.log(`${conn.label}: ${stats.outbound.bytes} bytes written, ${stats.inbound.bytes} read`)
+ *   )
+ * ```
  *
  * @category models
  * @since 0.1.0
@@ -105,6 +143,19 @@ export interface Stats {
  * Do not write everything and then read: against a peer that answers as it reads, both buffers fill
  * and both sides wait forever. Use {@link exchange}, {@link pipeThrough} or {@link splice}.
  *
+ * **Example** (Writing and reading concurrently, as every duplex must be used)
+ *
+ * ```ts
+ * import { Effect, Sink, Stream } from "effect"
+ * import { Duplex } from "fullduplex"
+ *
+ * const request = (conn: Duplex.Duplex, body: Uint8Array) =>
+ *   Effect.all(
+ *     [Effect.andThen(conn.write(body), conn.end), Stream.run(conn.readable, Sink.collect<Uint8Array>())],
+ *     { concurrency: 2 }
+ *   ).pipe(Effect.map(([, reply]) => reply))
+ * ```
+ *
  * @category models
  * @since 0.1.0
  */
@@ -114,7 +165,9 @@ export interface Duplex extends Pipeable {
   readonly label: string
   readonly readable: Stream.Stream<Uint8Array, DuplexError>
   readonly read: Effect.Effect<Option.Option<Uint8Array>, DuplexError>
+  /** Completes once `chunk` is accepted into the outbound buffer (see the details). */
   readonly write: (chunk: Uint8Array) => Effect.Effect<void, DuplexError>
+  /** `write` for each chunk, in order, as one operation. */
   readonly writeAll: (chunks: Iterable<Uint8Array>) => Effect.Effect<void, DuplexError>
   readonly sink: Sink.Sink<void, Uint8Array, never, DuplexError>
   readonly end: Effect.Effect<void, DuplexError>
@@ -178,6 +231,25 @@ class DuplexImpl implements Duplex {
 /**
  * The parts of a {@link Duplex}, for {@link make}.
  *
+ * **Example** (A duplex that counts what is written through it)
+ *
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Duplex } from "fullduplex"
+ *
+ * const counted = (d: Duplex.Duplex, onWrite: (bytes: number) => void): Duplex.Duplex => {
+ *   const parts: Duplex.MakeOptions = {
+ *     label: `${d.label} (counted)`,
+ *     readable: d.readable,
+ *     write: (chunk) => Effect.andThen(Effect.sync(() => onWrite(chunk.length)), d.write(chunk)),
+ *     end: d.end,
+ *     abort: d.abort,
+ *     stats: d.stats
+ *   }
+ *   return Duplex.make(parts)
+ * }
+ * ```
+ *
  * @category models
  * @since 0.1.0
  */
@@ -186,6 +258,7 @@ export interface MakeOptions {
   readonly readable: Stream.Stream<Uint8Array, DuplexError>
   /** One chunk of `readable`, or `None` at its end. Defaults to `Stream.runHead(readable)`. */
   readonly read?: Effect.Effect<Option.Option<Uint8Array>, DuplexError> | undefined
+  /** Accepts one chunk, waiting while the outbound buffer is full: the backpressure of the duplex. */
   readonly write: (chunk: Uint8Array) => Effect.Effect<void, DuplexError>
   /** Defaults to `write` for each chunk in order. */
   readonly writeAll?: ((chunks: Iterable<Uint8Array>) => Effect.Effect<void, DuplexError>) | undefined
@@ -227,6 +300,16 @@ export const make = (parts: MakeOptions): Duplex => new DuplexImpl(parts)
 /**
  * Options of {@link pair}.
  *
+ * **Example** (A pair with no buffer, for lockstep tests)
+ *
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Duplex } from "fullduplex"
+ *
+ * const options: Duplex.PairOptions = { capacity: 0, label: "lockstep" }
+ * const program = Effect.scoped(Effect.flatMap(Duplex.pair(options), ([a, b]) => Effect.succeed([a.label, b.label])))
+ * ```
+ *
  * @category models
  * @since 0.1.0
  */
@@ -243,6 +326,14 @@ export interface PairOptions {
 /**
  * Default capacity of each direction of a {@link pair}, in bytes: 64 KiB, Node's default
  * `highWaterMark` for byte streams since Node 22.
+ *
+ * **Example** (A pair with four times the default buffering)
+ *
+ * ```ts
+ * import { Duplex } from "fullduplex"
+ *
+ * const roomy = Duplex.pair({ capacity: 4 * Duplex.DEFAULT_CAPACITY_BYTES })
+ * ```
  *
  * @category constants
  * @since 0.1.0
@@ -345,6 +436,16 @@ const pairSide = (label: string, outbound: BytePipe, inbound: BytePipe): Duplex 
 
 /**
  * Options of {@link fromNodeDuplex}.
+ *
+ * **Example** (A PassThrough as a duplex, with a small buffer)
+ *
+ * ```ts
+ * import { Duplex } from "fullduplex"
+ * import { PassThrough } from "node:stream"
+ *
+ * const options: Duplex.FromNodeDuplexOptions = { highWaterMark: 1024, label: "loopback" }
+ * const loopback = Duplex.fromNodeDuplex(new PassThrough(), options)
+ * ```
  *
  * @category models
  * @since 0.1.0
@@ -545,6 +646,21 @@ export const pipeThrough: {
 
 /**
  * Bytes copied by {@link splice}.
+ *
+ * **Example** (Failing a relay that moved nothing)
+ *
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Duplex } from "fullduplex"
+ *
+ * const relayed = (a: Duplex.Duplex, b: Duplex.Duplex) =>
+ *   Duplex.splice(a, b).pipe(
+ *     Effect.filterOrFail(
+ *       (result: Duplex.SpliceResult) => result.aToB + result.bToA > 0,
+ *       () => "nothing was relayed"
+ *     )
+ *   )
+ * ```
  *
  * @category models
  * @since 0.1.0

@@ -26,6 +26,7 @@
  * | {@link StreamRefused} | nobody's: a limit, or the session is going away | a multiplexed stream that was never opened; safe to retry |
  * | {@link SessionEnded} | nobody's: the end of a graceful close | `accept` once no more streams can come |
  *
+ * @module fullduplex/DuplexError
  * @since 0.1.0
  */
 import * as Data from "effect/Data"
@@ -34,6 +35,14 @@ import * as Predicate from "effect/Predicate"
 /**
  * Which way bytes flow, seen from the duplex that reports it: `outbound` is what it writes, `inbound`
  * what it reads.
+ *
+ * **Example** (Naming a direction in a message)
+ *
+ * ```ts
+ * import type { DuplexError } from "fullduplex"
+ *
+ * const verb = (direction: DuplexError.Direction): string => (direction === "outbound" ? "written" : "read")
+ * ```
  *
  * @category models
  * @since 0.1.0
@@ -76,6 +85,24 @@ const whyOf = (code: string | undefined, cause: unknown): string =>
  * `after` says which of your own actions closed it. `bytes` counts what had moved in `direction` before
  * the failing operation; nothing of the failing operation was accepted.
  *
+ * **Example** (A write after one's own `end`)
+ *
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Duplex } from "fullduplex"
+ *
+ * const program = Effect.scoped(
+ *   Effect.gen(function* () {
+ *     const [a] = yield* Duplex.pair()
+ *     yield* a.end
+ *     return yield* a.write(Uint8Array.of(1)).pipe(
+ *       Effect.as("written"),
+ *       Effect.catchReason("DuplexError", "Closed", (reason) => Effect.succeed(`closed after ${reason.after}`))
+ *     )
+ *   })
+ * )
+ * ```
+ *
  * @category reasons
  * @since 0.1.0
  */
@@ -110,6 +137,20 @@ export class Closed extends Data.TaggedClass("Closed")<{
  * reached our side (a Node stream's data before its error) are delivered before the failure; bytes still
  * in flight are lost, which is what a reset means (an aborted pair drops what it had buffered).
  *
+ * **Example** (Reporting how far a transfer got before the peer went away)
+ *
+ * ```ts
+ * import { Effect, Stream } from "effect"
+ * import { Duplex } from "fullduplex"
+ *
+ * const download = (conn: Duplex.Duplex) =>
+ *   Stream.runCollect(conn.readable).pipe(
+ *     Effect.catchReason("DuplexError", "Broken", (reason) =>
+ *       Effect.fail(`the peer went away after ${reason.bytes} bytes (${reason.code ?? "aborted"})`)
+ *     )
+ *   )
+ * ```
+ *
  * @category reasons
  * @since 0.1.0
  */
@@ -137,6 +178,21 @@ export class Broken extends Data.TaggedClass("Broken")<{
 /**
  * An operation did not complete within the bound you gave it.
  *
+ * **Example** (Aborting a peer that does not finish its half-close in time)
+ *
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Close, Duplex } from "fullduplex"
+ *
+ * const finish = (conn: Duplex.Duplex) =>
+ *   Close.halfClose(conn, { timeout: "5 seconds" }).pipe(
+ *     Effect.asVoid,
+ *     Effect.catchReason("DuplexError", "Timeout", (reason) =>
+ *       Effect.logWarning(`${reason.label}: ${reason.operation} took over ${reason.timeoutMillis} ms`)
+ *     )
+ *   )
+ * ```
+ *
  * @category reasons
  * @since 0.1.0
  */
@@ -160,6 +216,15 @@ export class Timeout extends Data.TaggedClass("Timeout")<{
 /**
  * One direction of one duplex, as a stall diagnostic sees it.
  *
+ * **Example** (Listing the blocked directions of a stall)
+ *
+ * ```ts
+ * import type { DuplexError } from "fullduplex"
+ *
+ * const blocked = (directions: ReadonlyArray<DuplexError.StalledDirection>): Array<string> =>
+ *   directions.filter((d) => d.blocked).map((d) => `${d.label} ${d.direction}: ${d.buffered} bytes buffered`)
+ * ```
+ *
  * @category models
  * @since 0.1.0
  */
@@ -182,6 +247,21 @@ export interface StalledDirection {
  * `directions` is the snapshot taken when the stall was declared: for every watched direction, the bytes
  * moved so far, the bytes buffered and whether a writer was held back by backpressure. The message
  * spells out which directions were blocked, which is usually enough to see the cycle.
+ *
+ * **Example** (Reporting a deadlock that the watchdog caught)
+ *
+ * ```ts
+ * import { Effect } from "effect"
+ * import { type Duplex, type DuplexError, Watchdog } from "fullduplex"
+ *
+ * const guarded = (conn: Duplex.Duplex, work: Effect.Effect<void, DuplexError.DuplexError>) =>
+ *   work.pipe(
+ *     Watchdog.guard(conn, { stallTimeout: "5 seconds" }),
+ *     Effect.catchReason("DuplexError", "StallDetected", (reason) =>
+ *       Effect.logError(`stalled for ${reason.stalledMillis} ms: ${reason.message}`)
+ *     )
+ *   )
+ * ```
  *
  * @category reasons
  * @since 0.1.0
@@ -208,6 +288,20 @@ export class StallDetected extends Data.TaggedClass("StallDetected")<{
 /**
  * An option given to a constructor is out of range. Nothing was created.
  *
+ * **Example** (A pair with a negative capacity is refused)
+ *
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Duplex } from "fullduplex"
+ *
+ * const refused = Effect.scoped(Duplex.pair({ capacity: -1 })).pipe(
+ *   Effect.as("created"),
+ *   Effect.catchReason("DuplexError", "InvalidOptions", (reason) =>
+ *     Effect.succeed(`${reason.option}: ${reason.expected}`)
+ *   )
+ * )
+ * ```
+ *
  * @category reasons
  * @since 0.1.0
  */
@@ -230,6 +324,21 @@ export class InvalidOptions extends Data.TaggedClass("InvalidOptions")<{
  * **Details**
  *
  * `address` is what was dialled (`"127.0.0.1:4000"`, or a socket path). No byte was sent or received.
+ *
+ * **Example** (Retrying a connect while nothing listens yet)
+ *
+ * ```ts
+ * import { Effect, Schedule } from "effect"
+ * import { Tcp } from "fullduplex"
+ *
+ * const conn = Tcp.connect({ port: 4000 }).pipe(
+ *   Effect.retry({
+ *     while: (error) => error.reason._tag === "ConnectFailed" && error.reason.code === "ECONNREFUSED",
+ *     schedule: Schedule.spaced("200 millis"),
+ *     times: 10
+ *   })
+ * )
+ * ```
  *
  * @category reasons
  * @since 0.1.0
@@ -258,6 +367,20 @@ export class ConnectFailed extends Data.TaggedClass("ConnectFailed")<{
  * A server could not listen on its address: in use (`EADDRINUSE`; for a Unix socket path, a stale
  * socket file left by a crashed process), or not allowed (`EACCES`).
  *
+ * **Example** (Falling back to an ephemeral port when the port is taken)
+ *
+ * ```ts
+ * import { Effect } from "effect"
+ * import { type Duplex, Tcp } from "fullduplex"
+ *
+ * const handler = (conn: Duplex.Duplex) => conn.end
+ * const server = Tcp.serve({ port: 8080 }, handler).pipe(
+ *   Effect.catchReason("DuplexError", "ListenFailed", (reason, error) =>
+ *     reason.code === "EADDRINUSE" ? Tcp.serve({ port: 0 }, handler) : Effect.fail(error)
+ *   )
+ * )
+ * ```
+ *
  * @category reasons
  * @since 0.1.0
  */
@@ -277,6 +400,15 @@ export class ListenFailed extends Data.TaggedClass("ListenFailed")<{
  * A temporary file that held a connection's backlog (the echo server's spill policy) failed: it could not
  * be created, written or read (`ENOSPC`, `EACCES`, `ENOENT` for a missing directory, `EIO`). The fault is
  * on our side, not the peer's; the connection was aborted.
+ *
+ * **Example** (Telling a full disk from other spill failures)
+ *
+ * ```ts
+ * import type { DuplexError } from "fullduplex"
+ *
+ * const diskFull = (error: DuplexError.DuplexError): boolean =>
+ *   error.reason._tag === "SpillFailed" && error.reason.code === "ENOSPC"
+ * ```
  *
  * @category reasons
  * @since 0.1.0
@@ -306,6 +438,19 @@ export class SpillFailed extends Data.TaggedClass("SpillFailed")<{
  * - `CwdNotFound`, `CwdNotDirectory`: the `cwd` option does not name a directory.
  * - `Other`: the OS refused (`EAGAIN`, `EMFILE`, …) or the arguments cannot be a command (a NUL byte).
  *
+ * **Example** (A hint for each problem)
+ *
+ * ```ts
+ * import type { DuplexError } from "fullduplex"
+ *
+ * const hint = (problem: DuplexError.SpawnProblem): string =>
+ *   problem === "CommandNotFound"
+ *     ? "is it installed, and on the PATH?"
+ *     : problem === "NotExecutable"
+ *       ? "is its execute bit set?"
+ *       : problem
+ * ```
+ *
  * @category reasons
  * @since 0.1.0
  */
@@ -315,6 +460,19 @@ export type SpawnProblem =
 /**
  * A child process could not be started; `problem` says why (a missing command, a file that may not run, a
  * `cwd` that is not a directory, or the OS's refusal), `code` is the OS's error code.
+ *
+ * **Example** (A friendlier message for a missing command)
+ *
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Subprocess } from "fullduplex"
+ *
+ * const version = Subprocess.output("ffmpeg", ["-version"]).pipe(
+ *   Effect.catchReason("DuplexError", "SpawnFailed", (reason) =>
+ *     Effect.fail(reason.problem === "CommandNotFound" ? "install ffmpeg first" : reason.message)
+ *   )
+ * )
+ * ```
  *
  * @category reasons
  * @since 0.1.0
@@ -359,6 +517,19 @@ export class SpawnFailed extends Data.TaggedClass("SpawnFailed")<{
  * `stderrTail` holds the last bytes the child wrote to stderr, usually the explanation;
  * `stderrDroppedBytes` counts the bytes before them that were not kept.
  *
+ * **Example** (Showing what a failed command wrote to stderr)
+ *
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Subprocess } from "fullduplex"
+ *
+ * const status = Subprocess.output("git", ["status", "--porcelain"]).pipe(
+ *   Effect.catchReason("DuplexError", "ProcessFailed", (reason) =>
+ *     Effect.fail(`git exited ${reason.exitCode ?? reason.signal}: ${new TextDecoder().decode(reason.stderrTail)}`)
+ *   )
+ * )
+ * ```
+ *
  * @category reasons
  * @since 0.1.0
  */
@@ -389,6 +560,18 @@ export class ProcessFailed extends Data.TaggedClass("ProcessFailed")<{
  * first `limit` bytes. From a read of the output (`readable`, `stderr`) the bytes before were all
  * delivered; the child was not blocked meanwhile, and `droppedBytes` more were read and dropped.
  *
+ * **Example** (Keeping the first kilobyte of a long output)
+ *
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Subprocess } from "fullduplex"
+ *
+ * const head = Subprocess.output("git", ["log"], { maxBuffer: 1024 }).pipe(
+ *   Effect.map(({ stdout }) => stdout),
+ *   Effect.catchReason("DuplexError", "MaxBufferExceeded", (reason) => Effect.succeed(reason.captured))
+ * )
+ * ```
+ *
  * @category reasons
  * @since 0.1.0
  */
@@ -409,6 +592,20 @@ export class MaxBufferExceeded extends Data.TaggedClass("MaxBufferExceeded")<{
 /**
  * A child process exited without reading all of its input, and you asked for that to be an error
  * (`failOnUnconsumedInput`). By default it is not: the count is reported instead.
+ *
+ * **Example** (Asking that a child read all of its input)
+ *
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Subprocess } from "fullduplex"
+ *
+ * const options = { input: "more than one byte", failOnUnconsumedInput: true }
+ * const checked = Subprocess.output("head", ["-c", "1"], options).pipe(
+ *   Effect.catchReason("DuplexError", "InputNotConsumed", (reason) =>
+ *     Effect.fail(`${reason.unconsumedBytes} bytes of input were not read`)
+ *   )
+ * )
+ * ```
  *
  * @category reasons
  * @since 0.1.0
@@ -432,6 +629,22 @@ export class InputNotConsumed extends Data.TaggedClass("InputNotConsumed")<{
  * Inbound, the peer announced a frame longer than `limit`: nothing was allocated for it and the stream
  * cannot be resynchronised, so the connection should be closed (frames read before it were delivered).
  * Outbound, you tried to send one: nothing of it was written, and the connection is still usable.
+ *
+ * **Example** (Refusing to send a message over the limit)
+ *
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Duplex, Framing } from "fullduplex"
+ *
+ * const sendSmall = (conn: Duplex.Duplex, payload: Uint8Array) =>
+ *   Effect.flatMap(Framing.make(conn, { maxFrameBytes: 1024 }), (framed) =>
+ *     framed.send(Framing.data(payload)).pipe(
+ *       Effect.catchReason("DuplexError", "FrameTooLarge", (reason) =>
+ *         Effect.fail(`${reason.length} bytes is over the ${reason.limit}-byte limit`)
+ *       )
+ *     )
+ *   )
+ * ```
  *
  * @category reasons
  * @since 0.1.0
@@ -459,6 +672,22 @@ export class FrameTooLarge extends Data.TaggedClass("FrameTooLarge")<{
  * `part` says whether the header or the payload was cut; `receivedBytes` of `expectedBytes` of it had
  * arrived. Frames before it were delivered whole; the partial one is dropped.
  *
+ * **Example** (Telling a cut message from a clean end)
+ *
+ * ```ts
+ * import { Effect, Stream } from "effect"
+ * import { Duplex, Framing } from "fullduplex"
+ *
+ * const messages = (conn: Duplex.Duplex) =>
+ *   Effect.flatMap(Framing.make(conn), (framed) =>
+ *     Stream.runCollect(framed.frames).pipe(
+ *       Effect.catchReason("DuplexError", "FrameTruncated", (reason) =>
+ *         Effect.fail(`cut ${reason.receivedBytes} of ${reason.expectedBytes} bytes into a ${reason.part}`)
+ *       )
+ *     )
+ *   )
+ * ```
+ *
  * @category reasons
  * @since 0.1.0
  */
@@ -479,6 +708,20 @@ export class FrameTruncated extends Data.TaggedClass("FrameTruncated")<{
  * **Details**
  *
  * `problem` says what was wrong, in words. The connection cannot be trusted after it and should be closed.
+ *
+ * **Example** (Aborting a connection whose peer broke the protocol)
+ *
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Duplex, Mux } from "fullduplex"
+ *
+ * const serveStreams = (conn: Duplex.Duplex) =>
+ *   Effect.scoped(Effect.flatMap(Mux.server(conn), (session) => session.closed)).pipe(
+ *     Effect.catchReason("DuplexError", "ProtocolError", (reason) =>
+ *       Effect.andThen(Effect.logWarning(`${reason.label}: ${reason.problem}`), conn.abort)
+ *     )
+ *   )
+ * ```
  *
  * @category reasons
  * @since 0.1.0
@@ -501,6 +744,16 @@ export class ProtocolError extends Data.TaggedClass("ProtocolError")<{
  * `closing` when the client was already closing (or closed) by your own call, and `connectionLost` when
  * the connection ended or broke first. In every case the request's bytes were not written, so the server
  * cannot have acted on it.
+ *
+ * **Example** (Retrying a request that never reached the server)
+ *
+ * ```ts
+ * import { Effect } from "effect"
+ * import { DuplexError } from "fullduplex"
+ *
+ * const retryIfNotSent = <A>(request: Effect.Effect<A, DuplexError.DuplexError>) =>
+ *   request.pipe(Effect.retry({ while: (error) => error.reason._tag === "NotProcessed", times: 3 }))
+ * ```
  *
  * @category reasons
  * @since 0.1.0
@@ -537,6 +790,22 @@ export class NotProcessed extends Data.TaggedClass("NotProcessed")<{
  * (`waitedMillis` says how long the open waited; absent when it did not wait), and `refused` when the peer
  * reset the stream before accepting it (its own limits, or it was going away). Either way the peer has not
  * accepted the stream, so nothing written to it was processed.
+ *
+ * **Example** (Retrying an open that the peer or a limit refused)
+ *
+ * ```ts
+ * import { Effect, Schedule } from "effect"
+ * import type { Mux } from "fullduplex"
+ *
+ * const openStream = (session: Mux.Session) =>
+ *   session.open.pipe(
+ *     Effect.retry({
+ *       while: (error) => error.reason._tag === "StreamRefused" && error.reason.why === "limit",
+ *       schedule: Schedule.exponential("10 millis"),
+ *       times: 5
+ *     })
+ *   )
+ * ```
  *
  * @category reasons
  * @since 0.1.0
@@ -580,6 +849,20 @@ export class StreamRefused extends Data.TaggedClass("StreamRefused")<{
  * with no stream left). A server handler that accepts in a loop ends on this reason; catch it with
  * `Effect.catchReason("DuplexError", "SessionEnded", …)` and the connection counts as completed.
  *
+ * **Example** (Accepting streams until the session ends)
+ *
+ * ```ts
+ * import { Effect } from "effect"
+ * import type { Duplex, Mux } from "fullduplex"
+ *
+ * const acceptAll = (session: Mux.Session, handle: (stream: Duplex.Duplex) => Effect.Effect<void>) =>
+ *   session.accept.pipe(
+ *     Effect.flatMap((stream) => Effect.forkScoped(handle(stream))),
+ *     Effect.forever,
+ *     Effect.catchReason("DuplexError", "SessionEnded", (reason) => Effect.log(`session ended by ${reason.by}`))
+ *   )
+ * ```
+ *
  * @category reasons
  * @since 0.1.0
  */
@@ -595,6 +878,26 @@ export class SessionEnded extends Data.TaggedClass("SessionEnded")<{
 
 /**
  * Every reason a {@link DuplexError} can carry.
+ *
+ * **Example** (Whose fault a failure was)
+ *
+ * ```ts
+ * import type { DuplexError } from "fullduplex"
+ *
+ * const whose = (reason: DuplexError.DuplexErrorReason): "yours" | "the peer's" | "nobody's" => {
+ *   switch (reason._tag) {
+ *     case "Closed":
+ *     case "InvalidOptions":
+ *       return "yours"
+ *     case "Broken":
+ *     case "ProtocolError":
+ *     case "FrameTruncated":
+ *       return "the peer's"
+ *     default:
+ *       return "nobody's"
+ *   }
+ * }
+ * ```
  *
  * @category models
  * @since 0.1.0

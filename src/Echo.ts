@@ -11,6 +11,7 @@
  * | {@link storeAndForward} | its echo, in full, up to `maxRequestBytes`; beyond it, an error line |
  * | {@link spill} | its echo, in full: the backlog beyond `memoryBytes` waits in a temporary file |
  *
+ * @module fullduplex/Echo
  * @since 0.1.0
  */
 import * as Duration from "effect/Duration"
@@ -32,6 +33,15 @@ import * as Watchdog from "./Watchdog.js"
 /**
  * Echo as it reads, with bounded buffers and the stall watchdog on.
  *
+ * **Example** (Choosing the policy by its tag)
+ *
+ * ```ts
+ * import { Echo } from "fullduplex"
+ *
+ * const policy: Echo.StreamPolicy = Echo.stream({ stallTimeout: "3 seconds" })
+ * const server = Echo.serve({ port: 0, policy })
+ * ```
+ *
  * @category models
  * @since 0.1.0
  */
@@ -44,6 +54,15 @@ export interface StreamPolicy {
 /**
  * Read the whole request (until the client half-closes), then echo it.
  *
+ * **Example** (A policy value built by hand)
+ *
+ * ```ts
+ * import { Echo } from "fullduplex"
+ *
+ * const policy: Echo.StoreAndForwardPolicy = { _tag: "StoreAndForward", maxRequestBytes: 64 * 1024 }
+ * const server = Echo.serve({ port: 0, policy })
+ * ```
+ *
  * @category models
  * @since 0.1.0
  */
@@ -55,6 +74,19 @@ export interface StoreAndForwardPolicy {
 /**
  * Echo as it reads, but read at full speed whatever the client reads: the backlog stays in memory up to
  * `memoryBytes` and goes to a temporary file beyond it.
+ *
+ * **Example** (Spilling to a directory of one's own, at most 100 MiB per connection)
+ *
+ * ```ts
+ * import { Echo } from "fullduplex"
+ *
+ * const policy: Echo.SpillPolicy = Echo.spill({
+ *   memoryBytes: 1024 * 1024,
+ *   directory: "/var/tmp",
+ *   maxFileBytes: 100 * 1024 * 1024
+ * })
+ * const server = Echo.serve({ port: 0, policy })
+ * ```
  *
  * @category models
  * @since 0.1.0
@@ -71,6 +103,15 @@ export interface SpillPolicy {
 
 /**
  * One of the three echo policies.
+ *
+ * **Example** (A policy picked from the configuration)
+ *
+ * ```ts
+ * import { Echo } from "fullduplex"
+ *
+ * const policyFor = (mode: string): Echo.Policy =>
+ *   mode === "buffered" ? Echo.storeAndForward({ maxRequestBytes: 1024 * 1024 }) : Echo.stream()
+ * ```
  *
  * @category models
  * @since 0.1.0
@@ -144,6 +185,18 @@ export const spill = (options: Omit<SpillPolicy, "_tag">): SpillPolicy => ({ _ta
  * - `spilledBytes`: bytes written to temporary files.
  * - `tooLarge`: requests refused by `storeAndForward` for their size.
  *
+ * **Example** (Reporting how much was spilled)
+ *
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Echo } from "fullduplex"
+ *
+ * const report = (server: Echo.EchoServer) =>
+ *   Effect.flatMap(server.echo, (stats: Echo.EchoStats) =>
+ *     Effect.log(`${stats.spilledBytes} bytes spilled, peak ${stats.peakBufferedBytes} in memory per connection`)
+ *   )
+ * ```
+ *
  * @category models
  * @since 0.1.0
  */
@@ -156,6 +209,15 @@ export interface EchoStats {
 /**
  * Options of {@link serve}: those of `Tcp.serve` plus the policy.
  *
+ * **Example** (An echo server with a limit on connections)
+ *
+ * ```ts
+ * import { Echo } from "fullduplex"
+ *
+ * const options: Echo.EchoOptions = { port: 7, maxConnections: 100, policy: Echo.stream() }
+ * const server = Echo.serve(options)
+ * ```
+ *
  * @category models
  * @since 0.1.0
  */
@@ -166,6 +228,21 @@ export interface EchoOptions extends Tcp.ServeOptions {
 
 /**
  * An echo server: a `Tcp.Server` with the echo's own counters.
+ *
+ * **Example** (Serving until interrupted, with the counters at the end)
+ *
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Echo } from "fullduplex"
+ *
+ * const program = Effect.scoped(
+ *   Effect.gen(function* () {
+ *     const server: Echo.EchoServer = yield* Echo.serve({ port: 0 })
+ *     yield* Effect.addFinalizer(() => Effect.flatMap(server.echo, (stats) => Effect.log(stats)))
+ *     return yield* Effect.never
+ *   })
+ * )
+ * ```
  *
  * @category models
  * @since 0.1.0

@@ -1,5 +1,5 @@
 /**
- * Length-prefixed messages over any {@link Duplex.Duplex}, with a maximum frame size.
+ * Length-prefixed messages over any {@link Duplex}, with a maximum frame size.
  *
  * A byte stream has no message boundaries; `Framing` adds them. Each frame is a 5-byte header (one kind
  * byte, `0` for data and `1` for control, then the payload length as a 32-bit big-endian integer) and the
@@ -10,6 +10,7 @@
  * Every length is checked against `maxFrameBytes` before anything is allocated for it: a peer cannot make
  * the reader allocate more than one frame's worth, whatever it announces.
  *
+ * @module fullduplex/Framing
  * @since 0.1.0
  */
 import * as Cause from "effect/Cause"
@@ -30,6 +31,14 @@ import { invalidOptions } from "./internal/errors.js"
  * The largest payload accepted by default: 4 MiB, gRPC's default maximum received message size
  * (`grpc.max_receive_message_length`). Bigger messages belong in a stream, not a frame.
  *
+ * **Example** (Allowing frames four times the default size)
+ *
+ * ```ts
+ * import { Duplex, Framing } from "fullduplex"
+ *
+ * const framed = (conn: Duplex.Duplex) => Framing.make(conn, { maxFrameBytes: 4 * Framing.DEFAULT_MAX_FRAME_BYTES })
+ * ```
+ *
  * @category constants
  * @since 0.1.0
  */
@@ -37,6 +46,14 @@ export const DEFAULT_MAX_FRAME_BYTES = 4 * 1024 * 1024
 
 /**
  * The most `maxFrameBytes` can be: the header's 32-bit length field, 4 GiB - 1.
+ *
+ * **Example** (Frames as large as the header can announce)
+ *
+ * ```ts
+ * import { Duplex, Framing } from "fullduplex"
+ *
+ * const unbounded = (conn: Duplex.Duplex) => Framing.make(conn, { maxFrameBytes: Framing.MAX_FRAME_BYTES_LIMIT })
+ * ```
  *
  * @category constants
  * @since 0.1.0
@@ -46,6 +63,14 @@ export const MAX_FRAME_BYTES_LIMIT = 0xffff_ffff
 /**
  * The size of every frame's header: a kind byte and a 32-bit big-endian length.
  *
+ * **Example** (The bytes a message takes on the wire)
+ *
+ * ```ts
+ * import { Framing } from "fullduplex"
+ *
+ * const wireBytes = (payload: Uint8Array): number => Framing.FRAME_HEADER_BYTES + payload.length
+ * ```
+ *
  * @category constants
  * @since 0.1.0
  */
@@ -53,6 +78,14 @@ export const FRAME_HEADER_BYTES = HEADER_BYTES
 
 /**
  * A message of the conversation itself.
+ *
+ * **Example** (Reading the payload of a data frame)
+ *
+ * ```ts
+ * import { Framing } from "fullduplex"
+ *
+ * const text = (frame: Framing.DataFrame): string => new TextDecoder().decode(frame.payload)
+ * ```
  *
  * @category models
  * @since 0.1.0
@@ -65,6 +98,15 @@ export interface DataFrame {
 /**
  * A message about the conversation (a notice, a signal), in band with the data and in order with it.
  *
+ * **Example** (Control frames carrying one-byte signals)
+ *
+ * ```ts
+ * import { Framing } from "fullduplex"
+ *
+ * const PAUSE = 0x01
+ * const isPause = (frame: Framing.ControlFrame): boolean => frame.payload[0] === PAUSE
+ * ```
+ *
  * @category models
  * @since 0.1.0
  */
@@ -75,6 +117,15 @@ export interface ControlFrame {
 
 /**
  * One message: data or control.
+ *
+ * **Example** (Handling both kinds of frame)
+ *
+ * ```ts
+ * import { Framing } from "fullduplex"
+ *
+ * const describe = (frame: Framing.Frame): string =>
+ *   frame._tag === "Control" ? `control (${frame.payload.length} bytes)` : `data (${frame.payload.length} bytes)`
+ * ```
  *
  * @category models
  * @since 0.1.0
@@ -142,6 +193,18 @@ export const isControl = (frame: Frame): frame is ControlFrame => frame._tag ===
  *   A payload over `maxFrameBytes` fails `FrameTooLarge` and writes nothing.
  * - `end` half-closes after every frame sent; `abort` is the duplex's.
  *
+ * **Example** (A request and its reply, as whole messages)
+ *
+ * ```ts
+ * import { Effect, Option } from "effect"
+ * import { Framing } from "fullduplex"
+ *
+ * const call = (framed: Framing.Framed, request: Uint8Array) =>
+ *   Effect.andThen(framed.send(Framing.data(request)), framed.read).pipe(
+ *     Effect.map(Option.map((frame) => frame.payload))
+ *   )
+ * ```
+ *
  * @category models
  * @since 0.1.0
  */
@@ -152,6 +215,7 @@ export interface Framed {
   readonly maxFrameBytes: number
   readonly frames: Stream.Stream<Frame, DuplexError>
   readonly read: Effect.Effect<Option.Option<Frame>, DuplexError>
+  /** Sends one frame whole; frames sent from several fibers are never interleaved. */
   readonly send: (frame: Frame) => Effect.Effect<void, DuplexError>
   readonly sink: Sink.Sink<void, Frame, never, DuplexError>
   readonly end: Effect.Effect<void, DuplexError>
@@ -160,6 +224,21 @@ export interface Framed {
 
 /**
  * Options of {@link make}.
+ *
+ * **Example** (Both ends agree on a 64 KiB limit)
+ *
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Duplex, Framing } from "fullduplex"
+ *
+ * const options: Framing.FramingOptions = { maxFrameBytes: 64 * 1024 }
+ * const program = Effect.scoped(
+ *   Effect.gen(function* () {
+ *     const [a, b] = yield* Duplex.pair()
+ *     return [yield* Framing.make(a, options), yield* Framing.make(b, options)] as const
+ *   })
+ * )
+ * ```
  *
  * @category models
  * @since 0.1.0

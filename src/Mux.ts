@@ -12,6 +12,7 @@
  * even for the server, a 256 KiB initial window. It interoperates with other yamux implementations
  * (the tests run against `@chainsafe/libp2p-yamux`).
  *
+ * @module fullduplex/Mux
  * @since 0.1.0
  */
 import * as Duration from "effect/Duration"
@@ -20,17 +21,38 @@ import type * as Scope from "effect/Scope"
 import type * as Duplex from "./Duplex.js"
 import type { DuplexError } from "./DuplexError.js"
 import { invalidOptions } from "./internal/errors.js"
-import { INITIAL_STREAM_WINDOW_BYTES as SPEC_INITIAL_WINDOW } from "./internal/yamux/codec.js"
-import { makeSession, type SessionStats } from "./internal/yamux/session.js"
+
+/**
+ * The session's machinery (`internal/yamux/`: codec, credit, inbound, outbound, streams), loaded at the first
+ * `make`: a program that imports the root module and starts no session does not load it. Once loaded, `make`
+ * takes it without waiting.
+ */
+type SessionModule = typeof import("./internal/yamux/session.js")
+let sessionModule: SessionModule | undefined
+const loadSession: Effect.Effect<SessionModule> = Effect.suspend(() =>
+  sessionModule !== undefined
+    ? Effect.succeed(sessionModule)
+    : Effect.promise(() => import("./internal/yamux/session.js")).pipe(
+        Effect.tap((module) => Effect.sync(() => (sessionModule = module)))
+      )
+)
 
 /**
  * "Each stream has an initial window size of 256KB" (yamux spec, "Flow Control"): the credit a peer has
  * on a new stream before any window update.
  *
+ * **Example** (Windows of four initial windows from the first byte)
+ *
+ * ```ts
+ * import { type Duplex, Mux } from "fullduplex"
+ *
+ * const session = (conn: Duplex.Duplex) => Mux.client(conn, { windowBytes: 4 * Mux.INITIAL_STREAM_WINDOW_BYTES })
+ * ```
+ *
  * @category constants
  * @since 0.1.0
  */
-export const INITIAL_STREAM_WINDOW_BYTES: number = SPEC_INITIAL_WINDOW
+export const INITIAL_STREAM_WINDOW_BYTES: number = 256 * 1024
 
 /**
  * How far a stream's receive window may grow by default: 4 MiB, sixteen initial windows. With credit
@@ -41,6 +63,14 @@ export const INITIAL_STREAM_WINDOW_BYTES: number = SPEC_INITIAL_WINDOW
  * its reader keeps up and its sender waits for credit, and only within `maxBufferedBytes`, so a session
  * of 256 slow streams still commits 256 × 256 KiB.
  *
+ * **Example** (Letting windows grow further, for a fast long link)
+ *
+ * ```ts
+ * import { type Duplex, Mux } from "fullduplex"
+ *
+ * const session = (conn: Duplex.Duplex) => Mux.client(conn, { maxWindowBytes: 4 * Mux.DEFAULT_MAX_WINDOW_BYTES })
+ * ```
+ *
  * @category constants
  * @since 0.1.0
  */
@@ -48,6 +78,14 @@ export const DEFAULT_MAX_WINDOW_BYTES = 4 * 1024 * 1024
 
 /**
  * The largest Data frame sent by default: 256 KiB, one initial window.
+ *
+ * **Example** (Smaller frames, so that streams interleave more finely)
+ *
+ * ```ts
+ * import { type Duplex, Mux } from "fullduplex"
+ *
+ * const session = (conn: Duplex.Duplex) => Mux.client(conn, { maxFrameBytes: Mux.DEFAULT_MAX_FRAME_BYTES / 16 })
+ * ```
  *
  * @category constants
  * @since 0.1.0
@@ -57,6 +95,15 @@ export const DEFAULT_MAX_FRAME_BYTES = 256 * 1024
 /**
  * Streams open at once by default, either side's: 256, the accept backlog of hashicorp/yamux.
  *
+ * **Example** (A server that allows fewer streams per connection)
+ *
+ * ```ts
+ * import { type Duplex, Mux } from "fullduplex"
+ *
+ * const session = (conn: Duplex.Duplex) =>
+ *   Mux.server(conn, { maxConcurrentStreams: Mux.DEFAULT_MAX_CONCURRENT_STREAMS / 4 })
+ * ```
+ *
  * @category constants
  * @since 0.1.0
  */
@@ -64,6 +111,16 @@ export const DEFAULT_MAX_CONCURRENT_STREAMS = 256
 
 /**
  * How long a stream may wait with zero credit before its write fails `StallDetected`, by default: 30 s.
+ *
+ * **Example** (Failing writes to a stream whose reader is gone sooner)
+ *
+ * ```ts
+ * import { Duration } from "effect"
+ * import { type Duplex, Mux } from "fullduplex"
+ *
+ * const session = (conn: Duplex.Duplex) =>
+ *   Mux.client(conn, { stallTimeout: Duration.toMillis(Mux.DEFAULT_STALL_TIMEOUT) / 3 })
+ * ```
  *
  * @category constants
  * @since 0.1.0
@@ -73,6 +130,16 @@ export const DEFAULT_STALL_TIMEOUT: Duration.Duration = Duration.seconds(30)
 /**
  * How often a keepalive ping is sent by default: 30 s, hashicorp/yamux's `KeepAliveInterval`.
  *
+ * **Example** (Pinging more often than by default)
+ *
+ * ```ts
+ * import { Duration } from "effect"
+ * import { type Duplex, Mux } from "fullduplex"
+ *
+ * const session = (conn: Duplex.Duplex) =>
+ *   Mux.client(conn, { keepAliveInterval: Duration.toMillis(Mux.DEFAULT_KEEP_ALIVE_INTERVAL) / 6 })
+ * ```
+ *
  * @category constants
  * @since 0.1.0
  */
@@ -80,6 +147,16 @@ export const DEFAULT_KEEP_ALIVE_INTERVAL: Duration.Duration = Duration.seconds(3
 
 /**
  * How long a ping may go unanswered before the peer is declared dead, by default: 10 s.
+ *
+ * **Example** (A peer on a slow link gets longer to answer a ping)
+ *
+ * ```ts
+ * import { Duration } from "effect"
+ * import { type Duplex, Mux } from "fullduplex"
+ *
+ * const session = (conn: Duplex.Duplex) =>
+ *   Mux.client(conn, { keepAliveTimeout: Duration.toMillis(Mux.DEFAULT_KEEP_ALIVE_TIMEOUT) * 3 })
+ * ```
  *
  * @category constants
  * @since 0.1.0
@@ -91,6 +168,15 @@ export const DEFAULT_KEEP_ALIVE_TIMEOUT: Duration.Duration = Duration.seconds(10
  * reach the peer before it aborts the connection, by default: 1 s, the `goAwayTimeout` of Go's
  * `x/net/http2` server, which closes a connection that long after its GoAway. A peer that does not read
  * holds the connection no longer than this.
+ *
+ * **Example** (Aborting at once after a protocol error)
+ *
+ * ```ts
+ * import { type Duplex, Mux } from "fullduplex"
+ *
+ * const strict = (conn: Duplex.Duplex) => Mux.server(conn, { errorCloseTimeout: 0 })
+ * const lenient = (conn: Duplex.Duplex) => Mux.server(conn, { errorCloseTimeout: Mux.DEFAULT_ERROR_CLOSE_TIMEOUT })
+ * ```
  *
  * @category constants
  * @since 0.1.0
@@ -104,6 +190,16 @@ export const DEFAULT_ERROR_CLOSE_TIMEOUT: Duration.Duration = Duration.seconds(1
  * caller gets a retryable `StreamRefused` rather than a wait with no end (hashicorp/yamux's `OpenStream`
  * waits for its SYN budget bounded by nothing but the caller's context).
  *
+ * **Example** (Waiting longer for a slot than by default)
+ *
+ * ```ts
+ * import { Duration } from "effect"
+ * import { type Duplex, Mux } from "fullduplex"
+ *
+ * const session = (conn: Duplex.Duplex) =>
+ *   Mux.client(conn, { openTimeout: Duration.toMillis(Mux.DEFAULT_OPEN_TIMEOUT) * 3 })
+ * ```
+ *
  * @category constants
  * @since 0.1.0
  */
@@ -114,6 +210,18 @@ export const DEFAULT_OPEN_TIMEOUT: Duration.Duration = Duration.seconds(10)
  * peer may open and then reset, or have refused, in a burst. h2o's `reset-budget` is likewise a multiple
  * of its stream limit.
  *
+ * **Example** (A stricter churn budget for untrusted peers)
+ *
+ * ```ts
+ * import { type Duplex, Mux } from "fullduplex"
+ *
+ * const session = (conn: Duplex.Duplex) =>
+ *   Mux.server(conn, {
+ *     maxStreamChurn: Mux.DEFAULT_MAX_STREAM_CHURN / 4,
+ *     streamChurnPerSecond: Mux.DEFAULT_STREAM_CHURN_PER_SECOND / 4
+ *   })
+ * ```
+ *
  * @category constants
  * @since 0.1.0
  */
@@ -122,6 +230,15 @@ export const DEFAULT_MAX_STREAM_CHURN = 1024
 /**
  * How fast the churn budget refills by default: 256 streams a second, one stream limit a second.
  *
+ * **Example** (A budget that refills twice as fast)
+ *
+ * ```ts
+ * import { type Duplex, Mux } from "fullduplex"
+ *
+ * const session = (conn: Duplex.Duplex) =>
+ *   Mux.server(conn, { streamChurnPerSecond: 2 * Mux.DEFAULT_STREAM_CHURN_PER_SECOND })
+ * ```
+ *
  * @category constants
  * @since 0.1.0
  */
@@ -129,6 +246,21 @@ export const DEFAULT_STREAM_CHURN_PER_SECOND = 256
 
 /**
  * Options of a session.
+ *
+ * **Example** (A client session with larger windows and a keepalive)
+ *
+ * ```ts
+ * import { type Duplex, Mux } from "fullduplex"
+ *
+ * const options: Mux.SessionOptions = {
+ *   role: "client",
+ *   windowBytes: 1024 * 1024,
+ *   maxConcurrentStreams: 64,
+ *   keepAliveInterval: "10 seconds",
+ *   label: "api mux"
+ * }
+ * const session = (conn: Duplex.Duplex) => Mux.make(conn, options)
+ * ```
  *
  * @category models
  * @since 0.1.0
@@ -219,10 +351,43 @@ export interface SessionOptions {
 /**
  * Counters and gauges of a session.
  *
+ * **Example** (Logging a session's counters)
+ *
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Mux } from "fullduplex"
+ *
+ * const report = (session: Mux.Session) =>
+ *   Effect.flatMap(session.stats, (stats: Mux.Stats) => Effect.log(session.label, stats))
+ * ```
+ *
  * @category models
  * @since 0.1.0
  */
-export type Stats = SessionStats
+export interface Stats {
+  /** Streams open (not yet closed both ways), opened by either side; accepted or waiting to be. */
+  readonly streams: number
+  /** Our opens waiting for a slot (at most `maxConcurrentStreams`). */
+  readonly waitingOpens: number
+  /** Bytes received and not yet read, over every stream. */
+  readonly bufferedBytes: number
+  /** The most `bufferedBytes` has been. */
+  readonly peakBufferedBytes: number
+  /** Control frames waiting to be written. */
+  readonly controlQueued: number
+  /** Frames read from the peer, of every type. */
+  readonly framesIn: number
+  /** Frames written to the peer, of every type. */
+  readonly framesOut: number
+  /** Data frames written. */
+  readonly dataFramesOut: number
+  /** WindowUpdate frames written: credit returned to the peer. */
+  readonly windowUpdatesOut: number
+  /** The code of the peer's GoAway (0 normal, 1 protocol error, 2 internal error), once one arrived. */
+  readonly goAwayReceived: number | undefined
+  /** The code of our GoAway, once one was sent. */
+  readonly goAwaySent: number | undefined
+}
 
 /**
  * A yamux session: open and accept streams, each a {@link Duplex.Duplex}.
@@ -470,26 +635,46 @@ export const make = (
     if (options.role !== "client" && options.role !== "server") {
       return Effect.fail(invalidOptions(label, "role", options.role, `"client" or "server"`))
     }
-    return makeSession(duplex, {
-      role: options.role,
-      label,
-      windowBytes,
-      maxWindowBytes,
-      maxFrameBytes,
-      maxConcurrentStreams,
-      maxBufferedBytes,
-      stallMillis,
-      keepAliveIntervalMillis,
-      keepAliveTimeoutMillis,
-      errorCloseMillis,
-      maxStreamChurn,
-      streamChurnPerSecond,
-      openTimeoutMillis
-    })
+    return Effect.flatMap(loadSession, ({ makeSession }) =>
+      makeSession(duplex, {
+        role: options.role,
+        label,
+        windowBytes,
+        maxWindowBytes,
+        maxFrameBytes,
+        maxConcurrentStreams,
+        maxBufferedBytes,
+        stallMillis,
+        keepAliveIntervalMillis,
+        keepAliveTimeoutMillis,
+        errorCloseMillis,
+        maxStreamChurn,
+        streamChurnPerSecond,
+        openTimeoutMillis
+      })
+    )
   })
 
 /**
  * A session in the client role (odd stream ids): `make(duplex, { ...options, role: "client" })`.
+ *
+ * **Example** (A stream over a TCP connection)
+ *
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Mux, Tcp } from "fullduplex"
+ *
+ * const program = Effect.scoped(
+ *   Effect.gen(function* () {
+ *     const conn = yield* Tcp.connect({ port: 4000 })
+ *     const session = yield* Mux.client(conn)
+ *     const stream = yield* session.open
+ *     yield* stream.write(new TextEncoder().encode("hello"))
+ *     yield* stream.end
+ *     yield* session.close
+ *   })
+ * )
+ * ```
  *
  * @category constructors
  * @since 0.1.0
@@ -501,6 +686,26 @@ export const client = (
 
 /**
  * A session in the server role (even stream ids): `make(duplex, { ...options, role: "server" })`.
+ *
+ * **Example** (Echoing every stream of every connection)
+ *
+ * ```ts
+ * import { Effect, Stream } from "effect"
+ * import { Mux, Tcp } from "fullduplex"
+ *
+ * const server = Tcp.serve({ port: 0 }, (conn) =>
+ *   Effect.scoped(
+ *     Effect.gen(function* () {
+ *       const session = yield* Mux.server(conn, { maxConcurrentStreams: 64 })
+ *       yield* session.accept.pipe(
+ *         Effect.flatMap((stream) => Effect.forkScoped(Stream.run(stream.readable, stream.sink))),
+ *         Effect.forever,
+ *         Effect.catchReason("DuplexError", "SessionEnded", () => Effect.void)
+ *       )
+ *     })
+ *   )
+ * )
+ * ```
  *
  * @category constructors
  * @since 0.1.0

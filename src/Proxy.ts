@@ -8,6 +8,7 @@
  * flowing; the pair is closed only when both directions are done, and then with a lingering close on
  * both legs.
  *
+ * @module fullduplex/Proxy
  * @since 0.1.0
  */
 import * as Duration from "effect/Duration"
@@ -29,6 +30,18 @@ import * as Tcp from "./Tcp.js"
  * `UpstreamConnectFailed` comes before the client's own `ConnectionClosed`: the client was closed cleanly
  * (lingering close: FIN, then its input discarded until its EOF), so it reads EOF, not a reset.
  *
+ * **Example** (Counting failed upstream connects, logging the rest as by default)
+ *
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Proxy, Tcp } from "fullduplex"
+ *
+ * let upstreamFailures = 0
+ * const onEvent = (event: Proxy.ProxyEvent): Effect.Effect<void> =>
+ *   event._tag === "UpstreamConnectFailed" ? Effect.sync(() => void upstreamFailures++) : Tcp.logEvent(event)
+ * const proxy = Proxy.serve({ listen: { port: 0 }, target: { port: 8080 }, onEvent })
+ * ```
+ *
  * @category models
  * @since 0.1.0
  */
@@ -43,6 +56,19 @@ export type ProxyEvent =
 
 /**
  * Options of {@link serve}.
+ *
+ * **Example** (A proxy that half-closes its upstream leg)
+ *
+ * ```ts
+ * import { Close, Proxy } from "fullduplex"
+ *
+ * const options: Proxy.ServeOptions = {
+ *   listen: { port: 8443, maxConnections: 256 },
+ *   target: { host: "backend.example", port: 443, connectTimeout: "3 seconds" },
+ *   upstreamClose: Close.halfClose({ timeout: "5 seconds" })
+ * }
+ * const proxy = Proxy.serve(options)
+ * ```
  *
  * @category models
  * @since 0.1.0

@@ -38,6 +38,7 @@
  * not read for `stallTimeout` cuts the connection with `StallDetected`: a client that sends and never
  * reads holds a bounded amount of memory for a bounded time (see {@link server}).
  *
+ * @module fullduplex/Shutdown
  * @since 0.1.0
  */
 import * as Cause from "effect/Cause"
@@ -69,6 +70,15 @@ import * as Watchdog from "./Watchdog.js"
 /**
  * The payload of the "going away" control frame: one byte, `0x01`.
  *
+ * **Example** (Recognising the notice among control frames)
+ *
+ * ```ts
+ * import { Framing, Shutdown } from "fullduplex"
+ *
+ * const isNotice = (frame: Framing.Frame): boolean =>
+ *   Framing.isControl(frame) && frame.payload.length === 1 && frame.payload[0] === Shutdown.GOING_AWAY[0]
+ * ```
+ *
  * @category constants
  * @since 0.1.0
  */
@@ -78,6 +88,14 @@ export const GOING_AWAY: Uint8Array = Uint8Array.of(0x01)
  * The payload of the server's preface, the control frame it sends first on every connection: `0x00`
  * (preface) then `0x01` (protocol version 1). A client sends no request before it has read it.
  *
+ * **Example** (What a server in the server role sends first)
+ *
+ * ```ts
+ * import { Framing, Shutdown } from "fullduplex"
+ *
+ * const prefaceOnTheWire: Uint8Array = Framing.encode(Framing.control(Shutdown.PREFACE))
+ * ```
+ *
  * @category constants
  * @since 0.1.0
  */
@@ -86,6 +104,16 @@ export const PREFACE: Uint8Array = Uint8Array.of(0x00, 0x01)
 /**
  * How long a client waits for the server's preface by default before it gives up on the connection: 10 s,
  * the same as `Tcp.DEFAULT_CONNECT_TIMEOUT`, since the preface is the last step of opening the connection.
+ *
+ * **Example** (A client that gives a slow server longer)
+ *
+ * ```ts
+ * import { Duration } from "effect"
+ * import { type Duplex, Shutdown } from "fullduplex"
+ *
+ * const patient = (conn: Duplex.Duplex) =>
+ *   Shutdown.client(conn, { prefaceTimeout: Duration.toMillis(Shutdown.DEFAULT_PREFACE_TIMEOUT) * 3 })
+ * ```
  *
  * @category constants
  * @since 0.1.0
@@ -97,6 +125,19 @@ export const DEFAULT_PREFACE_TIMEOUT: Duration.Duration = Tcp.DEFAULT_CONNECT_TI
  * {@link DEFAULT_MAX_IN_FLIGHT}, so that a client pipelining at its default depth never waits on the
  * server's read-ahead.
  *
+ * **Example** (A server that reads further ahead, for clients that pipeline deeper)
+ *
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Shutdown } from "fullduplex"
+ *
+ * const server = Shutdown.serve({
+ *   port: 0,
+ *   handle: (request) => Effect.succeed(request),
+ *   maxPendingRequests: 4 * Shutdown.DEFAULT_MAX_PENDING_REQUESTS
+ * })
+ * ```
+ *
  * @category constants
  * @since 0.1.0
  */
@@ -106,6 +147,19 @@ export const DEFAULT_MAX_PENDING_REQUESTS = 64
  * How long a write to the client (an answer, the preface, the notice) may make no progress before the
  * server cuts the connection with `StallDetected`, by default: 10 s, `Watchdog.DEFAULT_STALL_TIMEOUT`, the
  * limit `Echo.serve` applies to the same kind of peer.
+ *
+ * **Example** (Cutting clients that do not read their answers sooner)
+ *
+ * ```ts
+ * import { Duration, Effect } from "effect"
+ * import { Shutdown } from "fullduplex"
+ *
+ * const server = Shutdown.serve({
+ *   port: 0,
+ *   handle: (request) => Effect.succeed(request),
+ *   stallTimeout: Duration.toMillis(Shutdown.DEFAULT_STALL_TIMEOUT) / 2
+ * })
+ * ```
  *
  * @category constants
  * @since 0.1.0
@@ -117,6 +171,19 @@ export const DEFAULT_STALL_TIMEOUT: Duration.Duration = Watchdog.DEFAULT_STALL_T
  * `Tcp.DEFAULT_SHUTDOWN_GRACE` (and Kubernetes' default termination grace is 30 s, of which a server should
  * keep some for itself).
  *
+ * **Example** (A longer grace, within Kubernetes' 30 s)
+ *
+ * ```ts
+ * import { Duration, Effect } from "effect"
+ * import { Shutdown } from "fullduplex"
+ *
+ * const server = Shutdown.serve({
+ *   port: 0,
+ *   handle: (request) => Effect.succeed(request),
+ *   grace: Duration.toMillis(Shutdown.DEFAULT_GRACE) * 2
+ * })
+ * ```
+ *
  * @category constants
  * @since 0.1.0
  */
@@ -124,6 +191,14 @@ export const DEFAULT_GRACE: Duration.Duration = Duration.seconds(10)
 
 /**
  * How many requests a client queues before `request` waits: 64.
+ *
+ * **Example** (A client that queues more requests before it waits)
+ *
+ * ```ts
+ * import { type Duplex, Shutdown } from "fullduplex"
+ *
+ * const client = (conn: Duplex.Duplex) => Shutdown.client(conn, { maxQueued: 4 * Shutdown.DEFAULT_MAX_QUEUED })
+ * ```
  *
  * @category constants
  * @since 0.1.0
@@ -134,6 +209,16 @@ export const DEFAULT_MAX_QUEUED = 64
  * After the notice, how long the whole connection has to finish (the client's half-close, every answer
  * written and read, our FIN) by default: 30 s, Kubernetes' default termination grace period.
  *
+ * **Example** (Draining for at most ten seconds)
+ *
+ * ```ts
+ * import { Duration, Effect } from "effect"
+ * import { Shutdown } from "fullduplex"
+ *
+ * const drainTimeout = Math.min(Duration.toMillis(Shutdown.DEFAULT_DRAIN_TIMEOUT), 10_000)
+ * const server = Shutdown.serve({ port: 0, handle: (request) => Effect.succeed(request), drainTimeout })
+ * ```
+ *
  * @category constants
  * @since 0.1.0
  */
@@ -143,6 +228,19 @@ export const DEFAULT_DRAIN_TIMEOUT: Duration.Duration = Duration.seconds(30)
  * Requests read ahead of the handler by default, in bytes: 1 MiB (the server stops reading once the
  * requests read and not yet answered reach it).
  *
+ * **Example** (A server for large requests)
+ *
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Shutdown } from "fullduplex"
+ *
+ * const server = Shutdown.serve({
+ *   port: 0,
+ *   handle: (request) => Effect.succeed(request),
+ *   maxPendingBytes: 16 * Shutdown.DEFAULT_MAX_PENDING_BYTES
+ * })
+ * ```
+ *
  * @category constants
  * @since 0.1.0
  */
@@ -150,6 +248,15 @@ export const DEFAULT_MAX_PENDING_BYTES = 1024 * 1024
 
 /**
  * How many requests a client sends ahead of their answers by default: 64.
+ *
+ * **Example** (A client that waits for each answer before the next request)
+ *
+ * ```ts
+ * import { type Duplex, Shutdown } from "fullduplex"
+ *
+ * const lockstep = (conn: Duplex.Duplex) => Shutdown.client(conn, { maxInFlight: 1 })
+ * const deep = (conn: Duplex.Duplex) => Shutdown.client(conn, { maxInFlight: 2 * Shutdown.DEFAULT_MAX_IN_FLIGHT })
+ * ```
  *
  * @category constants
  * @since 0.1.0
@@ -175,6 +282,21 @@ const SILENCE_TICK_MILLIS = 50
 
 /**
  * Options of the server role.
+ *
+ * **Example** (Options for the server role, shared by `server`, `handler` and `serve`)
+ *
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Shutdown, Tcp } from "fullduplex"
+ *
+ * const options: Shutdown.ServerOptions<never, never> = {
+ *   handle: (request) => Effect.succeed(request.slice().reverse()),
+ *   grace: "5 seconds",
+ *   drainTimeout: "20 seconds",
+ *   maxPendingRequests: 16
+ * }
+ * const server = Tcp.serve({ port: 0, shutdownGrace: "21 seconds" }, Shutdown.handler(options))
+ * ```
  *
  * @category models
  * @since 0.1.0
@@ -221,6 +343,18 @@ export interface ServerOptions<E, R> extends Framing.FramingOptions {
  * `maxPendingBytes` or more, so `peakRequests ≤ maxPendingRequests` and
  * `peakBytes < maxPendingBytes + maxFrameBytes` (the request that crosses the byte limit is read whole).
  *
+ * **Example** (Checking that the server read no further than its limits)
+ *
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Shutdown } from "fullduplex"
+ *
+ * const report = (server: Shutdown.ShutdownServer) =>
+ *   Effect.flatMap(server.readAhead, (ahead: Shutdown.ReadAhead) =>
+ *     Effect.log(`read ahead at most ${ahead.peakRequests} requests, ${ahead.peakBytes} bytes`)
+ *   )
+ * ```
+ *
  * @category models
  * @since 0.1.0
  */
@@ -231,6 +365,20 @@ export interface ReadAhead {
 
 /**
  * How a served connection ended, when it ended well.
+ *
+ * **Example** (Logging how a connection drained)
+ *
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Shutdown } from "fullduplex"
+ *
+ * const logReport = (report: Shutdown.ServerReport) =>
+ *   Effect.log(
+ *     report.noticeSent
+ *       ? `${report.answered} answered, drained in ${report.drainMillis ?? 0} ms`
+ *       : `${report.answered} answered before the client left`
+ *   )
+ * ```
  *
  * @category models
  * @since 0.1.0
@@ -246,6 +394,26 @@ export interface ServerReport {
 
 /**
  * One connection in the server role.
+ *
+ * **Example** (Serving one connection and telling the client when to go)
+ *
+ * ```ts
+ * import { Effect } from "effect"
+ * import { type Duplex, Shutdown } from "fullduplex"
+ *
+ * const serveOne = (conn: Duplex.Duplex, stopping: Effect.Effect<void>) =>
+ *   Effect.scoped(
+ *     Effect.gen(function* () {
+ *       const served: Shutdown.ServerConnection<never> = yield* Shutdown.server(conn, {
+ *         handle: (request) => Effect.succeed(request)
+ *       })
+ *       yield* Effect.forkScoped(Effect.andThen(stopping, served.goingAway))
+ *       const report = yield* served.done
+ *       const ahead = yield* served.readAhead
+ *       return { report, ahead }
+ *     })
+ *   )
+ * ```
  *
  * @category models
  * @since 0.1.0
@@ -680,6 +848,21 @@ const handlerWith =
  * Options of {@link serve}: those of `Tcp.serve` (except `shutdownGrace`, derived from `grace`) and those
  * of the server role.
  *
+ * **Example** (A service on a Unix socket)
+ *
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Shutdown } from "fullduplex"
+ *
+ * const options: Shutdown.ServeOptions<never, never> = {
+ *   path: "/tmp/service.sock",
+ *   maxConnections: 128,
+ *   handle: (request) => Effect.succeed(request),
+ *   grace: "5 seconds"
+ * }
+ * const server = Shutdown.serve(options)
+ * ```
+ *
  * @category models
  * @since 0.1.0
  */
@@ -687,6 +870,26 @@ export interface ServeOptions<E, R> extends Omit<Tcp.ServeOptions, "shutdownGrac
 
 /**
  * A server in the server role: a `Tcp.Server` with how far it read ahead on any connection.
+ *
+ * **Example** (Shutting a service down on demand)
+ *
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Shutdown } from "fullduplex"
+ *
+ * const program = (stop: Effect.Effect<void>) =>
+ *   Effect.scoped(
+ *     Effect.gen(function* () {
+ *       const server: Shutdown.ShutdownServer = yield* Shutdown.serve({
+ *         port: 0,
+ *         handle: (request) => Effect.succeed(request)
+ *       })
+ *       yield* stop
+ *       yield* server.shutdown
+ *       return yield* server.readAhead
+ *     })
+ *   )
+ * ```
  *
  * @category models
  * @since 0.1.0
@@ -762,6 +965,15 @@ export const serve = <E, R>(options: ServeOptions<E, R>): Effect.Effect<Shutdown
 /**
  * Options of the client role.
  *
+ * **Example** (A client with a small queue and a short preface timeout)
+ *
+ * ```ts
+ * import { type Duplex, Shutdown } from "fullduplex"
+ *
+ * const options: Shutdown.ClientOptions = { maxQueued: 8, maxInFlight: 8, prefaceTimeout: "2 seconds" }
+ * const client = (conn: Duplex.Duplex) => Shutdown.client(conn, options)
+ * ```
+ *
  * @category models
  * @since 0.1.0
  */
@@ -784,6 +996,20 @@ export interface ClientOptions extends Framing.FramingOptions {
 /**
  * What a client did, as `close` reports it.
  *
+ * **Example** (Checking that every request was answered)
+ *
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Shutdown } from "fullduplex"
+ *
+ * const closeChecked = (client: Shutdown.Client) =>
+ *   Effect.flatMap(client.close, (report: Shutdown.ClientReport) =>
+ *     report.answered === report.sent
+ *       ? Effect.succeed(report)
+ *       : Effect.fail(`${report.sent - report.answered} requests were not answered`)
+ *   )
+ * ```
+ *
  * @category models
  * @since 0.1.0
  */
@@ -800,6 +1026,21 @@ export interface ClientReport {
 
 /**
  * One connection in the client role.
+ *
+ * **Example** (Moving to a new connection when the server goes away)
+ *
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Shutdown } from "fullduplex"
+ *
+ * const requestThenLeave = (client: Shutdown.Client, payload: Uint8Array) =>
+ *   Effect.gen(function* () {
+ *     const answer = yield* client.request(payload)
+ *     yield* Effect.forkScoped(Effect.andThen(client.goingAway, Effect.log(`${client.label}: going away`)))
+ *     yield* client.close
+ *     return answer
+ *   })
+ * ```
  *
  * @category models
  * @since 0.1.0

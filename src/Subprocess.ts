@@ -12,6 +12,7 @@
  * the group: stdin is closed, then after `stdinGrace` SIGTERM, then after `killGrace` SIGKILL; the child
  * is always reaped.
  *
+ * @module fullduplex/Subprocess
  * @since 0.1.0
  */
 import * as Deferred from "effect/Deferred"
@@ -39,6 +40,14 @@ import { readableAlongside } from "./internal/through.js"
 /**
  * Default size of the stderr tail kept for error messages: 64 KiB.
  *
+ * **Example** (Keeping a longer stderr tail for error messages)
+ *
+ * ```ts
+ * import { Subprocess } from "fullduplex"
+ *
+ * const build = Subprocess.output("make", [], { stderrTailBytes: 4 * Subprocess.DEFAULT_STDERR_TAIL_BYTES })
+ * ```
+ *
  * @category constants
  * @since 0.1.0
  */
@@ -46,6 +55,14 @@ export const DEFAULT_STDERR_TAIL_BYTES = 64 * 1024
 
 /**
  * Default bound of every capture of an output nobody reads (stdout, and stderr in `pipe` mode): 64 MiB.
+ *
+ * **Example** (Capturing a larger output)
+ *
+ * ```ts
+ * import { Subprocess } from "fullduplex"
+ *
+ * const dump = Subprocess.output("pg_dump", ["app"], { maxBuffer: 8 * Subprocess.DEFAULT_MAX_BUFFER_BYTES })
+ * ```
  *
  * @category constants
  * @since 0.1.0
@@ -55,6 +72,17 @@ export const DEFAULT_MAX_BUFFER_BYTES = 64 * 1024 * 1024
 /**
  * How long a child gets to exit after its stdin is closed at scope close, by default: 1 s.
  *
+ * **Example** (A child that needs longer to finish once its input ends)
+ *
+ * ```ts
+ * import { Duration, Effect } from "effect"
+ * import { Subprocess } from "fullduplex"
+ *
+ * const program = Effect.scoped(
+ *   Subprocess.spawn("gzip", ["-9"], { stdinGrace: Duration.toMillis(Subprocess.DEFAULT_STDIN_GRACE) * 10 })
+ * )
+ * ```
+ *
  * @category constants
  * @since 0.1.0
  */
@@ -62,6 +90,17 @@ export const DEFAULT_STDIN_GRACE: Duration.Duration = Duration.seconds(1)
 
 /**
  * How long a child gets after SIGTERM before SIGKILL, by default: 5 s (execa's `forceKillAfterDelay`).
+ *
+ * **Example** (Killing a child that ignores SIGTERM sooner)
+ *
+ * ```ts
+ * import { Duration, Effect } from "effect"
+ * import { Subprocess } from "fullduplex"
+ *
+ * const program = Effect.scoped(
+ *   Subprocess.spawn("server", [], { killGrace: Duration.toMillis(Subprocess.DEFAULT_KILL_GRACE) / 5 })
+ * )
+ * ```
  *
  * @category constants
  * @since 0.1.0
@@ -71,6 +110,15 @@ export const DEFAULT_KILL_GRACE: Duration.Duration = Duration.seconds(5)
 /**
  * Where a child's stdout goes: `pipe` (the default: `readable`), `ignore` (discarded by the OS) or
  * `inherit` (the parent's stdout).
+ *
+ * **Example** (A child whose output goes straight to ours)
+ *
+ * ```ts
+ * import { Subprocess } from "fullduplex"
+ *
+ * const stdout: Subprocess.StdoutMode = "inherit"
+ * const install = Subprocess.output("npm", ["ci"], { stdout, stderr: "inherit" })
+ * ```
  *
  * @category models
  * @since 0.1.0
@@ -92,6 +140,18 @@ export type StdoutMode = "pipe" | "ignore" | "inherit"
  *
  * In every mode but `ignore` and `inherit` the last `stderrTailBytes` are kept for `ProcessFailed`.
  *
+ * **Example** (Logging a child's stderr as it comes)
+ *
+ * ```ts
+ * import { Effect, Sink } from "effect"
+ * import { Subprocess } from "fullduplex"
+ *
+ * const stderr: Subprocess.StderrMode = Sink.forEach((chunk: Uint8Array) =>
+ *   Effect.logDebug(new TextDecoder().decode(chunk))
+ * )
+ * const run = Subprocess.output("make", [], { stderr })
+ * ```
+ *
  * @category models
  * @since 0.1.0
  */
@@ -99,6 +159,22 @@ export type StderrMode = "pipe" | "tail" | "ignore" | "inherit" | Sink.Sink<unkn
 
 /**
  * Options of {@link spawn}.
+ *
+ * **Example** (A child in another directory, with one more variable)
+ *
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Subprocess } from "fullduplex"
+ *
+ * const options: Subprocess.SpawnOptions = {
+ *   cwd: "/srv/app",
+ *   env: { NODE_ENV: "production" },
+ *   stderr: "tail",
+ *   killGrace: "2 seconds",
+ *   label: "app worker"
+ * }
+ * const program = Effect.scoped(Effect.flatMap(Subprocess.spawn("node", ["worker.js"], options), (proc) => proc.exit))
+ * ```
  *
  * @category models
  * @since 0.1.0
@@ -143,6 +219,15 @@ export interface SpawnOptions {
 /**
  * How a child ended: its exit code, or the signal that killed it.
  *
+ * **Example** (Describing how a child ended)
+ *
+ * ```ts
+ * import type { Subprocess } from "fullduplex"
+ *
+ * const describe = (status: Subprocess.ExitStatus): string =>
+ *   status.signal !== undefined ? `killed by ${status.signal}` : `exited with ${status.exitCode}`
+ * ```
+ *
  * @category models
  * @since 0.1.0
  */
@@ -155,6 +240,16 @@ export interface ExitStatus {
  * A bounded capture: the bytes kept, every byte seen, and the bytes not kept (`totalBytes -
  * bytes.length`).
  *
+ * **Example** (How much of stderr was kept)
+ *
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Subprocess } from "fullduplex"
+ *
+ * const tailOf = (proc: Subprocess.Subprocess) =>
+ *   Effect.map(proc.stderrTail, (tail: Subprocess.Capture) => `${tail.bytes.length} of ${tail.totalBytes} bytes kept`)
+ * ```
+ *
  * @category models
  * @since 0.1.0
  */
@@ -166,6 +261,19 @@ export interface Capture {
 
 /**
  * What {@link Subprocess.exit} returns.
+ *
+ * **Example** (A child's leftover output and its run time)
+ *
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Subprocess } from "fullduplex"
+ *
+ * const timed = Effect.scoped(
+ *   Effect.flatMap(Subprocess.spawn("ls", ["-l"]), (proc) =>
+ *     Effect.map(proc.exit, (done: Subprocess.Completed) => `${done.stdout.length} bytes in ${done.durationMillis} ms`)
+ *   )
+ * )
+ * ```
  *
  * @category models
  * @since 0.1.0
@@ -211,6 +319,25 @@ export interface Completed extends ExitStatus {
  *   stdin. A write after the child has closed its stdin or exited fails `Broken` with code `EPIPE` (or
  *   `ECANCELED`, when the child dies while libuv holds the write).
  *
+ * **Example** (Reading a child's stdout and stderr while it runs)
+ *
+ * ```ts
+ * import { Effect, Stream } from "effect"
+ * import { Subprocess } from "fullduplex"
+ *
+ * const program = Effect.scoped(
+ *   Effect.gen(function* () {
+ *     const proc: Subprocess.Subprocess = yield* Subprocess.spawn("sh", ["-c", "echo out; echo err >&2"])
+ *     yield* proc.end
+ *     const [out, err] = yield* Effect.all([Stream.runCollect(proc.readable), Stream.runCollect(proc.stderr)], {
+ *       concurrency: 2
+ *     })
+ *     const status = yield* proc.exit
+ *     return { out, err, exitCode: status.exitCode }
+ *   })
+ * )
+ * ```
+ *
  * @category models
  * @since 0.1.0
  */
@@ -221,6 +348,7 @@ export interface Subprocess extends Duplex.Duplex {
   readonly exit: Effect.Effect<Completed, DuplexError>
   readonly stderr: Stream.Stream<Uint8Array, DuplexError>
   readonly stderrTail: Effect.Effect<Capture>
+  /** Signals the child (its process group, with `killTree`), SIGTERM by default. */
   readonly kill: (signal?: NodeJS.Signals) => Effect.Effect<void>
   /**
    * Stops reading stdout and closes our end of the pipe: the child's next write fails (SIGPIPE, `EPIPE`,
@@ -674,6 +802,16 @@ const exitOf = (proc: Subprocess, reject?: boolean | undefined): Effect.Effect<C
  * nobody reads is kept for the error message only; `pipe` is not offered, as the child is not yours to
  * read from).
  *
+ * **Example** (A transformer that fails if the child does not read all of its input)
+ *
+ * ```ts
+ * import { Stream } from "effect"
+ * import { Subprocess } from "fullduplex"
+ *
+ * const options: Subprocess.RunOptions = { failOnUnconsumedInput: true, stderr: "ignore" }
+ * const gzipped = Stream.make(new TextEncoder().encode("hello")).pipe(Subprocess.pipeThrough("gzip", [], options))
+ * ```
+ *
  * @category models
  * @since 0.1.0
  */
@@ -765,6 +903,20 @@ export const pipeThrough: {
 /**
  * What {@link communicate} and {@link output} return.
  *
+ * **Example** (Noticing input the child did not read)
+ *
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Subprocess } from "fullduplex"
+ *
+ * const firstLine = Subprocess.output("head", ["-n", "1"], { input: "one\ntwo\nthree\n" }).pipe(
+ *   Effect.map((result: Subprocess.Communicated) => ({
+ *     line: new TextDecoder().decode(result.stdout),
+ *     unread: result.unconsumedInputBytes
+ *   }))
+ * )
+ * ```
+ *
  * @category models
  * @since 0.1.0
  */
@@ -779,6 +931,20 @@ export interface Communicated extends Completed {
 
 /**
  * Options of {@link communicate}.
+ *
+ * **Example** (A status instead of a failure on a non-zero exit)
+ *
+ * ```ts
+ * import { Effect, Stream } from "effect"
+ * import { Subprocess } from "fullduplex"
+ *
+ * const options: Subprocess.CommunicateOptions = { reject: false }
+ * const matched = Effect.scoped(
+ *   Effect.flatMap(Subprocess.spawn("grep", ["-q", "needle"]), (grep) =>
+ *     Subprocess.communicate(grep, Stream.make(new TextEncoder().encode("haystack\n")), options)
+ *   )
+ * ).pipe(Effect.map((result) => result.exitCode === 0))
+ * ```
  *
  * @category models
  * @since 0.1.0
@@ -856,6 +1022,15 @@ export const communicate: {
 /**
  * Options of {@link output}: the spawn's, the input, and {@link communicate}'s.
  *
+ * **Example** (A command fed a string, with a bound on its output)
+ *
+ * ```ts
+ * import { Subprocess } from "fullduplex"
+ *
+ * const options: Subprocess.OutputOptions = { input: "b\na\n", maxBuffer: 1024 * 1024, stderr: "tail" }
+ * const sorted = Subprocess.output("sort", [], options)
+ * ```
+ *
  * @category models
  * @since 0.1.0
  */
@@ -912,6 +1087,16 @@ export const output = <E = never, R = never>(
 /**
  * Options of {@link lines}.
  *
+ * **Example** (The lines of a command fed its input)
+ *
+ * ```ts
+ * import { Stream } from "effect"
+ * import { Subprocess } from "fullduplex"
+ *
+ * const options: Subprocess.LinesOptions = { input: "b\na\nc\n" }
+ * const sorted = Subprocess.lines("sort", [], options).pipe(Stream.runCollect)
+ * ```
+ *
  * @category models
  * @since 0.1.0
  */
@@ -951,6 +1136,19 @@ export const lines = <E = never, R = never>(
 /**
  * One stage of a {@link pipeline}.
  *
+ * **Example** (The stages of `ls | sort -r | head -n 3`)
+ *
+ * ```ts
+ * import { Subprocess } from "fullduplex"
+ *
+ * const stages: ReadonlyArray<Subprocess.Stage> = [
+ *   { command: "ls" },
+ *   { command: "sort", args: ["-r"] },
+ *   { command: "head", args: ["-n", "3"], options: { stderr: "ignore" } }
+ * ]
+ * const pipeline = Subprocess.pipeline(stages)
+ * ```
+ *
  * @category models
  * @since 0.1.0
  */
@@ -963,6 +1161,21 @@ export interface Stage {
 
 /**
  * A running pipeline: a duplex (the first stage's stdin, the last stage's stdout) and every stage.
+ *
+ * **Example** (Waiting for every stage of a pipeline)
+ *
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Subprocess } from "fullduplex"
+ *
+ * const program = Effect.scoped(
+ *   Effect.gen(function* () {
+ *     const pipeline: Subprocess.Pipeline = yield* Subprocess.pipeline([{ command: "yes" }, { command: "head" }])
+ *     const statuses = yield* pipeline.exit
+ *     return statuses.map((status, i) => `${pipeline.stages[i]?.command}: ${status.exitCode ?? status.signal}`)
+ *   })
+ * )
+ * ```
  *
  * @category models
  * @since 0.1.0

@@ -8,6 +8,7 @@
  * in its own fiber, closes each connection with a {@link Close.Strategy} (lingering by default), bounds
  * connections, idle time and shutdown, and reports what happened to every connection as events.
  *
+ * @module fullduplex/Tcp
  * @since 0.1.0
  */
 import * as Cause from "effect/Cause"
@@ -37,6 +38,15 @@ import {
 /**
  * A TCP address. `host` defaults to `"127.0.0.1"`.
  *
+ * **Example** (Connecting to a host and port)
+ *
+ * ```ts
+ * import { Tcp } from "fullduplex"
+ *
+ * const address: Tcp.TcpAddress = { host: "127.0.0.1", port: 4000 }
+ * const conn = Tcp.connect(address)
+ * ```
+ *
  * @category models
  * @since 0.1.0
  */
@@ -48,6 +58,15 @@ export interface TcpAddress {
 /**
  * A Unix domain socket (a named pipe on Windows), by its path.
  *
+ * **Example** (Connecting to a Unix socket)
+ *
+ * ```ts
+ * import { Tcp } from "fullduplex"
+ *
+ * const address: Tcp.UnixAddress = { path: "/tmp/app.sock" }
+ * const conn = Tcp.connect(address)
+ * ```
+ *
  * @category models
  * @since 0.1.0
  */
@@ -58,6 +77,15 @@ export interface UnixAddress {
 /**
  * Where to connect or listen: `{ host, port }` or `{ path }`.
  *
+ * **Example** (Describing where a server listens)
+ *
+ * ```ts
+ * import type { Tcp } from "fullduplex"
+ *
+ * const describe = (address: Tcp.Address): string =>
+ *   "path" in address ? `unix ${address.path}` : `${address.host ?? "127.0.0.1"}:${address.port}`
+ * ```
+ *
  * @category models
  * @since 0.1.0
  */
@@ -65,6 +93,15 @@ export type Address = TcpAddress | UnixAddress
 
 /**
  * Options every TCP duplex takes.
+ *
+ * **Example** (Larger pieces, and Nagle's algorithm left on)
+ *
+ * ```ts
+ * import { Tcp } from "fullduplex"
+ *
+ * const socket: Tcp.SocketOptions = { highWaterMark: 256 * 1024, noDelay: false }
+ * const conn = Tcp.connect({ host: "127.0.0.1", port: 4000, ...socket })
+ * ```
  *
  * @category models
  * @since 0.1.0
@@ -82,6 +119,15 @@ export interface SocketOptions {
 /**
  * Options of {@link connect}: an {@link Address} plus {@link SocketOptions}.
  *
+ * **Example** (A connect with a short timeout and a label for errors)
+ *
+ * ```ts
+ * import { Tcp } from "fullduplex"
+ *
+ * const options: Tcp.ConnectOptions = { port: 4000, connectTimeout: "2 seconds", label: "upstream" }
+ * const conn = Tcp.connect(options)
+ * ```
+ *
  * @category models
  * @since 0.1.0
  */
@@ -97,6 +143,15 @@ export type ConnectOptions = Address &
  * How long {@link connect} waits for the connection by default: 10 s. (Linux alone would retry the SYN
  * for about two minutes.)
  *
+ * **Example** (A connect that waits half as long as by default)
+ *
+ * ```ts
+ * import { Duration } from "effect"
+ * import { Tcp } from "fullduplex"
+ *
+ * const conn = Tcp.connect({ port: 4000, connectTimeout: Duration.toMillis(Tcp.DEFAULT_CONNECT_TIMEOUT) / 2 })
+ * ```
+ *
  * @category constants
  * @since 0.1.0
  */
@@ -108,6 +163,15 @@ export const DEFAULT_CONNECT_TIMEOUT: Duration.Duration = Duration.seconds(10)
  * allows, as Go's `net.Listen` asks for. A burst of connects beyond the backlog is dropped by the kernel
  * (`ListenOverflows`) and retried by the clients a second later; Node's own default is 511.
  *
+ * **Example** (A server with a smaller listen backlog)
+ *
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Tcp } from "fullduplex"
+ *
+ * const server = Tcp.serve({ port: 0, backlog: Tcp.DEFAULT_BACKLOG / 8 }, () => Effect.void)
+ * ```
+ *
  * @category constants
  * @since 0.1.0
  */
@@ -115,6 +179,15 @@ export const DEFAULT_BACKLOG = 4096
 
 /**
  * How many connections {@link serve} handles at once by default: 1024.
+ *
+ * **Example** (A server for twice as many connections)
+ *
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Tcp } from "fullduplex"
+ *
+ * const server = Tcp.serve({ port: 0, maxConnections: 2 * Tcp.DEFAULT_MAX_CONNECTIONS }, () => Effect.void)
+ * ```
  *
  * @category constants
  * @since 0.1.0
@@ -124,6 +197,16 @@ export const DEFAULT_MAX_CONNECTIONS = 1024
 /**
  * How long a connection may go without a byte either way by default: 60 s, the read and send timeouts
  * of nginx (`client_body_timeout`, `send_timeout`) and Apache httpd (`Timeout`).
+ *
+ * **Example** (An interactive server that tolerates longer silences)
+ *
+ * ```ts
+ * import { Duration, Effect } from "effect"
+ * import { Tcp } from "fullduplex"
+ *
+ * const idleTimeout = Duration.toMillis(Tcp.DEFAULT_IDLE_TIMEOUT) * 5
+ * const server = Tcp.serve({ port: 0, idleTimeout }, () => Effect.void)
+ * ```
  *
  * @category constants
  * @since 0.1.0
@@ -135,6 +218,16 @@ export const DEFAULT_IDLE_TIMEOUT: Duration.Duration = Duration.seconds(60)
  *
  * The clock runs while bytes wait to be written and none of them reaches the kernel, whatever the other
  * direction does: a peer that sends and never reads is cut after it, though the idle limit never fires.
+ *
+ * **Example** (Cutting peers that do not read sooner than by default)
+ *
+ * ```ts
+ * import { Duration, Effect } from "effect"
+ * import { Tcp } from "fullduplex"
+ *
+ * const sendTimeout = Duration.toMillis(Tcp.DEFAULT_SEND_TIMEOUT) / 4
+ * const server = Tcp.serve({ port: 0, sendTimeout }, () => Effect.void)
+ * ```
  *
  * @category constants
  * @since 0.1.0
@@ -149,6 +242,16 @@ export const DEFAULT_SEND_TIMEOUT: Duration.Duration = Duration.seconds(60)
  * window is nginx's `client_body_timeout` (60 s); the rate is far below Apache httpd's `mod_reqtimeout`
  * (`MinRate=500` bytes/s for request bodies), because a general server also carries interactive sessions
  * that move a few keystrokes a minute. Raise it for bulk protocols; `bytes: 0` turns it off.
+ *
+ * **Example** (Ten times the default minimum rate, over the same window)
+ *
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Tcp } from "fullduplex"
+ *
+ * const minRate: Tcp.MinRate = { ...Tcp.DEFAULT_MIN_RATE, bytes: 10 * Tcp.DEFAULT_MIN_RATE.bytes }
+ * const server = Tcp.serve({ port: 0, minRate }, () => Effect.void)
+ * ```
  *
  * @category constants
  * @since 0.1.0
@@ -192,6 +295,16 @@ export interface MinRate {
 
 /**
  * How long handlers may keep running after the server's scope closes, by default: 10 s.
+ *
+ * **Example** (Giving handlers longer to finish at shutdown)
+ *
+ * ```ts
+ * import { Duration, Effect } from "effect"
+ * import { Tcp } from "fullduplex"
+ *
+ * const shutdownGrace = Duration.toMillis(Tcp.DEFAULT_SHUTDOWN_GRACE) * 3
+ * const server = Tcp.serve({ port: 0, shutdownGrace }, () => Effect.void)
+ * ```
  *
  * @category constants
  * @since 0.1.0
@@ -305,6 +418,16 @@ export const connect = (options: ConnectOptions): Effect.Effect<Duplex.Duplex, D
 /**
  * One accepted connection, as events and handlers see it.
  *
+ * **Example** (Greeting each connection by its number)
+ *
+ * ```ts
+ * import { type DuplexError, Tcp } from "fullduplex"
+ *
+ * const greet: Tcp.Handler<DuplexError.DuplexError, never> = (conn, info: Tcp.ConnectionInfo) =>
+ *   conn.write(new TextEncoder().encode(`hello, connection ${info.id} from ${info.remote}
+ * `))
+ * ```
+ *
  * @category models
  * @since 0.1.0
  */
@@ -335,6 +458,25 @@ export interface ConnectionInfo {
  * - `shutdown`: the server shut down and the handler was still running after `shutdownGrace`; it was
  *   interrupted and the connection aborted.
  *
+ * **Example** (Counting the connections cut by the server's limits)
+ *
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Tcp } from "fullduplex"
+ *
+ * const cuts = new Map<Tcp.Ending, number>()
+ * const server = Tcp.serve(
+ *   {
+ *     port: 0,
+ *     onEvent: (event) =>
+ *       event._tag === "ConnectionClosed" && event.ending !== "completed"
+ *         ? Effect.sync(() => void cuts.set(event.ending, (cuts.get(event.ending) ?? 0) + 1))
+ *         : Effect.void
+ *   },
+ *   () => Effect.void
+ * )
+ * ```
+ *
  * @category models
  * @since 0.1.0
  */
@@ -342,6 +484,25 @@ export type Ending = "completed" | "failed" | "idleTimeout" | "sendTimeout" | "t
 
 /**
  * What a server reports. Events arrive through the `onEvent` option of {@link serve}.
+ *
+ * **Example** (Logging refusals and failures)
+ *
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Tcp } from "fullduplex"
+ *
+ * const onEvent = (event: Tcp.ServerEvent): Effect.Effect<void> => {
+ *   switch (event._tag) {
+ *     case "Refused":
+ *       return Effect.logWarning(`refused ${event.remote}: ${event.why} (${event.active} active)`)
+ *     case "ConnectionClosed":
+ *       return event.ending === "failed" ? Effect.logWarning(`${event.connection.label} failed`) : Effect.void
+ *     default:
+ *       return Effect.void
+ *   }
+ * }
+ * const server = Tcp.serve({ port: 0, onEvent }, () => Effect.void)
+ * ```
  *
  * @category models
  * @since 0.1.0
@@ -370,6 +531,21 @@ export type ServerEvent =
 /**
  * Counters of a server, since it started.
  *
+ * **Example** (Logging a server's counters every minute)
+ *
+ * ```ts
+ * import { Effect, Schedule } from "effect"
+ * import { Tcp } from "fullduplex"
+ *
+ * const report = (server: Tcp.Server) =>
+ *   server.stats.pipe(
+ *     Effect.flatMap((stats: Tcp.ServerStats) =>
+ *       Effect.log(`${stats.active} active, ${stats.completed} completed, ${stats.failed} failed`)
+ *     ),
+ *     Effect.repeat(Schedule.spaced("1 minute"))
+ *   )
+ * ```
+ *
  * @category models
  * @since 0.1.0
  */
@@ -390,6 +566,22 @@ export interface ServerStats {
 
 /**
  * A listening server. Its scope owns it: closing the scope is a graceful shutdown.
+ *
+ * **Example** (Connecting to a server on an ephemeral port)
+ *
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Tcp } from "fullduplex"
+ *
+ * const program = Effect.scoped(
+ *   Effect.gen(function* () {
+ *     const server: Tcp.Server = yield* Tcp.serve({ port: 0 }, (conn) => conn.end)
+ *     const conn = yield* Tcp.connect(server.address)
+ *     yield* conn.end
+ *     yield* server.shutdown
+ *   })
+ * )
+ * ```
  *
  * @category models
  * @since 0.1.0
@@ -417,6 +609,21 @@ export interface Server {
  * Serves a connection: what to do with it. Its result is ignored; a failure is reported and aborts the
  * connection.
  *
+ * **Example** (A handler that answers each line it reads with its length)
+ *
+ * ```ts
+ * import { Effect, Stream } from "effect"
+ * import { type DuplexError, Tcp } from "fullduplex"
+ *
+ * const lengths: Tcp.Handler<DuplexError.DuplexError, never> = (conn) =>
+ *   conn.readable.pipe(
+ *     Stream.decodeText,
+ *     Stream.splitLines,
+ *     Stream.runForEach((line) => conn.write(new TextEncoder().encode(`${line.length}\n`)))
+ *   )
+ * const server = Tcp.serve({ port: 0 }, lengths)
+ * ```
+ *
  * @category models
  * @since 0.1.0
  */
@@ -424,6 +631,22 @@ export type Handler<E, R> = (duplex: Duplex.Duplex, info: ConnectionInfo) => Eff
 
 /**
  * Options of {@link serve}.
+ *
+ * **Example** (A server on a Unix socket with tighter limits)
+ *
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Close, Tcp } from "fullduplex"
+ *
+ * const options: Tcp.ServeOptions = {
+ *   path: "/tmp/app.sock",
+ *   maxConnections: 64,
+ *   idleTimeout: "30 seconds",
+ *   close: Close.halfClose({ timeout: "5 seconds" }),
+ *   label: "app"
+ * }
+ * const server = Tcp.serve(options, (conn) => conn.end)
+ * ```
  *
  * @category models
  * @since 0.1.0

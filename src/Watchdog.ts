@@ -7,6 +7,7 @@
  * that state, held for longer than a limit, into a typed `StallDetected` error that names both
  * directions' blocked times and buffered bytes.
  *
+ * @module fullduplex/Watchdog
  * @since 0.1.0
  */
 import * as Clock from "effect/Clock"
@@ -20,6 +21,17 @@ import { checkFinitePositiveDuration, stalledDirection } from "./internal/errors
 /**
  * Options of {@link watch}.
  *
+ * **Example** (Watching a connection with a short stall limit)
+ *
+ * ```ts
+ * import { Effect } from "effect"
+ * import { type Duplex, Watchdog } from "fullduplex"
+ *
+ * const options: Watchdog.WatchOptions = { stallTimeout: "2 seconds" }
+ * const watched = (conn: Duplex.Duplex, work: Effect.Effect<void>) =>
+ *   Effect.raceFirst(work, Watchdog.watch(conn, options))
+ * ```
+ *
  * @category models
  * @since 0.1.0
  */
@@ -30,6 +42,15 @@ export interface WatchOptions {
 
 /**
  * The default stall limit: 10 s, long enough for a slow but living peer to read something.
+ *
+ * **Example** (Three times the default limit, for a slow peer)
+ *
+ * ```ts
+ * import { Duration } from "effect"
+ * import { Watchdog } from "fullduplex"
+ *
+ * const patient: Watchdog.WatchOptions = { stallTimeout: Duration.toMillis(Watchdog.DEFAULT_STALL_TIMEOUT) * 3 }
+ * ```
  *
  * @category constants
  * @since 0.1.0

@@ -1,6 +1,7 @@
 /**
  * fullduplex: streaming I/O primitives on Effect 4 that cannot deadlock.
  *
+ * @module fullduplex
  * @since 0.1.0
  */
 

@@ -5,6 +5,7 @@
  * and handles around a program. Needs `fast-check` 4 (an optional peer dependency). The defaults fit
  * vitest's default test timeout (5 s): a deadlock is reported with its diagnostic, not as a timeout.
  *
+ * @module fullduplex/testkit
  * @since 0.1.0
  */
 export * from "./testkit/arbitraries.js"

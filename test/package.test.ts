@@ -1,45 +1,111 @@
 /**
- * The published shape of the package: the build's ESM and CJS entries load in plain Node, the testkit
- * shares the main entry's classes, a consumer's compiler can emit declarations for inferred types, and the
- * `fullduplex` bin runs from the installed package without being loaded by its main entry.
+ * The published shape of the package: what `npm pack` puts in it (the sources once, source maps that point
+ * at them), the build's ESM and CJS entries load in plain Node, the testkit shares the main entry's classes,
+ * a consumer's compiler can emit declarations for inferred types, loading the root entry loads neither
+ * execa nor the Mux session until they are used, and the `fullduplex` bin runs from the installed package
+ * without being loaded by its main entry.
  */
-import { assert, describe, it } from "@effect/vitest"
+import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { execa } from "execa"
-import { mkdtempSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs"
+import {
+  copyFileSync,
+  existsSync,
+  mkdtempSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync
+} from "node:fs"
+import * as nodeModule from "node:module"
 import { tmpdir } from "node:os"
-import { join } from "node:path"
+import { dirname, join, relative } from "node:path"
 import { fileURLToPath } from "node:url"
 
 const root = fileURLToPath(new URL("..", import.meta.url))
 const run = (file: string, args: ReadonlyArray<string>, cwd: string) =>
   Effect.promise(() => execa(file, args, { cwd, reject: false, all: true }))
 
+/** Every file under `dir`, as paths relative to it. */
+const filesUnder = (dir: string): Array<string> =>
+  readdirSync(dir, { recursive: true, withFileTypes: true })
+    .filter((entry) => entry.isFile())
+    .map((entry) => relative(dir, join(entry.parentPath, entry.name)))
+
+// A consumer project, made once for the file: the packed package unpacked into its node_modules, as npm
+// installs it, and the peer dependencies linked from ours.
+let dir = ""
+let pkg = ""
+beforeAll(async () => {
+  const build = await execa("npm", ["run", "build"], { cwd: root, reject: false, all: true })
+  assert.strictEqual(build.exitCode, 0, build.all)
+  dir = mkdtempSync(join(tmpdir(), "fullduplex-consumer-"))
+  pkg = join(dir, "node_modules", "fullduplex")
+  mkdirSync(pkg, { recursive: true })
+  const pack = await execa("npm", ["pack", "--silent", "--pack-destination", dir], {
+    cwd: root,
+    reject: false,
+    all: true
+  })
+  assert.strictEqual(pack.exitCode, 0, pack.all)
+  const tarball = join(dir, pack.stdout.trim().split("\n").pop()!)
+  const untar = await execa("tar", ["-xzf", tarball, "-C", pkg, "--strip-components=1"], { reject: false, all: true })
+  assert.strictEqual(untar.exitCode, 0, untar.all)
+  // The peers, and execa (a dependency that npm would install with the package).
+  for (const peer of ["effect", "fast-check", "@types", "execa"]) {
+    symlinkSync(join(root, "node_modules", peer), join(dir, "node_modules", peer))
+  }
+  writeFileSync(join(dir, "package.json"), JSON.stringify({ name: "consumer", private: true, type: "module" }))
+}, 180_000)
+afterAll(() => {
+  if (dir !== "") rmSync(dir, { recursive: true, force: true })
+})
+
+/** The package's source files (relative to it) that the loaded files among `urls` were built from, read from their source maps. */
+const sourcesLoaded = (urls: ReadonlyArray<string>): Set<string> => {
+  const sources = new Set<string>()
+  for (const url of urls) {
+    if (!url.startsWith("file:")) continue
+    const file = fileURLToPath(url)
+    if (!file.startsWith(join(pkg, "dist"))) continue
+    const map = JSON.parse(readFileSync(`${file}.map`, "utf8")) as { sources: Array<string> }
+    for (const source of map.sources) sources.add(relative(pkg, join(dirname(file), source)))
+  }
+  return sources
+}
+
 describe("package", () => {
+  it("publishes dist, the sources once, and source maps that point at them", () => {
+    const files = filesUnder(pkg)
+    const top = new Set(files.map((file) => file.split("/")[0]))
+    assert.deepStrictEqual([...top].sort(), ["CHANGELOG.md", "LICENSE", "README.md", "dist", "package.json", "src"])
+    assert.include(readFileSync(join(pkg, "LICENSE"), "utf8"), "MIT License")
+    const maps = files.filter((file) => file.endsWith(".map"))
+    assert.isAbove(maps.filter((file) => file.endsWith(".js.map")).length, 20)
+    assert.isAbove(maps.filter((file) => file.endsWith(".d.ts.map")).length, 10)
+    for (const file of maps) {
+      const map = JSON.parse(readFileSync(join(pkg, file), "utf8")) as {
+        sources: Array<string>
+        sourcesContent?: Array<string | null>
+      }
+      // The sources are shipped in src/: a map that embedded them too would ship them a second time.
+      assert.isTrue(
+        (map.sourcesContent ?? []).every((content) => content == null),
+        `${file} embeds its sources`
+      )
+      for (const source of map.sources) {
+        const path = join(pkg, dirname(file), source)
+        assert.isTrue(path.startsWith(join(pkg, "src")) && existsSync(path), `${file}: ${source} is not in src/`)
+      }
+    }
+  })
+
   it.live(
-    "builds ESM, CJS and per-module declarations that a consumer can use",
+    "loads as ESM and CJS, with per-module declarations that a consumer can use",
     () =>
       Effect.gen(function* () {
-        const build = yield* run("npm", ["run", "build"], root)
-        assert.strictEqual(build.exitCode, 0, build.all)
-
-        // A consumer project: the packed package unpacked into its node_modules, as npm installs it, and
-        // the peer dependencies linked from ours.
-        const dir = mkdtempSync(join(tmpdir(), "fullduplex-consumer-"))
-        yield* Effect.addFinalizer(() => Effect.sync(() => rmSync(dir, { recursive: true, force: true })))
-        const pkg = join(dir, "node_modules", "fullduplex")
-        mkdirSync(pkg, { recursive: true })
-        const pack = yield* run("npm", ["pack", "--silent", "--pack-destination", dir], root)
-        assert.strictEqual(pack.exitCode, 0, pack.all)
-        const tarball = join(dir, pack.stdout.trim().split("\n").pop()!)
-        const untar = yield* run("tar", ["-xzf", tarball, "-C", pkg, "--strip-components=1"], dir)
-        assert.strictEqual(untar.exitCode, 0, untar.all)
-        // The peers, and execa (a dependency that npm would install with the package).
-        for (const peer of ["effect", "fast-check", "@types", "execa"]) {
-          symlinkSync(join(root, "node_modules", peer), join(dir, "node_modules", peer))
-        }
-        writeFileSync(join(dir, "package.json"), JSON.stringify({ name: "consumer", private: true, type: "module" }))
-
         writeFileSync(
           join(dir, "esm.mjs"),
           [
@@ -128,4 +194,39 @@ describe("package", () => {
       }),
     120_000
   )
+
+  // The trace's load hook is `module.registerHooks`, Node 22.15 and 23.5 on; on the Node 22.12 to 22.14 that
+  // the package supports too, this test does not run (the development machine and CI run Node 24).
+  const canTrace = typeof nodeModule.registerHooks === "function"
+  for (const format of ["esm", "cjs"] as const) {
+    it.live.runIf(canTrace)(
+      `${format}: loading the root entry loads neither execa nor the Mux session until they are used`,
+      () =>
+        Effect.gen(function* () {
+          copyFileSync(join(root, "test", "fixtures", "load-trace.mjs"), join(dir, "load-trace.mjs"))
+          const trace = yield* run("node", ["load-trace.mjs", format], dir)
+          assert.strictEqual(trace.exitCode, 0, trace.all)
+          const phases = new Map(
+            trace.stdout
+              .trim()
+              .split("\n")
+              .map((line) => JSON.parse(line) as { phase: string; urls: Array<string> })
+              .map(({ phase, urls }) => [phase, urls])
+          )
+          const execaLoaded = (phase: string) => phases.get(phase)!.some((url) => url.includes("/node_modules/execa/"))
+          const yamuxLoaded = (phase: string) =>
+            [...sourcesLoaded(phases.get(phase)!)].filter((source) => source.startsWith("src/internal/yamux/"))
+
+          const atLoad = sourcesLoaded(phases.get("load")!)
+          assert.isTrue(atLoad.has("src/Mux.ts") && atLoad.has("src/Subprocess.ts"), "the namespaces were loaded")
+          assert.deepStrictEqual(yamuxLoaded("load"), [], "the root entry loaded the Mux session")
+          assert.isFalse(execaLoaded("load"), "the root entry loaded execa")
+          // The trace sees them once they are used: a session loads the yamux files, a child execa.
+          assert.include(yamuxLoaded("mux"), "src/internal/yamux/session.ts")
+          assert.isFalse(execaLoaded("mux"), "a Mux session loaded execa")
+          assert.isTrue(execaLoaded("subprocess"), "a child ran without execa being loaded")
+        }),
+      60_000
+    )
+  }
 })

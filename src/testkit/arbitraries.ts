@@ -18,6 +18,16 @@ const label = <T extends object>(value: T, text: string): T =>
 /**
  * Options of {@link payload}.
  *
+ * **Example** (Payloads of at least one byte and at most 1 MiB)
+ *
+ * ```ts
+ * import fc from "fast-check"
+ * import { payload, type PayloadOptions } from "fullduplex/testkit"
+ *
+ * const options: PayloadOptions = { minBytes: 1, maxBytes: 1024 * 1024 }
+ * fc.assert(fc.property(payload(options), (bytes) => bytes.length >= 1))
+ * ```
+ *
  * @category arbitraries
  * @since 0.1.0
  */
@@ -59,6 +69,16 @@ export const payload = (options: PayloadOptions = {}): fc.Arbitrary<Uint8Array> 
 
 /**
  * Options of {@link chunking}.
+ *
+ * **Example** (At most eight pieces)
+ *
+ * ```ts
+ * import fc from "fast-check"
+ * import { chunking, type ChunkingOptions, randomBytes } from "fullduplex/testkit"
+ *
+ * const options: ChunkingOptions = { maxChunks: 8 }
+ * fc.assert(fc.property(chunking(randomBytes(100, 7), options), (chunks) => chunks.length <= 8))
+ * ```
  *
  * @category arbitraries
  * @since 0.1.0
@@ -131,6 +151,16 @@ export const chunkedPayload = (
 /**
  * Options of {@link capacity}.
  *
+ * **Example** (Capacities up to 4 KiB)
+ *
+ * ```ts
+ * import fc from "fast-check"
+ * import { capacity, type CapacityOptions } from "fullduplex/testkit"
+ *
+ * const options: CapacityOptions = { maxBytes: 4096 }
+ * fc.assert(fc.property(capacity(options), (bytes) => bytes >= 0 && bytes <= 4096))
+ * ```
+ *
  * @category arbitraries
  * @since 0.1.0
  */
@@ -176,6 +206,16 @@ export const capacity = (options: CapacityOptions = {}): fc.Arbitrary<number> =>
  * now and then. Pauses are counted in bytes, not chunks, so a transfer in tiny pieces does not sleep
  * once per piece: a run sleeps at most `payload / pauseEveryBytes` times.
  *
+ * **Example** (A pacing written by hand: yield twice per chunk, sleep 1 ms per 64 KiB)
+ *
+ * ```ts
+ * import { Stream } from "effect"
+ * import { paced, type Pacing } from "fullduplex/testkit"
+ *
+ * const pace: Pacing = { yields: [2], pauseEveryBytes: 64 * 1024, pauseMillis: 1 }
+ * const slow = <E>(s: Stream.Stream<Uint8Array, E>) => s.pipe(paced(pace))
+ * ```
+ *
  * @category models
  * @since 0.1.0
  */
@@ -187,6 +227,16 @@ export interface Pacing {
 
 /**
  * Options of {@link pacing}.
+ *
+ * **Example** (Pacings that only yield, never sleep)
+ *
+ * ```ts
+ * import fc from "fast-check"
+ * import { pacing, type PacingOptions } from "fullduplex/testkit"
+ *
+ * const options: PacingOptions = { maxPauseMillis: 0 }
+ * fc.assert(fc.property(pacing(options), (pace) => pace.pauseMillis === 0))
+ * ```
  *
  * @category arbitraries
  * @since 0.1.0

@@ -12,6 +12,22 @@ import { type Duplex, DuplexError } from "fullduplex"
 /**
  * Options of {@link assertDeadlockFree}.
  *
+ * **Example** (A tighter stall bound and an overall deadline)
+ *
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Duplex } from "fullduplex"
+ * import { assertDeadlockFree, type DeadlockFreeOptions } from "fullduplex/testkit"
+ *
+ * const checked = Effect.scoped(
+ *   Effect.gen(function* () {
+ *     const [a, b] = yield* Duplex.pair()
+ *     const options: DeadlockFreeOptions = { duplexes: [a, b], stallTimeout: "500 millis", timeout: "10 seconds" }
+ *     return yield* assertDeadlockFree(Effect.andThen(a.write(Uint8Array.of(1)), b.read), options)
+ *   })
+ * )
+ * ```
+ *
  * @category models
  * @since 0.1.0
  */
@@ -32,6 +48,25 @@ export interface DeadlockFreeOptions {
 
 /**
  * Registers duplexes whose progress {@link assertDeadlockFree} watches.
+ *
+ * **Example** (Watching duplexes the program makes itself)
+ *
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Duplex } from "fullduplex"
+ * import { assertDeadlockFree, type Watch } from "fullduplex/testkit"
+ *
+ * const program = (watch: Watch) =>
+ *   Effect.scoped(
+ *     Effect.gen(function* () {
+ *       const [a, b] = yield* Duplex.pair()
+ *       watch(a, b)
+ *       yield* a.write(Uint8Array.of(1))
+ *       return yield* b.read
+ *     })
+ *   )
+ * const checked = assertDeadlockFree(program)
+ * ```
  *
  * @category models
  * @since 0.1.0

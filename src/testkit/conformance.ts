@@ -19,6 +19,20 @@ import { concatBytes, firstDifference, randomBytes, randomChunks } from "./rando
 /**
  * A conformance case failed: `detail` says what was expected and what happened.
  *
+ * **Example** (Reporting which case failed, and with which seed)
+ *
+ * ```ts
+ * import { Effect } from "effect"
+ * import { ConformanceError } from "fullduplex/testkit"
+ *
+ * const report = (run: Effect.Effect<void, ConformanceError>) =>
+ *   run.pipe(
+ *     Effect.catchTag("ConformanceError", (error) =>
+ *       Effect.fail(`${error.suite} / ${error.case}: ${error.detail}; rerun with FULLDUPLEX_SEED=${error.seed}`)
+ *     )
+ *   )
+ * ```
+ *
  * @category errors
  * @since 0.1.0
  */
@@ -35,6 +49,16 @@ export class ConformanceError extends Data.TaggedError("ConformanceError")<{
 
 /**
  * Options of {@link conformance}.
+ *
+ * **Example** (A transport that buffers more, checked with a fixed seed)
+ *
+ * ```ts
+ * import { Duplex } from "fullduplex"
+ * import { conformance, type ConformanceOptions } from "fullduplex/testkit"
+ *
+ * const options: ConformanceOptions = { bufferBound: 1024 * 1024, seed: 42, bulkBytes: 4 * 1024 * 1024 }
+ * const cases = conformance("roomy pair", Duplex.pair({ capacity: 512 * 1024 }), options)
+ * ```
  *
  * @category models
  * @since 0.1.0
@@ -62,6 +86,17 @@ export interface ConformanceOptions {
 /**
  * One case of the suite: run it with any test runner; it fails with {@link ConformanceError} (or the
  * `DuplexError` that broke it) and never hangs.
+ *
+ * **Example** (Running every case in order, without a test runner)
+ *
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Duplex, type DuplexError } from "fullduplex"
+ * import { conformance, type ConformanceCase } from "fullduplex/testkit"
+ *
+ * const cases: ReadonlyArray<ConformanceCase<DuplexError.DuplexError>> = conformance("memory", Duplex.pair())
+ * const all = Effect.forEach(cases, (c) => Effect.andThen(c.run, Effect.log(`ok: ${c.name}`)), { discard: true })
+ * ```
  *
  * @category models
  * @since 0.1.0

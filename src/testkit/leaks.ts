@@ -13,6 +13,16 @@ import * as fs from "node:fs"
  * Handle kinds (`process.getActiveResourcesInfo()` names) the leak check watches by default: what a
  * socket, a server, a child's pipe or a timer leaves behind when it is not closed.
  *
+ * **Example** (Watching one more kind of handle)
+ *
+ * ```ts
+ * import { withLeakCheck, WATCHED_HANDLES } from "fullduplex/testkit"
+ * import type { Effect } from "effect"
+ *
+ * declare const program: Effect.Effect<void>
+ * const checked = withLeakCheck(program, { handles: [...WATCHED_HANDLES, "FSReqCallback"] })
+ * ```
+ *
  * @category constants
  * @since 0.1.0
  */
@@ -28,6 +38,15 @@ export const WATCHED_HANDLES: ReadonlyArray<string> = [
 /**
  * What the process holds at one moment.
  *
+ * **Example** (Printing what the process holds)
+ *
+ * ```ts
+ * import { resources, type Resources } from "fullduplex/testkit"
+ *
+ * const now: Resources = resources()
+ * console.log(`${now.fds ?? "?"} fds, ${now.handles["TCPSocketWrap"] ?? 0} sockets`)
+ * ```
+ *
  * @category models
  * @since 0.1.0
  */
@@ -40,6 +59,18 @@ export interface Resources {
 
 /**
  * A leak check found more than it started with, after waiting.
+ *
+ * **Example** (Printing each excess of a failed leak check)
+ *
+ * ```ts
+ * import { Effect } from "effect"
+ * import { type LeakDetected, withLeakCheck } from "fullduplex/testkit"
+ *
+ * declare const program: Effect.Effect<void>
+ * const checked = withLeakCheck(program).pipe(
+ *   Effect.tapError((error: LeakDetected) => Effect.forEach(error.excess, (line) => Effect.logError(line)))
+ * )
+ * ```
  *
  * @category errors
  * @since 0.1.0
@@ -59,6 +90,17 @@ export class LeakDetected extends Data.TaggedError("LeakDetected")<{
 
 /**
  * Options of {@link assertNoLeaks} and {@link withLeakCheck}.
+ *
+ * **Example** (Waiting longer, and tolerating one fd)
+ *
+ * ```ts
+ * import type { Effect } from "effect"
+ * import { type LeakCheckOptions, withLeakCheck } from "fullduplex/testkit"
+ *
+ * declare const program: Effect.Effect<void>
+ * const options: LeakCheckOptions = { timeout: "3 seconds", fdSlack: 1, label: "server test" }
+ * const checked = withLeakCheck(program, options)
+ * ```
  *
  * @category models
  * @since 0.1.0
@@ -90,6 +132,19 @@ const countFds = (): number | undefined => {
  * Node counts a timer as an active `Timeout` until its callback has returned, so a count taken in a
  * timer's callback (in a fiber that an Effect sleep resumed, say) includes that timer. {@link withLeakCheck}
  * and {@link assertNoLeaks} count from an immediate's callback, where no timer is firing.
+ *
+ * **Example** (Counting before and checking after, by hand)
+ *
+ * ```ts
+ * import { Effect } from "effect"
+ * import { assertNoLeaks, resources } from "fullduplex/testkit"
+ *
+ * declare const program: Effect.Effect<void>
+ * const checked = Effect.suspend(() => {
+ *   const before = resources()
+ *   return Effect.andThen(program, assertNoLeaks(before))
+ * })
+ * ```
  *
  * @category constructors
  * @since 0.1.0

@@ -18,6 +18,16 @@ import fc from "fast-check"
  * The default budget of {@link assertProperty}: 4 s for every run and the shrinking together, a second
  * inside vitest's default test timeout (5 s).
  *
+ * **Example** (A test timeout above a larger budget)
+ *
+ * ```ts
+ * import { Duration } from "effect"
+ * import { DEFAULT_PROPERTY_BUDGET } from "fullduplex/testkit"
+ *
+ * const budget = Duration.sum(DEFAULT_PROPERTY_BUDGET, Duration.seconds(6)) // 10 s
+ * const testTimeoutMillis = Duration.toMillis(budget) + 1000 // the third argument of `it.live`
+ * ```
+ *
  * @category constants
  * @since 0.1.0
  */
@@ -25,6 +35,15 @@ export const DEFAULT_PROPERTY_BUDGET: Duration.Duration = Duration.seconds(4)
 
 /**
  * Options of {@link assertProperty}.
+ *
+ * **Example** (Replaying a counterexample)
+ *
+ * ```ts
+ * import type { PropertyOptions } from "fullduplex/testkit"
+ *
+ * // The seed and path a PropertyFailed reported, and room for slow runs.
+ * const replay: PropertyOptions = { seed: 1234, path: "7:1:0", numRuns: 1, budget: "10 seconds" }
+ * ```
  *
  * @category models
  * @since 0.1.0
@@ -42,6 +61,15 @@ export interface PropertyOptions {
 
 /**
  * What a passing {@link assertProperty} did: the seed, and the runs made before the budget ran out.
+ *
+ * **Example** (Saying how far a property got)
+ *
+ * ```ts
+ * import type { PropertyReport } from "fullduplex/testkit"
+ *
+ * const describeReport = (report: PropertyReport): string =>
+ *   `${report.runs} runs, seed ${report.seed}${report.interrupted ? " (cut by the budget)" : ""}`
+ * ```
  *
  * @category models
  * @since 0.1.0
@@ -63,6 +91,14 @@ export interface PropertyReport {
  * failed with (a `DuplexError` `StallDetected` for a deadlock, whose message names every blocked
  * direction). `shrinkingCut` says the budget ended the shrinking early. Replay with
  * `{ seed, path }` in the options, or `FULLDUPLEX_SEED=<seed>`.
+ *
+ * **Example** (The replay options of a failure)
+ *
+ * ```ts
+ * import type { PropertyFailed, PropertyOptions } from "fullduplex/testkit"
+ *
+ * const replayOf = (failure: PropertyFailed): PropertyOptions => ({ seed: failure.seed, path: failure.path })
+ * ```
  *
  * @category errors
  * @since 0.1.0

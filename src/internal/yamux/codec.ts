@@ -28,8 +28,11 @@ export const GO_AWAY_NORMAL = 0
 export const GO_AWAY_PROTOCOL_ERROR = 1
 export const GO_AWAY_INTERNAL_ERROR = 2
 
-/** "Each stream has an initial window size of 256KB" (spec, "Flow Control"). */
-export const INITIAL_STREAM_WINDOW_BYTES = 256 * 1024
+/**
+ * "Each stream has an initial window size of 256KB" (spec, "Flow Control"). Defined in `Mux.ts`, which
+ * exports it, so that the root module names it without loading this folder (`Mux.make` loads it).
+ */
+export { INITIAL_STREAM_WINDOW_BYTES } from "../../Mux.js"
 
 /** The session's own stream id, used by Ping and GoAway (spec, "StreamID Field"). */
 export const SESSION_STREAM_ID = 0

@@ -34,7 +34,7 @@ import * as Latch from "effect/Latch"
 import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
 import type * as Duplex from "../../Duplex.js"
-import type { Session } from "../../Mux.js"
+import type { Session, Stats as SessionStats } from "../../Mux.js"
 import { Broken, Closed, DuplexError, SessionEnded, StreamRefused, Timeout } from "../../DuplexError.js"
 import {
   encodeHeader,
@@ -72,26 +72,6 @@ export interface SessionConfig {
   readonly streamChurnPerSecond: number
   /** How long an `open` at the limit waits for a slot; 0: it fails at once. */
   readonly openTimeoutMillis: number
-}
-
-/** @internal */
-export interface SessionStats {
-  /** Streams open (not yet closed both ways), opened by either side; accepted or waiting to be. */
-  readonly streams: number
-  /** Our opens waiting for a slot (at most `maxConcurrentStreams`). */
-  readonly waitingOpens: number
-  /** Bytes received and not yet read, over every stream. */
-  readonly bufferedBytes: number
-  /** The most `bufferedBytes` has been. */
-  readonly peakBufferedBytes: number
-  /** Control frames waiting to be written. */
-  readonly controlQueued: number
-  readonly framesIn: number
-  readonly framesOut: number
-  readonly dataFramesOut: number
-  readonly windowUpdatesOut: number
-  readonly goAwayReceived: number | undefined
-  readonly goAwaySent: number | undefined
 }
 
 /**
