@@ -509,7 +509,7 @@ export const fromNodeDuplex = (
   stream: stream.Duplex,
   options: FromNodeDuplexOptions = {}
 ): Effect.Effect<Duplex, DuplexError, Scope.Scope> =>
-  Effect.map(nodeDuplex.make(stream, options), (parts) => withPorts(make(parts), parts.inbound, parts.outbound))
+  nodeDuplex.make(stream, options)
 
 /**
  * Writes `input` (then half-closes) while reading `readable` into `sink`, concurrently; returns what the

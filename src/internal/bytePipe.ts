@@ -63,6 +63,11 @@ interface Run {
   fill: number
 }
 
+/** Told when a full pipe has room again (its source paused meanwhile). @internal */
+export interface RoomListener {
+  onRoom(): void
+}
+
 /** A recorded length of this or more takes three bytes. */
 const LONG_LENGTH = 255
 
@@ -155,7 +160,7 @@ export class BytePipe {
   writerState: "open" | "ended" | "aborted" = "open"
   readerClosed = false
   /** Called when a read makes room in a buffer that a push source filled (see {@link offerUnsafe}). */
-  onRoom: (() => void) | undefined = undefined
+  roomListener: RoomListener | undefined = undefined
 
   /** The attached consumer, if any: it gets chunks in place of readers. */
   private sink: PushSink | undefined = undefined
@@ -197,12 +202,17 @@ export class BytePipe {
   constructor(
     /** The bound; {@link setCapacity} changes it (a child's output nobody reads spills up to `maxBuffer`). */
     public capacity: number,
-    /** Label of the duplex that writes into this pipe. */
-    readonly writerLabel: string,
+    /** Label of the duplex that writes into this pipe; `undefined`: the reader's, "(peer)". */
+    private readonly writerLabelText: string | undefined,
     /** Label of the duplex that reads from it. */
     readonly readerLabel: string,
     private readonly clock: Clock.Clock
   ) {}
+
+  /** Label of the duplex that writes into this pipe (made when an error names it, not per pipe). */
+  get writerLabel(): string {
+    return this.writerLabelText ?? `${this.readerLabel} (peer)`
+  }
 
   // ---------------------------------------------------------------------------------------------------
   // writer side
@@ -345,7 +355,7 @@ export class BytePipe {
 
   /**
    * Accepts `chunk` without waiting, for push sources such as a Node stream's `'data'` events. Returns
-   * `false` once the buffer is full: the source should pause until {@link onRoom} is called. Chunks
+   * `false` once the buffer is full: the source should pause until its {@link roomListener} is told. Chunks
    * offered after the pipe closed are dropped. With `wake` false the reader is not woken: a source that
    * offers several chunks in one step calls {@link wakeUnsafe} after the last, so the reader takes them all
    * in one turn.
@@ -367,7 +377,7 @@ export class BytePipe {
   /**
    * Offers bytes that live in a buffer the source reuses once this returns (a socket reading into a buffer
    * of its own). An attached consumer that takes lent bytes gets them in place; anything else gets a
-   * copy. Returns the consumer's flags: {@link PAUSE} when the source should pause until {@link onRoom}
+   * copy. Returns the consumer's flags: {@link PAUSE} when the source should pause until its {@link roomListener} is told
    * (the consumer paused, or the buffer is full), {@link KEPT} when the buffer must not be reused.
    */
   offerLentUnsafe(bytes: Uint8Array): number {
@@ -503,7 +513,10 @@ export class BytePipe {
    * One chunk, or `None` at EOF: the same as one `pull`, without the Stream's batch and `Done` failure.
    * It shares its position with `pull`.
    */
-  readonly read: Effect.Effect<Option.Option<Uint8Array>, DuplexError> = Effect.suspend(() => this.readNow())
+  get read(): Effect.Effect<Option.Option<Uint8Array>, DuplexError> {
+    return (this.readEffect ??= Effect.suspend(() => this.readNow()))
+  }
+  private readEffect: Effect.Effect<Option.Option<Uint8Array>, DuplexError> | undefined = undefined
 
   // The same branches as `readyExit`, kept apart on purpose: one helper returning a chunk, EOF or an error
   // for both made this path polymorphic, and an in-memory ping-pong about 15% slower.
@@ -533,7 +546,12 @@ export class BytePipe {
 
   // The reader's `resume` itself is the waiter: no closure is made per wait on this hot path. The state
   // is checked again here, in the same step that registers the waiter, so no wake-up can fall between.
-  private readonly waitReadable: Effect.Effect<void> = Effect.callback<void>((resume) => {
+  // Made on first wait, as the other members: an idle connection that has never waited holds none of them.
+  private get waitReadable(): Effect.Effect<void> {
+    return (this.waitReadableEffect ??= Effect.callback<void>((resume) => this.registerReader(resume)))
+  }
+  private waitReadableEffect: Effect.Effect<void> | undefined = undefined
+  private registerReader(resume: (exit: Exit.Exit<void>) => void): Effect.Effect<void> | undefined {
     if (
       this.readerClosed ||
       this.buffered > 0 ||
@@ -541,14 +559,15 @@ export class BytePipe {
       this.writerState !== "open" ||
       this.readFailure !== undefined
     ) {
-      return resume(Exit.void)
+      resume(Exit.void)
+      return undefined
     }
     this.readers.push(resume)
     return Effect.sync(() => {
       const i = this.readers.indexOf(resume)
       if (i >= 0) this.readers.splice(i, 1)
     })
-  })
+  }
 
   // The waits of `pull`, `pullAll` and `read`, made once: a reader that waits allocates no effect for it.
   private get waitThenPull(): Pull.Pull<Batch, DuplexError> {
@@ -559,10 +578,10 @@ export class BytePipe {
     return (this.waitThenPullAllEffect ??= Effect.flatMap(this.waitReadable, () => this.pullAll))
   }
   private waitThenPullAllEffect: Pull.Pull<Batch, DuplexError> | undefined = undefined
-  private readonly waitThenRead: Effect.Effect<Option.Option<Uint8Array>, DuplexError> = Effect.flatMap(
-    this.waitReadable,
-    () => this.read
-  )
+  private get waitThenRead(): Effect.Effect<Option.Option<Uint8Array>, DuplexError> {
+    return (this.waitThenReadEffect ??= Effect.flatMap(this.waitReadable, () => this.read))
+  }
+  private waitThenReadEffect: Effect.Effect<Option.Option<Uint8Array>, DuplexError> | undefined = undefined
 
   /**
    * Attaches a consumer that takes every chunk as it arrives, in the step that offers or writes it, with
@@ -809,7 +828,7 @@ export class BytePipe {
   private resumeSource(): void {
     this.full = false
     this.stopBlocked()
-    this.onRoom?.()
+    this.roomListener?.onRoom()
   }
 
   /** Moves waiting writes into the free room in FIFO order; a write completes with its last byte. */
@@ -936,10 +955,11 @@ const appendTo = (run: Run, chunk: Uint8Array): void => {
   run.fill += length
 }
 
-/** Where a duplex built on a {@link BytePipe} keeps its inbound pipe and its outbound port. */
-const Ports = Symbol.for("fullduplex/internal/Ports")
+/** Where a duplex built on a {@link BytePipe} keeps its inbound pipe and its outbound port. @internal */
+export const Ports = Symbol.for("fullduplex/internal/Ports")
 
-interface PortsOf {
+/** @internal */
+export interface PortsOf {
   readonly inbound: BytePipe
   readonly outbound: OutboundPort | undefined
 }

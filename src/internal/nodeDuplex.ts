@@ -11,16 +11,23 @@
 import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
+import type * as Option from "effect/Option"
+import { pipeArguments } from "effect/Pipeable"
+import * as Sink from "effect/Sink"
 import * as Stream from "effect/Stream"
 import * as net from "node:net"
 import type * as NodeStream from "node:stream"
-import type { MakeOptions } from "../Duplex.js"
+import type { Duplex, Stats, TypeId as TypeIdType } from "../Duplex.js"
 import { DuplexError, InvalidOptions } from "../DuplexError.js"
-import { BytePipe } from "./bytePipe.js"
+import { BytePipe, Ports, type PortsOf } from "./bytePipe.js"
 import { NodeReader } from "./nodeReader.js"
 import { NodeWriter } from "./nodeWriter.js"
 
 const DEFAULT_HIGH_WATER_MARK_BYTES = 64 * 1024
+
+/** `Duplex.TypeId`, repeated here: `Duplex` imports this module, so it cannot be imported back at runtime. */
+const TypeId: TypeIdType = "~fullduplex/Duplex"
+type TypeId = TypeIdType
 
 const ignore = () => {}
 
@@ -66,15 +73,164 @@ export interface AdapterOptions {
   readonly overflow?: (() => ((bytes: number) => void) | undefined) | undefined
 }
 
+/**
+ * A duplex over a Node stream: the duplex itself, its parts (for `Duplex.make`) and its ports, as one
+ * object. Every member is made on first use and then kept, so an idle connection holds this object, its
+ * pipe, its reader and its writer, and no closure of its own (see "What one connection holds" in
+ * docs/ARCHITECTURE.md). The members are bound: `conn.write` may be handed around as a function.
+ *
+ * @internal
+ */
+export class NodeDuplex implements Duplex, PortsOf {
+  readonly inbound: BytePipe
+  readonly outbound: NodeWriter
+  private readonly reader: NodeReader
+  /** Our side is closed: pending and later operations fail `Closed`; the streams are left as they are. */
+  private closed = false
+  private destroyed = false
+  private disposed = false
+
+  constructor(
+    readonly label: string,
+    private readonly input: NodeStream.Readable,
+    output: NodeStream.Writable,
+    highWaterMark: number,
+    clock: Clock.Clock,
+    options: AdapterOptions,
+    /** Closes the streams at `abort` (false) or at the end (true after a clean `end`). */
+    private readonly destroy: (graceful: boolean) => void
+  ) {
+    // An 'error' event with no listener crashes the process; errors reach us through the side watches and
+    // the write callbacks instead. This listener stays for the stream's life: late errors are harmless.
+    input.on("error", ignore)
+    if ((output as unknown) !== input) output.on("error", ignore)
+    if ("allowHalfOpen" in input) (input as NodeStream.Duplex).allowHalfOpen = true
+    this.inbound = new BytePipe(highWaterMark, undefined, label, clock)
+    this.reader = new NodeReader(input, this.inbound, options.overflow)
+    this.outbound = new NodeWriter(output, highWaterMark, label, clock, options.closedCode)
+  }
+
+  get [TypeId](): TypeId {
+    return TypeId
+  }
+
+  get [Ports](): PortsOf {
+    return this
+  }
+
+  pipe() {
+    return pipeArguments(this, arguments)
+  }
+
+  get readable(): Stream.Stream<Uint8Array, DuplexError> {
+    return (this.members.readable ??= Stream.fromPull(Effect.sync(() => this.inbound.pull)))
+  }
+
+  get read(): Effect.Effect<Option.Option<Uint8Array>, DuplexError> {
+    return this.inbound.read
+  }
+
+  get write(): (chunk: Uint8Array) => Effect.Effect<void, DuplexError> {
+    return this.outbound.write
+  }
+
+  get writeAll(): (chunks: Iterable<Uint8Array>) => Effect.Effect<void, DuplexError> {
+    return this.outbound.writeAll
+  }
+
+  get sink(): Sink.Sink<void, Uint8Array, never, DuplexError> {
+    return (this.members.sink ??= Sink.forEachArray(this.outbound.writeAll))
+  }
+
+  get end(): Effect.Effect<void, DuplexError> {
+    return this.outbound.end
+  }
+
+  get abort(): Effect.Effect<void> {
+    return (this.members.abort ??= Effect.sync(() => this.close(false)))
+  }
+
+  get stats(): Effect.Effect<Stats> {
+    return (this.members.stats ??= Effect.sync(() => this.statsUnsafe()))
+  }
+
+  /** The members made so far (one object, made with the first). */
+  private get members(): Members {
+    return (this.membersMade ??= {})
+  }
+  private membersMade: Members | undefined = undefined
+
+  statsUnsafe(): Stats {
+    return { outbound: this.outbound.stats(), inbound: this.inbound.directionStats("reader") }
+  }
+
+  /** Our side is closed: pending and later operations fail `Closed`; the streams are left as they are. */
+  closeLocal(): void {
+    if (this.closed) return
+    this.closed = true
+    this.inbound.closeReader()
+    this.outbound.closeLocal()
+    // A paused source would hold its writer back for good: let it flow, into a pipe that discards.
+    if (!this.input.destroyed) this.input.resume()
+  }
+
+  /** Closes our side and the streams: gracefully or by reset. */
+  close(graceful: boolean): void {
+    this.closeLocal()
+    if (this.destroyed) return
+    this.destroyed = true
+    this.destroy(graceful)
+  }
+
+  /** The end of the duplex's life (its scope's close): closes the streams and removes our listeners. */
+  dispose(): void {
+    if (this.disposed) return
+    this.disposed = true
+    this.close(this.outbound.endedCleanly)
+    this.reader.dispose()
+    this.outbound.dispose()
+  }
+}
+
+interface Members {
+  readable?: Stream.Stream<Uint8Array, DuplexError>
+  sink?: Sink.Sink<void, Uint8Array, never, DuplexError>
+  abort?: Effect.Effect<void>
+  stats?: Effect.Effect<Stats>
+}
+
+const checkHighWaterMark = (label: string, highWaterMark: number): DuplexError | undefined =>
+  Number.isSafeInteger(highWaterMark) && highWaterMark >= 1
+    ? undefined
+    : new DuplexError({
+        reason: new InvalidOptions({
+          label,
+          option: "highWaterMark",
+          value: highWaterMark,
+          expected: "a whole number of bytes ≥ 1"
+        })
+      })
+
+/**
+ * A duplex over a socket (or any Node `Duplex`) made without an effect, for a server that owns its
+ * connections' lives: nothing is added to a scope, the caller calls {@link NodeDuplex.dispose} at the
+ * end. `highWaterMark` must have been checked.
+ *
+ * @internal
+ */
+export const makeUnsafe = (stream: NodeStream.Duplex, options: AdapterOptions & { readonly label: string }, clock: Clock.Clock): NodeDuplex =>
+  new NodeDuplex(
+    options.label,
+    stream,
+    stream,
+    options.highWaterMark ?? DEFAULT_HIGH_WATER_MARK_BYTES,
+    clock,
+    options,
+    (graceful) => (graceful ? stream.destroy() : resetOrDestroy(stream))
+  )
+
 /** @internal */
-export const make = (
-  stream: NodeStream.Duplex,
-  options: AdapterOptions
-): Effect.Effect<
-  MakeOptions & { readonly inbound: BytePipe; readonly outbound: NodeWriter },
-  DuplexError,
-  Scope.Scope
-> =>
+export const make = (stream: NodeStream.Duplex, options: AdapterOptions): Effect.Effect<NodeDuplex, DuplexError, Scope.Scope> =>
   makeParts(stream, stream, { ...options, label: options.label ?? defaultLabel(stream) }, (graceful) => {
     if (graceful) stream.destroy()
     else resetOrDestroy(stream)
@@ -92,80 +248,13 @@ export const makeParts = (
   output: NodeStream.Writable,
   options: AdapterOptions & { readonly label: string },
   destroy: (graceful: boolean) => void
-): Effect.Effect<
-  MakeOptions & { readonly closeLocal: () => void; readonly inbound: BytePipe; readonly outbound: NodeWriter },
-  DuplexError,
-  Scope.Scope
-> =>
-  Effect.gen(function* () {
-    const label = options.label
+): Effect.Effect<NodeDuplex, DuplexError, Scope.Scope> =>
+  Effect.suspend(() => {
     const highWaterMark = options.highWaterMark ?? DEFAULT_HIGH_WATER_MARK_BYTES
-    if (!Number.isSafeInteger(highWaterMark) || highWaterMark < 1) {
-      return yield* new DuplexError({
-        reason: new InvalidOptions({
-          label,
-          option: "highWaterMark",
-          value: highWaterMark,
-          expected: "a whole number of bytes ≥ 1"
-        })
-      })
-    }
-    const clock = yield* Clock.Clock
-
-    // An 'error' event with no listener crashes the process; errors reach us through `finished` and the
-    // write callbacks instead. This listener stays for the stream's life: late errors are harmless.
-    input.on("error", ignore)
-    if ((output as unknown) !== input) output.on("error", ignore)
-    if ("allowHalfOpen" in input) (input as NodeStream.Duplex).allowHalfOpen = true
-
-    // ---- inbound ------------------------------------------------------------------------------------
-    const inbound = new BytePipe(highWaterMark, `${label} (peer)`, label, clock)
-    const reader = new NodeReader(input, inbound, options.overflow)
-
-    // ---- outbound -----------------------------------------------------------------------------------
-    const writer = new NodeWriter(output, highWaterMark, label, clock, options.closedCode)
-
-    /** Our side is closed: pending and later operations fail `Closed`; the streams are left as they are. */
-    let closed = false
-    const closeLocal = () => {
-      if (closed) return
-      closed = true
-      inbound.closeReader()
-      writer.closeLocal()
-      // A paused source would hold its writer back for good: let it flow, into a pipe that discards.
-      if (!input.destroyed) input.resume()
-    }
-    let destroyed = false
-    const close = (graceful: boolean) => {
-      closeLocal()
-      if (destroyed) return
-      destroyed = true
-      destroy(graceful)
-    }
-
-    const abort: Effect.Effect<void> = Effect.sync(() => close(false))
-
-    yield* Effect.addFinalizer(() =>
-      Effect.sync(() => {
-        close(writer.endedCleanly)
-        reader.dispose()
-        writer.dispose()
-      })
-    )
-
-    const stats = Effect.sync(() => ({ outbound: writer.stats(), inbound: inbound.directionStats("reader") }))
-
-    return {
-      label,
-      readable: Stream.fromPull(Effect.sync(() => inbound.pull)),
-      read: inbound.read,
-      write: writer.write,
-      writeAll: writer.writeAll,
-      end: writer.end,
-      abort,
-      stats,
-      closeLocal,
-      inbound,
-      outbound: writer
-    }
+    const bad = checkHighWaterMark(options.label, highWaterMark)
+    if (bad !== undefined) return Effect.fail(bad)
+    return Clock.clockWith((clock) => {
+      const duplex = new NodeDuplex(options.label, input, output, highWaterMark, clock, options, destroy)
+      return Effect.as(Effect.addFinalizer(() => Effect.sync(() => duplex.dispose())), duplex)
+    })
   })

@@ -23,9 +23,9 @@
  */
 import * as net from "node:net"
 import type * as NodeStream from "node:stream"
-import { type BrokenCause, BytePipe, KEPT, PAUSE } from "./bytePipe.js"
+import { type BrokenCause, BytePipe, KEPT, PAUSE, type RoomListener } from "./bytePipe.js"
 import { codeOf } from "./errors.js"
-import { onSideEnd } from "./streamEnd.js"
+import { type SideEndTarget, type Stopper, stopWatching, watchSideEnd } from "./streamEnd.js"
 
 /** A `'data'` chunk at least this large, while a pump is attached, switches the socket to a reused buffer. */
 export const LEND_AFTER_BYTES = 16 * 1024
@@ -77,12 +77,23 @@ interface StreamHandle {
   readonly constructor: { readonly name: string }
 }
 
+/** Where a stream keeps its reader, for the `'data'` listener that every reader shares. */
+const READER = Symbol("fullduplex/NodeReader")
+
+type Fed = NodeStream.Readable & { [READER]?: NodeReader | undefined }
+
+// One listener for every stream read: Node calls it with the stream as `this`, and the reader is on the
+// stream. Closures per connection were most of what an idle one held (see docs/ARCHITECTURE.md).
+function onDataShared(this: Fed, chunk: Uint8Array | string): void {
+  this[READER]?.onData(chunk)
+}
+
 /** @internal */
-export class NodeReader {
+export class NodeReader implements RoomListener, SideEndTarget {
   /** Reading into a reused buffer; or it cannot (`"never"`), or not yet. */
   private lending: boolean | "never" = false
   private buffer: Buffer | undefined = undefined
-  private readonly stopWatching: () => void
+  private readonly stopEnd: (() => void) | Stopper
 
   /** Set by {@link overflow}: from then on every chunk is counted here and dropped. */
   private discard: ((bytes: number) => void) | undefined = undefined
@@ -97,23 +108,32 @@ export class NodeReader {
      */
     private readonly overflow?: () => ((bytes: number) => void) | undefined
   ) {
-    pipe.onRoom = () => {
-      if (!input.destroyed) input.resume()
-    }
-    this.stopWatching = onSideEnd(input, "readable", (err) => {
-      if (err) pipe.abortWriter(false, causeOf(err))
-      else pipe.end()
-    })
-    input.on("data", this.onData)
+    pipe.roomListener = this
+    this.stopEnd = watchSideEnd(input, "readable", this)
+    ;(input as Fed)[READER] = this
+    input.on("data", onDataShared)
     input.resume() // a stream handed over paused (say, `pauseOnConnect`) would never flow otherwise
   }
 
   dispose(): void {
-    this.input.off("data", this.onData)
-    this.stopWatching()
+    const input = this.input as Fed
+    input.off("data", onDataShared)
+    if (input[READER] === this) input[READER] = undefined
+    stopWatching(input, this.stopEnd)
   }
 
-  private readonly onData = (chunk: Uint8Array | string): void => {
+  /** The pipe has room again. */
+  onRoom(): void {
+    if (!this.input.destroyed) this.input.resume()
+  }
+
+  /** The stream's readable side ended, or failed. */
+  sideEnded(err: Error | undefined): void {
+    if (err) this.pipe.abortWriter(false, causeOf(err))
+    else this.pipe.end()
+  }
+
+  onData(chunk: Uint8Array | string): void {
     const bytes = typeof chunk === "string" ? Buffer.from(chunk) : chunk
     if (this.discard !== undefined) return this.discard(bytes.length)
     if (!this.pipe.offerUnsafe(bytes)) this.full()
@@ -153,16 +173,15 @@ export class NodeReader {
     this.buffer = buffer
     const fieldsOf = input as unknown as Record<symbol, unknown>
     fieldsOf[fields.buffer] = buffer
-    fieldsOf[fields.generator] = this.nextBuffer
-    fieldsOf[fields.callback] = this.onRead
+    // Made here, not per reader: only a socket that moves bulk data gets this far.
+    fieldsOf[fields.generator] = () => this.buffer
+    fieldsOf[fields.callback] = (length: number, buffer: Buffer) => this.onRead(length, buffer)
     handle.useUserBuffer.call(handle, buffer)
     this.lending = true
   }
 
-  private readonly nextBuffer = (): Buffer | undefined => this.buffer
-
   /** A read into the reused buffer (Node's `onread` callback): `false` pauses the socket. */
-  private readonly onRead = (length: number, buffer: Buffer): boolean => {
+  private onRead(length: number, buffer: Buffer): boolean {
     if (this.discard !== undefined) {
       this.discard(length)
       return true

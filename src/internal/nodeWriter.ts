@@ -22,7 +22,7 @@ import type { DirectionStats } from "../Duplex.js"
 import { Broken, Closed, DuplexError } from "../DuplexError.js"
 import type { OutboundPort } from "./bytePipe.js"
 import { codeOf } from "./errors.js"
-import { onSideEnd } from "./streamEnd.js"
+import { type SideEndTarget, type Stopper, stopWatching, watchSideEnd } from "./streamEnd.js"
 
 type Done = (error: DuplexError | undefined) => void
 
@@ -41,8 +41,22 @@ const NO_CHUNKS: ReadonlyArray<Uint8Array> = []
 
 const noop = () => {}
 
+/** Where a stream keeps its writer, for the listeners that every writer shares. */
+const WRITER = Symbol("fullduplex/NodeWriter")
+
+type Fed = NodeStream.Writable & { [WRITER]?: NodeWriter | undefined }
+
+// Shared by every stream written: Node calls a listener with the stream as `this`, and the writer is on
+// the stream, so a writer makes no closure for them.
+function onDrainShared(this: Fed): void {
+  this[WRITER]?.onDrain()
+}
+function onCloseOrErrorShared(this: Fed, err?: unknown): void {
+  this[WRITER]?.onCloseOrError(err)
+}
+
 /** @internal */
-export class NodeWriter implements OutboundPort {
+export class NodeWriter implements OutboundPort, SideEndTarget {
   /** Bytes handed to the stream. */
   bytes = 0
   peakBuffered = 0
@@ -56,7 +70,7 @@ export class NodeWriter implements OutboundPort {
   private endOutcome: DuplexError | undefined | null = null
   private endStarted = false
   private endWaiters: Array<Done> = []
-  private stopWatchingEnd: (() => void) | undefined
+  private stopWatchingEnd: (() => void) | Stopper | undefined
   private blockedSince: bigint | undefined = undefined
   private blockedNanos = 0n
   /** Whether bytes handed over are done with once `writableLength` is 0 (a socket), so a lent buffer is free. */
@@ -71,17 +85,25 @@ export class NodeWriter implements OutboundPort {
     private readonly closedCode: (() => string | undefined) | undefined
   ) {
     this.releasesOnWrite = output instanceof net.Socket
-    output.on("drain", this.onDrain)
-    output.on("close", this.onCloseOrError)
-    output.on("error", this.onCloseOrError)
+    ;(output as Fed)[WRITER] = this
+    output.on("drain", onDrainShared)
+    output.on("close", onCloseOrErrorShared)
+    output.on("error", onCloseOrErrorShared)
   }
 
   // ---------------------------------------------------------------------------------------------------
   // the duplex's operations
   // ---------------------------------------------------------------------------------------------------
 
-  readonly write = (chunk: Uint8Array): Effect.Effect<void, DuplexError> =>
-    Effect.suspend(() => {
+  // `write`, `writeAll`, `end` and the wait for room are made on first use, as the pipe's members are: a
+  // connection that never writes through them (a pump's) holds none.
+  get write(): (chunk: Uint8Array) => Effect.Effect<void, DuplexError> {
+    return (this.writeFn ??= (chunk) => this.writeNow(chunk))
+  }
+  private writeFn: ((chunk: Uint8Array) => Effect.Effect<void, DuplexError>) | undefined = undefined
+
+  private writeNow(chunk: Uint8Array): Effect.Effect<void, DuplexError> {
+    return Effect.suspend(() => {
       // Fast path, one synchronous step: nobody else is writing, the stream has room, the chunk is one
       // piece. Order is kept: with no write queued, this one is next in line anyway.
       if (this.jobs.length === 0 && chunk.length <= this.highWaterMark && this.room() && this.canWrite()) {
@@ -95,13 +117,19 @@ export class NodeWriter implements OutboundPort {
         return Effect.sync(cancel)
       })
     })
+  }
 
   /**
    * Several chunks as one write. While the stream has room they are corked and handed over together (one
    * `writev`), so a frame's header and payload leave in one system call.
    */
-  readonly writeAll = (chunks: Iterable<Uint8Array>): Effect.Effect<void, DuplexError> =>
-    Effect.suspend(() => {
+  get writeAll(): (chunks: Iterable<Uint8Array>) => Effect.Effect<void, DuplexError> {
+    return (this.writeAllFn ??= (chunks) => this.writeAllNow(chunks))
+  }
+  private writeAllFn: ((chunks: Iterable<Uint8Array>) => Effect.Effect<void, DuplexError>) | undefined = undefined
+
+  private writeAllNow(chunks: Iterable<Uint8Array>): Effect.Effect<void, DuplexError> {
+    return Effect.suspend(() => {
       const list = Array.isArray(chunks) ? (chunks as ReadonlyArray<Uint8Array>) : [...chunks]
       if (list.length === 1) return this.write(list[0]!)
       if (list.length === 0) return Exit.void
@@ -111,30 +139,37 @@ export class NodeWriter implements OutboundPort {
         return Effect.sync(cancel)
       })
     })
+  }
 
   /** Half-close once every write before it is handed over; completes when the stream has finished. */
-  readonly end: Effect.Effect<void, DuplexError> = Effect.callback<void, DuplexError>((resume) => {
-    const done: Done = (error) => resume(error === undefined ? Exit.void : Exit.fail(error))
-    this.endUnsafe(done)
-    return Effect.sync(() => {
-      const i = this.endWaiters.indexOf(done)
-      if (i >= 0) this.endWaiters.splice(i, 1)
-    })
-  })
+  get end(): Effect.Effect<void, DuplexError> {
+    return (this.endEffect ??= Effect.callback<void, DuplexError>((resume) => {
+      const done: Done = (error) => resume(error === undefined ? Exit.void : Exit.fail(error))
+      this.endUnsafe(done)
+      return Effect.sync(() => {
+        const i = this.endWaiters.indexOf(done)
+        if (i >= 0) this.endWaiters.splice(i, 1)
+      })
+    }))
+  }
+  private endEffect: Effect.Effect<void, DuplexError> | undefined = undefined
 
   /** Waits until the stream has room, behind every write queued before. */
-  private readonly waitRoom: Effect.Effect<void, DuplexError> = Effect.callback<void, DuplexError>((resume) => {
-    if (this.jobs.length === 0 && this.room()) return resume(Exit.void)
-    const job: Job = {
-      chunks: NO_CHUNKS,
-      index: 0,
-      offset: 0,
-      end: false,
-      done: (error) => resume(error === undefined ? Exit.void : Exit.fail(error))
-    }
-    this.queue(job)
-    return Effect.sync(() => this.cancel(job))
-  })
+  private get waitRoom(): Effect.Effect<void, DuplexError> {
+    return (this.waitRoomEffect ??= Effect.callback<void, DuplexError>((resume) => {
+      if (this.jobs.length === 0 && this.room()) return resume(Exit.void)
+      const job: Job = {
+        chunks: NO_CHUNKS,
+        index: 0,
+        offset: 0,
+        end: false,
+        done: (error) => resume(error === undefined ? Exit.void : Exit.fail(error))
+      }
+      this.queue(job)
+      return Effect.sync(() => this.cancel(job))
+    }))
+  }
+  private waitRoomEffect: Effect.Effect<void, DuplexError> | undefined = undefined
 
   // ---------------------------------------------------------------------------------------------------
   // OutboundPort
@@ -202,10 +237,24 @@ export class NodeWriter implements OutboundPort {
 
   /** Removes the listeners this writer put on the stream. */
   dispose(): void {
-    this.output.off("drain", this.onDrain)
-    this.output.off("close", this.onCloseOrError)
-    this.output.off("error", this.onCloseOrError)
-    this.stopWatchingEnd?.()
+    const output = this.output as Fed
+    output.off("drain", onDrainShared)
+    output.off("close", onCloseOrErrorShared)
+    output.off("error", onCloseOrErrorShared)
+    if (output[WRITER] === this) output[WRITER] = undefined
+    this.stopEnd()
+  }
+
+  private stopEnd(): void {
+    const stop = this.stopWatchingEnd
+    this.stopWatchingEnd = undefined
+    if (stop !== undefined) stopWatching(this.output, stop)
+  }
+
+  /** The stream's writable side finished (after our `end`), or failed. */
+  sideEnded(err: Error | undefined): void {
+    this.stopEnd()
+    this.settleEnd(err ? this.cutShort("end", err) : undefined)
   }
 
   // ---------------------------------------------------------------------------------------------------
@@ -298,7 +347,7 @@ export class NodeWriter implements OutboundPort {
     return this.output.destroyed || this.output.errored != null
   }
 
-  private readonly onDrain = (): void => {
+  onDrain(): void {
     if (this.jobs.length > 0) this.flush()
   }
 
@@ -348,10 +397,7 @@ export class NodeWriter implements OutboundPort {
     this.endStarted = true
     const error = this.failure("end")
     if (error !== undefined) return this.settleEnd(error)
-    this.stopWatchingEnd = onSideEnd(this.output, "writable", (err) => {
-      this.stopWatchingEnd?.()
-      this.settleEnd(err ? this.cutShort("end", err) : undefined)
-    })
+    this.stopWatchingEnd = watchSideEnd(this.output, "writable", this)
     this.output.end()
   }
 
@@ -363,7 +409,7 @@ export class NodeWriter implements OutboundPort {
     for (const done of waiters) done(outcome)
   }
 
-  private readonly onCloseOrError = (err?: unknown): void => {
+  onCloseOrError(err?: unknown): void {
     if (this.jobs.length === 0) return
     const cause = err instanceof Error ? err : (this.output.errored ?? "closed before drain")
     this.failAll(() => this.cutShort("write", cause))

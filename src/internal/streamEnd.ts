@@ -63,3 +63,97 @@ export const onSideEnd = (
   socket.on("close", onClose)
   return stop
 }
+
+/** What {@link watchSideEnd} calls, once: the side ended (no error) or failed. @internal */
+export interface SideEndTarget {
+  sideEnded(err: Error | undefined): void
+}
+
+const TARGET = { readable: Symbol("fullduplex/readableEnd"), writable: Symbol("fullduplex/writableEnd") } as const
+
+type Watched = net.Socket & { [TARGET.readable]?: SideEndTarget | undefined; [TARGET.writable]?: SideEndTarget | undefined }
+
+const settleSide = (socket: Watched, side: "readable" | "writable", err: Error | undefined): void => {
+  const target = socket[TARGET[side]]
+  if (target === undefined) return
+  stopSide(socket, side)
+  target.sideEnded(err)
+}
+
+const stopSide = (socket: Watched, side: "readable" | "writable"): void => {
+  if (socket[TARGET[side]] === undefined) return
+  socket[TARGET[side]] = undefined
+  const listeners = LISTENERS[side]
+  socket.off(side === "readable" ? "end" : "finish", listeners.end)
+  socket.off("error", listeners.error)
+  socket.off("close", listeners.close)
+}
+
+// Shared by every socket watched: Node calls a listener with the emitter as `this`, and the target is
+// found on it, so a watch makes no closure.
+const LISTENERS = {
+  readable: {
+    end(this: Watched) {
+      settleSide(this, "readable", undefined)
+    },
+    error(this: Watched, err: Error) {
+      settleSide(this, "readable", err)
+    },
+    close(this: Watched) {
+      settleSide(this, "readable", this.readableEnded ? undefined : (this.errored ?? prematureClose()))
+    }
+  },
+  writable: {
+    end(this: Watched) {
+      settleSide(this, "writable", undefined)
+    },
+    error(this: Watched, err: Error) {
+      settleSide(this, "writable", err)
+    },
+    close(this: Watched) {
+      settleSide(this, "writable", this.writableFinished ? undefined : (this.errored ?? prematureClose()))
+    }
+  }
+} as const
+
+/**
+ * {@link onSideEnd} for an owner object instead of a callback: on a socket in the common state it adds
+ * the same three listeners, shared by every socket, and keeps `target` on the socket itself (one target
+ * per side and socket). Any other stream or state goes to `finished`, through a closure. The function
+ * returned stops watching; for a socket it is shared too.
+ *
+ * @internal
+ */
+export const watchSideEnd = (
+  stream: NodeStream.Readable | NodeStream.Writable,
+  side: "readable" | "writable",
+  target: SideEndTarget
+): (() => void) | Stopper => {
+  const socket = stream as Watched
+  const fresh =
+    stream instanceof net.Socket &&
+    !socket.destroyed &&
+    socket.errored == null &&
+    socket[TARGET[side]] === undefined &&
+    (side === "readable" ? !socket.readableEnded : !socket.writableFinished)
+  if (!fresh) return onSideEnd(stream, side, (err) => target.sideEnded(err))
+  socket[TARGET[side]] = target
+  const listeners = LISTENERS[side]
+  socket.on(side === "readable" ? "end" : "finish", listeners.end)
+  socket.on("error", listeners.error)
+  socket.on("close", listeners.close)
+  return side === "readable" ? STOP_READABLE : STOP_WRITABLE
+}
+
+/** How {@link watchSideEnd} stops watching a socket: shared by every socket, given the socket. @internal */
+export interface Stopper {
+  readonly stopSide: "readable" | "writable"
+}
+const STOP_READABLE: Stopper = { stopSide: "readable" }
+const STOP_WRITABLE: Stopper = { stopSide: "writable" }
+
+/** Stops what {@link watchSideEnd} returned `stop` for. @internal */
+export const stopWatching = (stream: NodeStream.Readable | NodeStream.Writable, stop: (() => void) | Stopper): void => {
+  if (typeof stop === "function") stop()
+  else stopSide(stream as Watched, stop.stopSide)
+}

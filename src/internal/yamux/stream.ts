@@ -249,7 +249,7 @@ export const makeStreams = (
       id,
       label: streamLabel,
       opener,
-      inbound: new BytePipe(config.maxWindowBytes, `${streamLabel} (peer)`, streamLabel, clock),
+      inbound: new BytePipe(config.maxWindowBytes, undefined, streamLabel, clock),
       window: windowBytes,
       recvCredit: windowBytes,
       creditedOut: 0,
