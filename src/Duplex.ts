@@ -508,8 +508,7 @@ export interface FromNodeDuplexOptions {
 export const fromNodeDuplex = (
   stream: stream.Duplex,
   options: FromNodeDuplexOptions = {}
-): Effect.Effect<Duplex, DuplexError, Scope.Scope> =>
-  nodeDuplex.make(stream, options)
+): Effect.Effect<Duplex, DuplexError, Scope.Scope> => nodeDuplex.make(stream, options)
 
 /**
  * Writes `input` (then half-closes) while reading `readable` into `sink`, concurrently; returns what the

@@ -539,7 +539,7 @@ const stderrRoom = (
         done: Effect.asVoid(Fiber.await(drained)),
         spill: undefined,
         readers: () => 0,
-        closeLocal: parts.closeLocal
+        closeLocal: () => parts.closeLocal()
       }
     }
     // `pipe`: every chunk reaches the tail as it arrives, read or not.
@@ -557,7 +557,7 @@ const stderrRoom = (
         })
       )
     })
-    return { tail, stream, done: onceDone(stderr), spill, readers: () => readers, closeLocal: parts.closeLocal }
+    return { tail, stream, done: onceDone(stderr), spill, readers: () => readers, closeLocal: () => parts.closeLocal() }
   })
 
 const emptyReadable = (): NodeStream.Readable => NodeStream.Readable.from([])

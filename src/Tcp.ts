@@ -12,6 +12,7 @@
  * @since 0.1.0
  */
 import * as Cause from "effect/Cause"
+import * as Clock from "effect/Clock"
 import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -23,6 +24,7 @@ import * as Close from "./Close.js"
 import * as Duplex from "./Duplex.js"
 import { ConnectFailed, DuplexError, isDuplexError, ListenFailed, StallDetected, Timeout } from "./DuplexError.js"
 import * as ConnectionGuard from "./internal/connectionGuard.js"
+import * as NodeDuplex from "./internal/nodeDuplex.js"
 import { codeOf, stalledDirection } from "./internal/errors.js"
 import { Traffic } from "./internal/traffic.js"
 import {
@@ -885,69 +887,91 @@ export const serve = <E, R>(
     let active = 0
     const traffic = new Traffic()
 
-    const serveConnection = (socket: net.Socket, id: number, cut: Cut): Effect.Effect<void, never, R> => {
-      let info: ConnectionInfo = {
-        id,
-        remote: remoteOf(socket, requested),
-        label: `${label} #${id}`,
-        shuttingDown: awaitShutdown
+    const clock = yield* Clock.Clock
+    const highWaterMark = options.highWaterMark ?? NodeDuplex.DEFAULT_HIGH_WATER_MARK_BYTES
+
+    /**
+     * One accepted connection: its record, its guard's target, and the steps of its fiber. A class made
+     * per server, so that its methods are shared by every connection and each connection holds only its
+     * fields (see "What one connection holds" in docs/ARCHITECTURE.md).
+     */
+    class Served implements ConnectionGuard.GuardTarget {
+      /** Set once the end is counted and reported, whichever path gets there first. */
+      private reported = false
+      /** The guard's verdict, when the guard cut the connection, and the stats of a stall when it was found. */
+      private verdict: ConnectionGuard.Verdict | undefined = undefined
+      private stalled: Duplex.Stats | undefined = undefined
+      fiber: Fiber.Fiber<void> | undefined = undefined
+      watched: ConnectionGuard.Watched | undefined = undefined
+
+      constructor(
+        /** What the handler and the events are shown of the connection. */
+        readonly info: ConnectionInfo,
+        readonly duplex: NodeDuplex.NodeDuplex
+      ) {}
+
+      /** The handler, then the close strategy after a handler that succeeded, then the report. */
+      program(): Effect.Effect<void, never, R> {
+        let handling: Effect.Effect<unknown, E, R>
+        try {
+          handling = handler(this.duplex, this.info)
+        } catch (defect) {
+          handling = Effect.die(defect) // a handler that throws instead of returning an effect
+        }
+        return Effect.scoped(
+          Effect.flatMap(Effect.exit(handling), (handled) =>
+            Exit.isSuccess(handled)
+              ? Effect.flatMap(Effect.exit(closeStrategy(this.duplex)), (closed) => this.finish(closed))
+              : this.finish(handled)
+          )
+        )
       }
-      let reported = false
-      /** Counts and reports the end of the connection, once, whichever path gets there first. */
-      const reportClosed = (
+
+      /** A failure of either the handler or the close strategy is the ending's cause. */
+      private finish(closed: Exit.Exit<unknown, unknown>): Effect.Effect<void> {
+        // One synchronous step, so that an interruption cannot fall between the abort and the report.
+        return Effect.sync(() => {
+          if (Exit.isSuccess(closed)) {
+            this.report("completed", this.duplex.statsUnsafe(), { close: closed.value as Close.CloseOutcome })
+          } else {
+            this.duplex.close(false)
+            this.report("failed", this.duplex.statsUnsafe(), { cause: closed.cause as Cause.Cause<unknown> })
+          }
+        })
+      }
+
+      /** The fiber is done: the adapter's end, and the report of an interrupted connection. */
+      ended(): void {
+        if (this.watched !== undefined) guard.unwatch(this.watched)
+        // Interrupted by the guard (its verdict is here) or by the shutdown: the socket is reset.
+        this.duplex.dispose()
+        const stats = this.duplex.statsUnsafe()
+        if (this.verdict === undefined) this.report("shutdown", stats, {})
+        else this.report(ENDING_OF[this.verdict._tag], stats, verdictCause(this.info.label, this.verdict, this.stalled))
+      }
+
+      onVerdict(verdict: ConnectionGuard.Verdict): void {
+        this.watched = undefined
+        this.verdict = verdict
+        // The stall's snapshot, before the abort clears what was blocked.
+        if (verdict._tag === "stall") this.stalled = this.duplex.statsUnsafe()
+        this.fiber?.interruptUnsafe()
+      }
+
+      /** Counts and reports the end of the connection, once. */
+      private report(
         ending: Ending,
         stats: Duplex.Stats,
         extra: { cause?: Cause.Cause<unknown>; close?: Close.CloseOutcome }
-      ): void => {
-        if (reported) return
-        reported = true
+      ): void {
+        if (this.reported) return
+        this.reported = true
         active--
-        traffic.closed(cut.duplex, stats)
+        traffic.closed(this.duplex, stats)
         counters[COUNTER_OF[ending]]++
         if (!defaultEvents || extra.cause !== undefined)
-          emitUnsafe({ _tag: "ConnectionClosed", connection: info, ending, stats, ...extra })
+          emitUnsafe({ _tag: "ConnectionClosed", connection: this.info, ending, stats, ...extra })
       }
-      const body = Effect.gen(function* () {
-        const conn = yield* Duplex.fromNodeDuplex(socket, {
-          highWaterMark: options.highWaterMark,
-          label:
-            localName === undefined
-              ? socketLabel(socket, requested)
-              : `tcp ${localName}→${socket.remoteAddress}:${socket.remotePort}`
-        })
-        cut.duplex = conn
-        traffic.opened(conn)
-        info = { ...info, label: conn.label }
-        if (!defaultEvents) emitUnsafe({ _tag: "Accepted", connection: info })
-        const handled = yield* Effect.exit(handler(conn, info))
-        // The close strategy runs after a handler that succeeded; a failure of either is the ending's cause.
-        const closed: Exit.Exit<Close.CloseOutcome, unknown> = Exit.isSuccess(handled)
-          ? yield* Effect.exit(closeStrategy(conn))
-          : Exit.failCause(handled.cause)
-        const ending: Ending = Exit.isSuccess(closed) ? "completed" : "failed"
-        const extra = Exit.isSuccess(closed) ? { close: closed.value } : { cause: closed.cause as Cause.Cause<unknown> }
-        // One step, so that an interruption cannot fall between the abort and the report.
-        yield* Effect.uninterruptible(
-          Effect.flatMap(ending === "completed" ? conn.stats : Effect.andThen(conn.abort, conn.stats), (stats) =>
-            Effect.sync(() => reportClosed(ending, stats, extra))
-          )
-        )
-      })
-      return Effect.scoped(body).pipe(
-        // Only an invalid option can fail the adapter, and serve checks those first; kept for the types.
-        Effect.catchCause((cause) => Effect.sync(() => reportClosed("failed", zeroStats, { cause }))),
-        // Interrupted by the guard (its verdict is in `cut`, the socket was reset as the scope closed) or
-        // by the shutdown.
-        Effect.onInterrupt(() =>
-          Effect.flatMap(cut.duplex === undefined ? Effect.succeed(zeroStats) : cut.duplex.stats, (stats) =>
-            Effect.sync(() =>
-              cut.verdict === undefined
-                ? reportClosed("shutdown", stats, {})
-                : reportClosed(ENDING_OF[cut.verdict._tag], stats, verdictCause(info.label, cut.verdict, cut.stalled))
-            )
-          )
-        )
-      )
     }
 
     const server = net.createServer({ allowHalfOpen: true, noDelay: options.noDelay ?? true })
@@ -967,17 +991,18 @@ export const serve = <E, R>(
       }
       counters.accepted++
       active++
-      const cut: Cut = { verdict: undefined, duplex: undefined, stalled: undefined }
-      const fiber = run(serveConnection(socket, ++nextId, cut))
-      const unwatch = guard.watch(socket, (verdict) => {
-        cut.verdict = verdict
-        // The stall's snapshot, before the abort clears what was blocked.
-        if (verdict._tag === "stall" && cut.duplex !== undefined) cut.stalled = Effect.runSync(cut.duplex.stats)
-        fiber.interruptUnsafe()
-      })
+      const remote = remoteOf(socket, requested)
+      const connLabel = localName === undefined ? socketLabel(socket, requested) : `tcp ${localName}→${remote}`
+      const duplex = NodeDuplex.makeUnsafe(socket, connLabel, highWaterMark, clock)
+      const served = new Served({ id: ++nextId, remote, label: connLabel, shuttingDown: awaitShutdown }, duplex)
+      traffic.opened(duplex)
+      if (!defaultEvents) emitUnsafe({ _tag: "Accepted", connection: served.info })
+      const fiber = run(served.program())
+      served.fiber = fiber
       fibers.add(fiber)
+      if (fiber.pollUnsafe() === undefined) served.watched = guard.watch(socket, served)
       fiber.addObserver(() => {
-        unwatch()
+        served.ended()
         fibers.delete(fiber)
         if (fibers.size === 0) onEmpty?.()
       })
@@ -1067,14 +1092,6 @@ const zeroStats: Duplex.Stats = { outbound: zeroDirection, inbound: zeroDirectio
 
 const remoteOf = (socket: net.Socket, address: Address): string =>
   "path" in address ? address.path : `${socket.remoteAddress}:${socket.remotePort}`
-
-/** Where the guard leaves its verdict for the connection it interrupts. */
-interface Cut {
-  verdict: ConnectionGuard.Verdict | undefined
-  /** The connection's duplex, once made (for the stats of an interrupted connection), and its stats when a stall was found. */
-  duplex: Duplex.Duplex | undefined
-  stalled: Duplex.Stats | undefined
-}
 
 const DEFAULT_MIN_RATE_WINDOW: Duration.Duration = Duration.seconds(60)
 

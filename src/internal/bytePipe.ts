@@ -590,25 +590,36 @@ export class BytePipe {
    * does not read. Nothing else may read while one is attached.
    */
   attach(sink: PushSink): Attachment {
+    this.attachUnsafe(sink)
+    return {
+      resume: () => this.resumeSink(sink),
+      detach: () => this.detachSink(sink)
+    }
+  }
+
+  /** {@link attach} without the handle: {@link resumeSink} and {@link detachSink} take the sink instead. */
+  attachUnsafe(sink: PushSink): void {
     this.sink = sink
     this.sinkDone = false
     this.sinkPaused = false
     this.onAttach?.(sink)
     this.deliver()
-    return {
-      resume: () => {
-        if (this.sink !== sink || !this.sinkPaused) return
-        this.sinkPaused = false
-        this.deliver()
-        this.roomAfterDelivery()
-      },
-      detach: () => {
-        if (this.sink !== sink) return
-        this.sink = undefined
-        this.sinkPaused = false
-        this.roomAfterDelivery()
-      }
-    }
+  }
+
+  /** Deliveries to `sink` go on after a {@link PAUSE}. A no-op once it is detached. */
+  resumeSink(sink: PushSink): void {
+    if (this.sink !== sink || !this.sinkPaused) return
+    this.sinkPaused = false
+    this.deliver()
+    this.roomAfterDelivery()
+  }
+
+  /** Later chunks are buffered for readers again (a no-op unless `sink` is the one attached). */
+  detachSink(sink: PushSink): void {
+    if (this.sink !== sink) return
+    this.sink = undefined
+    this.sinkPaused = false
+    this.roomAfterDelivery()
   }
 
   /** Called when a consumer attaches (the Node adapter then reads into a reused buffer, if it can). */

@@ -55,9 +55,15 @@ export type Verdict =
       readonly written: number
     }
 
-interface Watched {
+/** Told the verdict on its connection, once. @internal */
+export interface GuardTarget {
+  onVerdict(verdict: Verdict): void
+}
+
+/** A watched socket (opaque to the caller, who hands it back to stop watching). @internal */
+export interface Watched {
   readonly socket: net.Socket
-  readonly onVerdict: (verdict: Verdict) => void
+  readonly target: GuardTarget
   /** Counters at the last change, and when that was. */
   read: number
   queued: number
@@ -88,8 +94,10 @@ const isOn = (millis: number): boolean => millis > 0 && Number.isFinite(millis)
 
 /** @internal */
 export interface ConnectionGuard {
-  /** Watches a socket from now on; the returned function stops watching it (idempotent). */
-  readonly watch: (socket: net.Socket, onVerdict: (verdict: Verdict) => void) => () => void
+  /** Watches a socket from now on; `undefined` when no limit is on. */
+  readonly watch: (socket: net.Socket, target: GuardTarget) => Watched | undefined
+  /** Stops watching (idempotent). */
+  readonly unwatch: (entry: Watched) => void
   /** Stops the sweep and forgets every socket. */
   readonly close: () => void
 }
@@ -168,7 +176,7 @@ export const make = (limits: GuardLimits): ConnectionGuard => {
       const verdict = judge(entry, now)
       if (verdict === undefined) continue
       forget(entry)
-      entry.onVerdict(verdict)
+      entry.target.onVerdict(verdict)
     }
   }
 
@@ -181,12 +189,12 @@ export const make = (limits: GuardLimits): ConnectionGuard => {
   }
 
   return {
-    watch: (socket, onVerdict) => {
-      if (!idleOn && !sendOn && !rateOn && !stallOn) return () => {}
+    watch: (socket, target) => {
+      if (!idleOn && !sendOn && !rateOn && !stallOn) return undefined
       const now = Date.now()
       const entry: Watched = {
         socket,
-        onVerdict,
+        target,
         read: socket.bytesRead,
         queued: socket.bytesWritten,
         activeAt: now,
@@ -202,8 +210,9 @@ export const make = (limits: GuardLimits): ConnectionGuard => {
         timer = setInterval(sweep, period)
         timer.unref()
       }
-      return () => forget(entry)
+      return entry
     },
+    unwatch: forget,
     close: () => {
       watched.clear()
       if (timer !== undefined) clearInterval(timer)

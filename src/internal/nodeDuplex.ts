@@ -23,7 +23,8 @@ import { BytePipe, Ports, type PortsOf } from "./bytePipe.js"
 import { NodeReader } from "./nodeReader.js"
 import { NodeWriter } from "./nodeWriter.js"
 
-const DEFAULT_HIGH_WATER_MARK_BYTES = 64 * 1024
+/** @internal */
+export const DEFAULT_HIGH_WATER_MARK_BYTES = 64 * 1024
 
 /** `Duplex.TypeId`, repeated here: `Duplex` imports this module, so it cannot be imported back at runtime. */
 const TypeId: TypeIdType = "~fullduplex/Duplex"
@@ -97,8 +98,8 @@ export class NodeDuplex implements Duplex, PortsOf {
     highWaterMark: number,
     clock: Clock.Clock,
     options: AdapterOptions,
-    /** Closes the streams at `abort` (false) or at the end (true after a clean `end`). */
-    private readonly destroy: (graceful: boolean) => void
+    /** Closes the streams at `abort` (false) or at the end (true after a clean `end`); given the input. */
+    private readonly destroy: (graceful: boolean, input: NodeStream.Readable) => void
   ) {
     // An 'error' event with no listener crashes the process; errors reach us through the side watches and
     // the write callbacks instead. This listener stays for the stream's life: late errors are harmless.
@@ -179,7 +180,7 @@ export class NodeDuplex implements Duplex, PortsOf {
     this.closeLocal()
     if (this.destroyed) return
     this.destroyed = true
-    this.destroy(graceful)
+    this.destroy(graceful, this.input)
   }
 
   /** The end of the duplex's life (its scope's close): closes the streams and removes our listeners. */
@@ -218,23 +219,27 @@ const checkHighWaterMark = (label: string, highWaterMark: number): DuplexError |
  *
  * @internal
  */
-export const makeUnsafe = (stream: NodeStream.Duplex, options: AdapterOptions & { readonly label: string }, clock: Clock.Clock): NodeDuplex =>
-  new NodeDuplex(
-    options.label,
-    stream,
-    stream,
-    options.highWaterMark ?? DEFAULT_HIGH_WATER_MARK_BYTES,
-    clock,
-    options,
-    (graceful) => (graceful ? stream.destroy() : resetOrDestroy(stream))
-  )
+export const makeUnsafe = (
+  stream: NodeStream.Duplex,
+  label: string,
+  highWaterMark: number,
+  clock: Clock.Clock
+): NodeDuplex => new NodeDuplex(label, stream, stream, highWaterMark, clock, NO_OPTIONS, destroyStream)
+
+const NO_OPTIONS: AdapterOptions = {}
+
+/** How a socket's duplex closes it: FIN after a clean end, RST otherwise. Shared, given the stream. */
+const destroyStream = (graceful: boolean, stream: NodeStream.Readable): void => {
+  if (graceful) stream.destroy()
+  else resetOrDestroy(stream as NodeStream.Duplex)
+}
 
 /** @internal */
-export const make = (stream: NodeStream.Duplex, options: AdapterOptions): Effect.Effect<NodeDuplex, DuplexError, Scope.Scope> =>
-  makeParts(stream, stream, { ...options, label: options.label ?? defaultLabel(stream) }, (graceful) => {
-    if (graceful) stream.destroy()
-    else resetOrDestroy(stream)
-  })
+export const make = (
+  stream: NodeStream.Duplex,
+  options: AdapterOptions
+): Effect.Effect<NodeDuplex, DuplexError, Scope.Scope> =>
+  makeParts(stream, stream, { ...options, label: options.label ?? defaultLabel(stream) }, destroyStream)
 
 /**
  * The parts of a `Duplex` over a readable (inbound) and a writable (outbound) Node stream, which may be
@@ -247,7 +252,7 @@ export const makeParts = (
   input: NodeStream.Readable,
   output: NodeStream.Writable,
   options: AdapterOptions & { readonly label: string },
-  destroy: (graceful: boolean) => void
+  destroy: (graceful: boolean, input: NodeStream.Readable) => void
 ): Effect.Effect<NodeDuplex, DuplexError, Scope.Scope> =>
   Effect.suspend(() => {
     const highWaterMark = options.highWaterMark ?? DEFAULT_HIGH_WATER_MARK_BYTES
@@ -255,6 +260,9 @@ export const makeParts = (
     if (bad !== undefined) return Effect.fail(bad)
     return Clock.clockWith((clock) => {
       const duplex = new NodeDuplex(options.label, input, output, highWaterMark, clock, options, destroy)
-      return Effect.as(Effect.addFinalizer(() => Effect.sync(() => duplex.dispose())), duplex)
+      return Effect.as(
+        Effect.addFinalizer(() => Effect.sync(() => duplex.dispose())),
+        duplex
+      )
     })
   })

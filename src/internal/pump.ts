@@ -18,7 +18,7 @@
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import type { DuplexError } from "../DuplexError.js"
-import { type Attachment, type BytePipe, KEPT, type OutboundPort, PAUSE, TAKEN } from "./bytePipe.js"
+import { type BytePipe, KEPT, type OutboundPort, PAUSE, type PushSink, TAKEN } from "./bytePipe.js"
 
 /** @internal */
 export interface PumpOptions {
@@ -37,61 +37,83 @@ export interface PumpOptions {
  */
 export const pump = (from: BytePipe, to: OutboundPort, options: PumpOptions): Effect.Effect<number, DuplexError> =>
   Effect.callback<number, DuplexError>((resume) => {
-    const stop = start(from, to, options, resume)
-    return Effect.sync(stop)
+    const running = new Pump(from, to, options.endOnEof, resume)
+    running.start()
+    return running.interrupted
   })
 
-const start = (
-  from: BytePipe,
-  to: OutboundPort,
-  options: PumpOptions,
-  resume: (exit: Exit.Exit<number, DuplexError>) => void
-): (() => void) => {
-  let bytes = 0
-  let done = false
+/**
+ * A running pump: the source's consumer itself (its methods are the {@link PushSink}'s), so that an idle
+ * pump is this one object and no closure; the callbacks a destination needs are made when it first makes
+ * the pump wait.
+ */
+class Pump implements PushSink {
+  readonly takesLent = true
+  private bytes = 0
+  private done = false
   /** The destination's wait for room, while there is one. */
-  let waiting: (() => void) | undefined
-  // Set once `attach` returns; it may deliver (and the pump finish) before that.
-  let attachment: Attachment | undefined
+  private waiting: (() => void) | undefined = undefined
+  private onRoomFn: ((error: DuplexError | undefined) => void) | undefined = undefined
+
+  constructor(
+    private readonly from: BytePipe,
+    private readonly to: OutboundPort,
+    private readonly endOnEof: boolean,
+    private readonly resume: (exit: Exit.Exit<number, DuplexError>) => void
+  ) {}
+
+  start(): void {
+    this.from.attachUnsafe(this)
+    // `attachUnsafe` delivers what is buffered already, and that may have finished the pump.
+    if (this.done) this.from.detachSink(this)
+  }
+
+  /** Interruption: the pump detaches; what was handed over stays handed over. */
+  get interrupted(): Effect.Effect<void> {
+    return Effect.sync(() => {
+      if (this.done) return
+      this.done = true
+      this.release()
+    })
+  }
+
+  chunk(bytes: Uint8Array, lent: boolean): number {
+    if (this.done) return TAKEN
+    this.bytes += bytes.length
+    const wait = this.to.writeUnsafe(bytes, (this.onRoomFn ??= (error) => this.onRoom(error)))
+    if (wait === undefined) return lent && this.to.holdsBytes() ? KEPT : TAKEN
+    this.waiting = wait
+    return lent ? PAUSE | KEPT : PAUSE
+  }
+
+  end(): void {
+    if (this.done) return
+    if (!this.endOnEof) return this.finish(Exit.succeed(this.bytes))
+    this.to.endUnsafe((error) => this.finish(error === undefined ? Exit.succeed(this.bytes) : Exit.fail(error)))
+  }
+
+  fail(error: DuplexError): void {
+    this.finish(Exit.fail(error))
+  }
+
+  private onRoom(error: DuplexError | undefined): void {
+    this.waiting = undefined
+    if (error !== undefined) return this.finish(Exit.fail(error))
+    this.from.resumeSink(this)
+  }
+
   /** Cancels the destination's wait, if any, and detaches from the source. */
-  const release = (): void => {
-    const wait = waiting
-    waiting = undefined
+  private release(): void {
+    const wait = this.waiting
+    this.waiting = undefined
     wait?.()
-    attachment?.detach()
+    this.from.detachSink(this)
   }
-  const finish = (exit: Exit.Exit<number, DuplexError>): void => {
-    if (done) return
-    done = true
-    release()
-    resume(exit)
-  }
-  const onRoom = (error: DuplexError | undefined): void => {
-    waiting = undefined
-    if (error !== undefined) return finish(Exit.fail(error))
-    attachment?.resume()
-  }
-  attachment = from.attach({
-    takesLent: true,
-    chunk: (chunk, lent) => {
-      if (done) return TAKEN
-      bytes += chunk.length
-      const wait = to.writeUnsafe(chunk, onRoom)
-      if (wait === undefined) return lent && to.holdsBytes() ? KEPT : TAKEN
-      waiting = wait
-      return lent ? PAUSE | KEPT : PAUSE
-    },
-    end: () => {
-      if (done) return
-      if (!options.endOnEof) return finish(Exit.succeed(bytes))
-      to.endUnsafe((error) => finish(error === undefined ? Exit.succeed(bytes) : Exit.fail(error)))
-    },
-    fail: (error) => finish(Exit.fail(error))
-  })
-  if (done) attachment.detach()
-  return () => {
-    if (done) return
-    done = true
-    release()
+
+  private finish(exit: Exit.Exit<number, DuplexError>): void {
+    if (this.done) return
+    this.done = true
+    this.release()
+    this.resume(exit)
   }
 }

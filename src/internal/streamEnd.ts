@@ -71,7 +71,10 @@ export interface SideEndTarget {
 
 const TARGET = { readable: Symbol("fullduplex/readableEnd"), writable: Symbol("fullduplex/writableEnd") } as const
 
-type Watched = net.Socket & { [TARGET.readable]?: SideEndTarget | undefined; [TARGET.writable]?: SideEndTarget | undefined }
+type Watched = net.Socket & {
+  [TARGET.readable]?: SideEndTarget | undefined
+  [TARGET.writable]?: SideEndTarget | undefined
+}
 
 const settleSide = (socket: Watched, side: "readable" | "writable", err: Error | undefined): void => {
   const target = socket[TARGET[side]]
