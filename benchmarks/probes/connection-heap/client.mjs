@@ -1,6 +1,6 @@
-// The clients of the connection-heap probe: N connections to argv[2], each sends 16 bytes, waits for a reply, stays open.
+// The clients of the connection-heap probe: N connections to argv[2], each sends argv[4] bytes (16; 0 for a server that speaks first), waits for a reply, stays open.
 import * as net from "node:net"
-const [port, N] = process.argv.slice(2).map(Number)
+const [port, N, send = 16] = process.argv.slice(2).map(Number)
 const socks = []
 for (let i = 0; i < N; i += 200) {
   await Promise.all(
@@ -11,7 +11,7 @@ for (let i = 0; i < N; i += 200) {
           const s = net.connect({ host: "127.0.0.1", port })
           s.once("data", res)
           s.once("error", res)
-          s.write(Buffer.alloc(16, 1))
+          if (send > 0) s.write(Buffer.alloc(send, 1))
           socks.push(s)
         })
     )

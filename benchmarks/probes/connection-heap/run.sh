@@ -2,7 +2,7 @@
 # What one idle connection holds on the JavaScript heap: a server (raw `net` `socket.pipe`, `Tcp.serve`
 # with an echo-once handler, or `Echo.serve`) takes 10, then 1,010 connections that each echoed 16 bytes
 # and stay open; a heap snapshot of each, after a full collection, and the difference per connection by
-# object kind (self sizes). From the project root, after `npm run build`:
+# object kind (self sizes); `shutdown` is `Shutdown.serve`, whose clients send nothing and wait for its preface. From the project root, after `npm run build`:
 #   bash benchmarks/probes/connection-heap/run.sh raw ; bash benchmarks/probes/connection-heap/run.sh tcp
 #   bash benchmarks/probes/connection-heap/run.sh echo
 set -euo pipefail

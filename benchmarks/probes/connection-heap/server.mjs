@@ -1,11 +1,11 @@
-// The server of the connection-heap probe (see run.sh): argv N, kind (raw | tcp | echo), snapshot path.
+// The server of the connection-heap probe (see run.sh): argv N, kind (raw | tcp | echo | shutdown), snapshot path.
 import * as net from "node:net"
 import * as v8 from "node:v8"
 import { fork } from "node:child_process"
 const N = Number(process.argv[2] ?? 1000)
 const kind = process.argv[3] ?? "echo"
 const { Effect } = await import("effect")
-const { Echo, Tcp } = await import("fullduplex")
+const { Echo, Shutdown, Tcp } = await import("fullduplex")
 const out = process.argv[4]
 let port
 const ready = new Promise((r) => (port = r))
@@ -21,6 +21,8 @@ if (kind === "raw") {
       const server =
         kind === "echo"
           ? yield* Echo.serve({ host: "127.0.0.1", port: 0, maxConnections: N + 16 })
+          : kind === "shutdown"
+            ? yield* Shutdown.serve({ host: "127.0.0.1", port: 0, maxConnections: N + 16, handle: Effect.succeed })
           : yield* Tcp.serve({ host: "127.0.0.1", port: 0, maxConnections: N + 16 }, (conn) =>
               Effect.gen(function* () {
                 const c = yield* conn.read
@@ -33,7 +35,8 @@ if (kind === "raw") {
     }).pipe(Effect.scoped)
   )
 const p = await ready
-const child = fork(new URL("./client.mjs", import.meta.url), [String(p), String(N)])
+// A Shutdown server speaks first (its preface): its clients send nothing and wait for that.
+const child = fork(new URL("./client.mjs", import.meta.url), [String(p), String(N), kind === "shutdown" ? "0" : "16"])
 await new Promise((r) => child.once("message", r))
 await new Promise((r) => setTimeout(r, 1000))
 globalThis.gc?.()
