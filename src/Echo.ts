@@ -24,6 +24,7 @@ import * as os from "node:os"
 import type { Duplex } from "./Duplex.js"
 import type { DuplexError } from "./DuplexError.js"
 import { inboundPipeOf, outboundPortOf } from "./internal/bytePipe.js"
+import { unscoped } from "./internal/tcpOptions.js"
 import { checkFinitePositiveDuration, invalidOptions } from "./internal/errors.js"
 import { pump } from "./internal/pump.js"
 import { SpillQueue } from "./internal/spillQueue.js"
@@ -487,7 +488,7 @@ export const serve = (options: EchoOptions = {}): Effect.Effect<EchoServer, Dupl
     const watched = policy._tag === "Stream"
     const server = yield* Tcp.serve(
       watched ? { ...options, stallTimeout: policy.stallTimeout ?? Watchdog.DEFAULT_STALL_TIMEOUT } : options,
-      handlerWith(policy, counters, watched)
+      unscoped(handlerWith(policy, counters, watched))
     )
     return { ...server, echo: Effect.sync(() => counters.snapshot()) }
   })

@@ -18,7 +18,7 @@ import type * as Scope from "effect/Scope"
 import * as Close from "./Close.js"
 import * as Duplex from "./Duplex.js"
 import type { DuplexError } from "./DuplexError.js"
-import { checkConnectOptions, connectLabel, EVENTS_GONE_MILLIS } from "./internal/tcpOptions.js"
+import { checkConnectOptions, connectLabel, EVENTS_GONE_MILLIS, unscoped } from "./internal/tcpOptions.js"
 import * as Tcp from "./Tcp.js"
 
 /**
@@ -209,11 +209,14 @@ export const serve = (options: ServeOptions): Effect.Effect<Tcp.Server, DuplexEr
     yield* Effect.addFinalizer(() => Effect.timeoutOption(FiberSet.awaitEmpty(deliveries), EVENTS_GONE_MILLIS))
     return yield* Tcp.serve(
       { ...options.listen, onEvent },
-      relay({
-        target: options.target,
-        upstreamClose: options.upstreamClose,
-        onUpstreamFailure: (error, connection) =>
-          Effect.asVoid(FiberSet.run(deliveries, onEvent({ _tag: "UpstreamConnectFailed", connection, error })))
-      })
+      // The relay's upstream lives in a scope of its own: the connection needs none from the server.
+      unscoped(
+        relay({
+          target: options.target,
+          upstreamClose: options.upstreamClose,
+          onUpstreamFailure: (error, connection) =>
+            Effect.asVoid(FiberSet.run(deliveries, onEvent({ _tag: "UpstreamConnectFailed", connection, error })))
+        })
+      )
     )
   })

@@ -34,7 +34,8 @@ import {
   countOption,
   describeAddress,
   EVENTS_GONE_MILLIS,
-  millisOption
+  millisOption,
+  isUnscoped
 } from "./internal/tcpOptions.js"
 
 /**
@@ -888,6 +889,8 @@ export const serve = <E, R>(
     const traffic = new Traffic()
 
     const clock = yield* Clock.Clock
+    /** A scope per connection, unless the handler is one of ours that needs none. */
+    const scoped = !isUnscoped(handler)
     const highWaterMark = options.highWaterMark ?? NodeDuplex.DEFAULT_HIGH_WATER_MARK_BYTES
 
     /**
@@ -918,13 +921,12 @@ export const serve = <E, R>(
         } catch (defect) {
           handling = Effect.die(defect) // a handler that throws instead of returning an effect
         }
-        return Effect.scoped(
-          Effect.flatMap(Effect.exit(handling), (handled) =>
-            Exit.isSuccess(handled)
-              ? Effect.flatMap(Effect.exit(closeStrategy(this.duplex)), (closed) => this.finish(closed))
-              : this.finish(handled)
-          )
+        const run = Effect.flatMap(Effect.exit(handling), (handled) =>
+          Exit.isSuccess(handled)
+            ? Effect.flatMap(Effect.exit(closeStrategy(this.duplex)), (closed) => this.finish(closed))
+            : this.finish(handled)
         )
+        return scoped ? Effect.scoped(run) : run
       }
 
       /** A failure of either the handler or the close strategy is the ending's cause. */

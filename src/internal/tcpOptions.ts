@@ -57,3 +57,20 @@ export const checkConnectOptions = (
 
 /** After a server's shutdown, how long `onEvent` calls still running may take before they are interrupted. */
 export const EVENTS_GONE_MILLIS = 1000
+
+/**
+ * Handlers known to need no scope of their own: their type requires no `Scope` (the library's own, from
+ * `Echo.serve` and `Proxy.serve`). `Tcp.serve` runs every other handler in a scope per connection, which a
+ * handler may use through `Effect.addFinalizer`; for these it spares the connection that scope (a copy of
+ * the fiber's context, about 0.4 KB an idle connection holds).
+ */
+const unscopedHandlers = new WeakSet<object>()
+
+/** Marks `handler` as needing no scope (see {@link unscopedHandlers}); returns it. */
+export const unscoped = <H extends object>(handler: H): H => {
+  unscopedHandlers.add(handler)
+  return handler
+}
+
+/** Whether `handler` was marked by {@link unscoped}. */
+export const isUnscoped = (handler: object): boolean => unscopedHandlers.has(handler)

@@ -47,6 +47,7 @@ console.log(
     kind,
     rssMiB: mem.rss / 1048576,
     heapUsedMiB: mem.heapUsed / 1048576,
+    heapTotalMiB: mem.heapTotal / 1048576,
     externalMiB: mem.external / 1048576,
     arrayBuffersMiB: mem.arrayBuffers / 1048576
   })
