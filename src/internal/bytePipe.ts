@@ -40,6 +40,12 @@ import { Broken, Closed, DuplexError } from "../DuplexError.js"
 const noop = () => {}
 
 /**
+ * The empty list every pipe starts with, shared and never written to: a list is made when its first
+ * element comes (an idle connection's pipe holds none of its four). Every `push` checks for it.
+ */
+const NONE: Array<never> = []
+
+/**
  * Chunks smaller than this, written or offered while others are buffered, are copied into a block (see
  * the module's doc); larger ones are buffered by reference, where an object per chunk (about 100 bytes)
  * is a few percent of its bytes at most.
@@ -175,18 +181,18 @@ export class BytePipe {
    * Buffered chunks are `chunks[head..]`; the consumed prefix is dropped as reads go. An entry that is a
    * run's block stands for the run's unread chunks (see {@link Run}).
    */
-  private chunks: Array<Uint8Array> = []
+  private chunks: Array<Uint8Array> = NONE
   private head = 0
   /** The chunks buffered, each chunk of a run counted. */
   private queued = 0
   /** The runs among the buffered chunks, oldest first. */
-  private runs: Array<Run> = []
+  private runs: Array<Run> = NONE
   /** The oldest run's block, `undefined` when there is none: the one test a read of a large chunk pays. */
   private oldestBlock: Uint8Array | undefined = undefined
   /** The run small chunks are copied into now, if any: the last buffered entry. */
   private openRun: Run | undefined = undefined
-  private writers: Array<PendingWrite> = []
-  private readers: Array<(exit: Exit.Exit<void>) => void> = []
+  private writers: Array<PendingWrite> = NONE
+  private readers: Array<(exit: Exit.Exit<void>) => void> = NONE
   private full = false
   private brokenCause: BrokenCause | undefined = undefined
   /** The error the reader gets after the buffered bytes, in place of `Broken` (see {@link abortWriter}). */
@@ -347,6 +353,7 @@ export class BytePipe {
       }
     }
     const pending: PendingWrite = { rest, resume }
+    if (this.writers === NONE) this.writers = []
     this.writers.push(pending)
     this.startBlocked()
     this.wakeReaders()
@@ -562,6 +569,7 @@ export class BytePipe {
       resume(Exit.void)
       return undefined
     }
+    if (this.readers === NONE) this.readers = []
     this.readers.push(resume)
     return Effect.sync(() => {
       const i = this.readers.indexOf(resume)
@@ -733,6 +741,7 @@ export class BytePipe {
     if (chunk.length < COALESCE_BELOW_BYTES && this.chunks.length > this.head) this.coalesce(chunk)
     else {
       if (this.openRun !== undefined) this.sealRun()
+      if (this.chunks === NONE) this.chunks = []
       this.chunks.push(chunk)
     }
     this.queued++
@@ -765,7 +774,11 @@ export class BytePipe {
         // The small chunk buffered by reference just before goes into the block too, in its place.
         appendTo(run, previous)
         this.chunks[last] = run.block
-      } else this.chunks.push(run.block)
+      } else {
+        if (this.chunks === NONE) this.chunks = []
+        this.chunks.push(run.block)
+      }
+      if (this.runs === NONE) this.runs = []
       this.runs.push(run)
       if (this.runs.length === 1) this.oldestBlock = run.block
       this.openRun = run
@@ -827,7 +840,7 @@ export class BytePipe {
 
   private dropHead(): void {
     if (++this.head === this.chunks.length) {
-      this.chunks = []
+      this.chunks = NONE
       this.head = 0
     } else if (this.head >= 64 && this.head * 2 >= this.chunks.length) {
       // A buffer that waiting writers keep refilling never drains: drop the consumed prefix, amortised O(1).
@@ -882,16 +895,16 @@ export class BytePipe {
   private failWriters(error: () => DuplexError): void {
     if (this.writers.length === 0) return
     const writers = this.writers
-    this.writers = []
+    this.writers = NONE
     for (const w of writers) w.resume(Exit.fail(error()))
     this.stopBlocked()
   }
 
   private clear(): void {
-    this.chunks = []
+    this.chunks = NONE
     this.head = 0
     this.queued = 0
-    this.runs = []
+    this.runs = NONE
     this.oldestBlock = undefined
     this.openRun = undefined
     this.buffered = 0
@@ -903,7 +916,7 @@ export class BytePipe {
     if (this.sink !== undefined) return this.deliver()
     if (this.readers.length === 0) return
     const readers = this.readers
-    this.readers = []
+    this.readers = NONE
     for (const resume of readers) resume(Exit.void)
   }
 

@@ -41,6 +41,9 @@ const NO_CHUNKS: ReadonlyArray<Uint8Array> = []
 
 const noop = () => {}
 
+/** The empty list a writer starts with, shared and never written to (see {@link NodeWriter.pushJob}). */
+const NONE: Array<never> = []
+
 /** Where a stream keeps its writer, for the listeners that every writer shares. */
 const WRITER = Symbol("fullduplex/NodeWriter")
 
@@ -60,7 +63,7 @@ export class NodeWriter implements OutboundPort, SideEndTarget {
   /** Bytes handed to the stream. */
   bytes = 0
   peakBuffered = 0
-  private readonly jobs: Array<Job> = []
+  private jobs: Array<Job> = NONE
   private flushing = false
   /** Our abort or scope close: every operation fails `Closed`. */
   private closed = false
@@ -69,7 +72,7 @@ export class NodeWriter implements OutboundPort, SideEndTarget {
   /** The end's outcome once the stream finished (or failed to); `null` while it runs. */
   private endOutcome: DuplexError | undefined | null = null
   private endStarted = false
-  private endWaiters: Array<Done> = []
+  private endWaiters: Array<Done> = NONE
   private stopWatchingEnd: (() => void) | Stopper | undefined
   private blockedSince: bigint | undefined = undefined
   private blockedNanos = 0n
@@ -197,13 +200,13 @@ export class NodeWriter implements OutboundPort, SideEndTarget {
     if (this.closed) return done(this.closedError("end", "abort"))
     if (this.endOutcome !== null) return done(this.endOutcome)
     if (this.endRequested) {
-      this.endWaiters.push(done)
+      this.waitEnd(done)
       return
     }
     this.endRequested = true
-    this.endWaiters.push(done)
+    this.waitEnd(done)
     if (this.jobs.length === 0) this.startEnd()
-    else this.jobs.push({ chunks: NO_CHUNKS, index: 0, offset: 0, end: true, done: noop })
+    else this.pushJob({ chunks: NO_CHUNKS, index: 0, offset: 0, end: true, done: noop })
   }
 
   // ---------------------------------------------------------------------------------------------------
@@ -305,8 +308,19 @@ export class NodeWriter implements OutboundPort, SideEndTarget {
     return () => this.cancel(job)
   }
 
-  private queue(job: Job): void {
+  /** Lists are made when their first element comes: an idle writer holds none. */
+  private pushJob(job: Job): void {
+    if (this.jobs === NONE) this.jobs = []
     this.jobs.push(job)
+  }
+
+  private waitEnd(done: Done): void {
+    if (this.endWaiters === NONE) this.endWaiters = []
+    this.endWaiters.push(done)
+  }
+
+  private queue(job: Job): void {
+    this.pushJob(job)
     if (this.blockedSince === undefined) this.blockedSince = this.clock.monotonicTimeNanosUnsafe()
   }
 
@@ -387,7 +401,8 @@ export class NodeWriter implements OutboundPort, SideEndTarget {
 
   private failAll(error: () => DuplexError): void {
     if (this.jobs.length === 0) return
-    const jobs = this.jobs.splice(0)
+    const jobs = this.jobs
+    this.jobs = NONE
     this.stopBlocked()
     for (const job of jobs) job.done(error())
   }
@@ -405,7 +420,8 @@ export class NodeWriter implements OutboundPort, SideEndTarget {
     if (this.endOutcome !== null) return
     if (!this.endRequested && outcome === undefined) return
     this.endOutcome = outcome
-    const waiters = this.endWaiters.splice(0)
+    const waiters = this.endWaiters
+    this.endWaiters = NONE
     for (const done of waiters) done(outcome)
   }
 
