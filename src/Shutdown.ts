@@ -522,9 +522,11 @@ class Peaks {
  * **Details**
  *
  * The server first sends its preface ({@link PREFACE}); a client in the client role sends nothing before
- * it. Then two fibers: a reader reads requests ahead of the handler, and a worker runs `handle` on each,
- * in order, and sends the response. At the client's EOF the worker answers what is left,
- * then half-closes (after every response is flushed) and `done` succeeds. `goingAway` sends the notice, in
+ * it. Then requests are read ahead of the handler, and `handle` runs on each, in order, one at a time, and
+ * its response is sent. At the client's EOF the server answers what is left, then half-closes (after every
+ * response is flushed) and `done` succeeds. Over a duplex with ports (TCP, `Duplex.pair`, a subprocess)
+ * the connection is driven by callbacks, with no fiber of its own except one per request being handled;
+ * otherwise a reader and a worker fiber. `goingAway` sends the notice, in
  * order with the responses, and leaves the connection fully working: everything the client sends until its
  * EOF is read and answered. Two limits run from the notice:
  *
@@ -559,7 +561,8 @@ class Peaks {
  *
  * **Interruption**
  *
- * Closing the scope interrupts both fibers and the timers; the duplex is then closed by its own scope.
+ * Closing the scope stops the connection: the handler's fiber and the timers are interrupted, nothing more
+ * is read or written; the duplex is then closed by its own scope.
  *
  * **Closing**
  *
