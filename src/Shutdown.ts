@@ -43,6 +43,7 @@
  */
 import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
+import type * as Context from "effect/Context"
 import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -63,7 +64,9 @@ import {
   Timeout
 } from "./DuplexError.js"
 import * as Framing from "./Framing.js"
+import { inboundPipeOf, outboundPortOf } from "./internal/bytePipe.js"
 import { checkFinitePositiveDuration, invalidOptions, stalledDirection } from "./internal/errors.js"
+import * as ServerRole from "./internal/shutdownServer.js"
 import * as Tcp from "./Tcp.js"
 import * as Watchdog from "./Watchdog.js"
 
@@ -474,6 +477,26 @@ const checkServerOptions = (
   return { graceMillis, drainMillis, maxPendingBytes, maxPendingRequests, stallMillis }
 }
 
+/**
+ * The limits of the server role with the frame limit, checked in the order the fiber-based role checks
+ * them (its own, then `Framing.make`'s).
+ */
+const checkRoleLimits = (
+  label: string,
+  options: Pick<
+    ServerOptions<unknown, unknown>,
+    "grace" | "drainTimeout" | "maxPendingBytes" | "maxPendingRequests" | "stallTimeout" | "maxFrameBytes"
+  >
+): ServerRole.Limits | DuplexError => {
+  const limits = checkServerOptions(label, options)
+  if (limits instanceof DuplexError) return limits
+  const maxFrameBytes = options.maxFrameBytes ?? Framing.DEFAULT_MAX_FRAME_BYTES
+  if (!Number.isInteger(maxFrameBytes) || maxFrameBytes < 0 || maxFrameBytes > Framing.MAX_FRAME_BYTES_LIMIT) {
+    return invalidOptions(label, "maxFrameBytes", maxFrameBytes, "a whole number of bytes from 0 to 4 GiB - 1")
+  }
+  return { ...limits, maxFrameBytes }
+}
+
 /** The most requests and bytes read ahead, over the connections of one server (mutable). */
 class Peaks {
   requests = 0
@@ -499,9 +522,11 @@ class Peaks {
  * **Details**
  *
  * The server first sends its preface ({@link PREFACE}); a client in the client role sends nothing before
- * it. Then two fibers: a reader reads requests ahead of the handler, and a worker runs `handle` on each,
- * in order, and sends the response. At the client's EOF the worker answers what is left,
- * then half-closes (after every response is flushed) and `done` succeeds. `goingAway` sends the notice, in
+ * it. Then requests are read ahead of the handler, and `handle` runs on each, in order, one at a time, and
+ * its response is sent. At the client's EOF the server answers what is left, then half-closes (after every
+ * response is flushed) and `done` succeeds. Over a duplex with ports (TCP, `Duplex.pair`, a subprocess)
+ * the connection is driven by callbacks, with no fiber of its own except one per request being handled;
+ * otherwise a reader and a worker fiber. `goingAway` sends the notice, in
  * order with the responses, and leaves the connection fully working: everything the client sends until its
  * EOF is read and answered. Two limits run from the notice:
  *
@@ -536,7 +561,8 @@ class Peaks {
  *
  * **Interruption**
  *
- * Closing the scope interrupts both fibers and the timers; the duplex is then closed by its own scope.
+ * Closing the scope stops the connection: the handler's fiber and the timers are interrupted, nothing more
+ * is read or written; the duplex is then closed by its own scope.
  *
  * **Closing**
  *
@@ -578,9 +604,45 @@ const serverWith = <E, R>(
   serverPeaks: Peaks
 ): Effect.Effect<ServerConnection<E>, DuplexError, Scope.Scope | R> =>
   Effect.gen(function* () {
-    const label = duplex.label
-    const limits = checkServerOptions(label, options)
+    const limits = checkRoleLimits(duplex.label, options)
     if (limits instanceof DuplexError) return yield* limits
+    const pipe = inboundPipeOf(duplex)
+    const port = outboundPortOf(duplex)
+    if (pipe === undefined || port === undefined) return yield* serverFibers(duplex, options, limits, serverPeaks)
+    const role = new ServerRole.Role(options.handle, limits, serverPeaks)
+    const context = yield* Effect.context<R>()
+    const clock = yield* Clock.Clock
+    const ended = Deferred.makeUnsafe<ServerReport, DuplexError | E>()
+    const connection = new ServerRole.Connection(role, duplex, pipe, port, context, clock, (exit) =>
+      Deferred.doneUnsafe(ended, exit)
+    )
+    yield* Effect.addFinalizer(() =>
+      Effect.andThen(
+        connection.interrupted,
+        Effect.sync(() => Deferred.doneUnsafe(ended, Exit.interrupt()))
+      )
+    )
+    connection.start()
+    return {
+      goingAway: Effect.sync(() => connection.goingAwayUnsafe()),
+      done: Deferred.await(ended),
+      readAhead: Effect.sync(() => connection.readAhead())
+    }
+  })
+
+/**
+ * The server role as two fibers (a reader and a worker) and a stall poll: for a duplex without ports,
+ * whose bytes can only be read and written by fibers.
+ */
+const serverFibers = <E, R>(
+  duplex: Duplex,
+  options: ServerOptions<E, R>,
+  limits: ServerLimits,
+  /** Where the peaks of the read-ahead are noted too: the server's, for `serve`. */
+  serverPeaks: Peaks
+): Effect.Effect<ServerConnection<E>, DuplexError, Scope.Scope | R> =>
+  Effect.gen(function* () {
+    const label = duplex.label
     const { graceMillis, drainMillis, maxPendingBytes, maxPendingRequests, stallMillis } = limits
     const framed = yield* Framing.make(duplex, options)
     const handle = options.handle
@@ -833,16 +895,47 @@ const serverWith = <E, R>(
 export const handler = <E, R>(options: ServerOptions<E, R>): Tcp.Handler<DuplexError | E, R> =>
   handlerWith(options, new Peaks())
 
-const handlerWith =
-  <E, R>(options: ServerOptions<E, R>, peaks: Peaks): Tcp.Handler<DuplexError | E, R> =>
-  (duplex, info) =>
-    Effect.scoped(
-      Effect.gen(function* () {
-        const served = yield* serverWith(duplex, options, peaks)
-        yield* Effect.forkScoped(Effect.andThen(info.shuttingDown, served.goingAway))
-        return yield* served.done
+const handlerWith = <E, R>(options: ServerOptions<E, R>, peaks: Peaks): Tcp.Handler<DuplexError | E, R> => {
+  /** Made at the first connection whose options check: shared by every connection of the server. */
+  let role: ServerRole.Role<E, R> | undefined
+  return (duplex, info) => {
+    const pipe = inboundPipeOf(duplex)
+    const port = outboundPortOf(duplex)
+    if (pipe === undefined || port === undefined) {
+      return Effect.scoped(
+        Effect.gen(function* () {
+          const served = yield* serverWith(duplex, options, peaks)
+          yield* Effect.forkScoped(Effect.andThen(info.shuttingDown, served.goingAway))
+          return yield* served.done
+        })
+      )
+    }
+    return Effect.withFiber((fiber) => {
+      if (role === undefined) {
+        const limits = checkRoleLimits(duplex.label, options)
+        if (limits instanceof DuplexError) return Exit.fail(limits)
+        role = new ServerRole.Role(options.handle, limits, peaks)
+      }
+      const shared = role
+      // The handler fiber waits here, in one callback, for the whole connection: the connection is an
+      // object driven by its pipe, its port and the server's sweep and shutdown watch.
+      return Effect.callback<ServerReport, DuplexError | E>((resume) => {
+        const connection = new ServerRole.Connection(
+          shared,
+          duplex,
+          pipe,
+          port,
+          fiber.context as Context.Context<R>,
+          fiber.getRef(Clock.Clock),
+          resume
+        )
+        connection.start()
+        if (connection.phase !== "Closed") shared.watchShutdown(connection, info.shuttingDown)
+        return connection.interrupted
       })
-    )
+    })
+  }
+}
 
 /**
  * Options of {@link serve}: those of `Tcp.serve` (except `shutdownGrace`, derived from `grace`) and those

@@ -23,13 +23,13 @@ if (kind === "raw") {
           ? yield* Echo.serve({ host: "127.0.0.1", port: 0, maxConnections: N + 16 })
           : kind === "shutdown"
             ? yield* Shutdown.serve({ host: "127.0.0.1", port: 0, maxConnections: N + 16, handle: Effect.succeed })
-          : yield* Tcp.serve({ host: "127.0.0.1", port: 0, maxConnections: N + 16 }, (conn) =>
-              Effect.gen(function* () {
-                const c = yield* conn.read
-                if (c._tag === "Some") yield* conn.write(c.value)
-                while ((yield* conn.read)._tag === "Some") {}
-              })
-            )
+            : yield* Tcp.serve({ host: "127.0.0.1", port: 0, maxConnections: N + 16 }, (conn) =>
+                Effect.gen(function* () {
+                  const c = yield* conn.read
+                  if (c._tag === "Some") yield* conn.write(c.value)
+                  while ((yield* conn.read)._tag === "Some") {}
+                })
+              )
       port(server.address.port)
       yield* Effect.never
     }).pipe(Effect.scoped)
