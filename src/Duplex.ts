@@ -23,7 +23,7 @@ import * as Stream from "effect/Stream"
 import type * as stream from "node:stream"
 import { DuplexError, InvalidOptions } from "./DuplexError.js"
 import { BytePipe, inboundPipeOf, outboundPortOf, withPorts } from "./internal/bytePipe.js"
-import { pump } from "./internal/pump.js"
+import { pump, pumpBoth } from "./internal/pump.js"
 import { readableAlongside, readableToEnd } from "./internal/through.js"
 import * as nodeDuplex from "./internal/nodeDuplex.js"
 
@@ -709,10 +709,21 @@ export const splice: {
   (b: Duplex): (a: Duplex) => Effect.Effect<SpliceResult, DuplexError>
   (a: Duplex, b: Duplex): Effect.Effect<SpliceResult, DuplexError>
 } = dual(2, (a: Duplex, b: Duplex): Effect.Effect<SpliceResult, DuplexError> =>
-  Effect.all([copy(a, b), copy(b, a)], { concurrency: 2 }).pipe(
-    Effect.map(([aToB, bToA]) => ({ aToB, bToA })),
-    Effect.onError(() => Effect.andThen(a.abort, b.abort))
-  )
+  Effect.suspend(() => {
+    const aIn = inboundPipeOf(a)
+    const bIn = inboundPipeOf(b)
+    const aOut = outboundPortOf(a)
+    const bOut = outboundPortOf(b)
+    // Both sides with ports (sockets, pairs): the two pumps in one callback, no fiber per direction.
+    const both =
+      aIn !== undefined && bIn !== undefined && aOut !== undefined && bOut !== undefined
+        ? pumpBoth(aIn, bOut, bIn, aOut)
+        : Effect.all([copy(a, b), copy(b, a)], { concurrency: 2 })
+    return both.pipe(
+      Effect.map(([aToB, bToA]) => ({ aToB, bToA })),
+      Effect.onError(() => Effect.andThen(a.abort, b.abort))
+    )
+  })
 )
 
 /** One direction of a splice: a pump where both sides have ports (no fiber per chunk), else a fiber's copy. */

@@ -18,7 +18,6 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
-import * as Stream from "effect/Stream"
 import * as fs from "node:fs/promises"
 import * as os from "node:os"
 import type { Duplex } from "./Duplex.js"
@@ -26,6 +25,7 @@ import type { DuplexError } from "./DuplexError.js"
 import { inboundPipeOf, outboundPortOf } from "./internal/bytePipe.js"
 import { unscoped } from "./internal/tcpOptions.js"
 import { checkFinitePositiveDuration, invalidOptions } from "./internal/errors.js"
+import { collect } from "./internal/collect.js"
 import { pump } from "./internal/pump.js"
 import { SpillQueue } from "./internal/spillQueue.js"
 import * as Tcp from "./Tcp.js"
@@ -268,8 +268,6 @@ class Counters {
   }
 }
 
-const buffered = (duplex: Duplex) => Effect.map(duplex.stats, (s) => s.inbound.buffered + s.outbound.buffered)
-
 const streamEcho = (duplex: Duplex, policy: StreamPolicy, watched: boolean): Effect.Effect<void, DuplexError> => {
   // Read a chunk, write it back, repeat: while the write waits, nothing is read, so a client that does
   // not read its echo stalls both directions, which is what the watchdog reports. Over a duplex with
@@ -294,33 +292,70 @@ const storeAndForwardEcho = (
   policy: StoreAndForwardPolicy,
   counters: Counters
 ): Effect.Effect<void, DuplexError> =>
-  Effect.gen(function* () {
+  Effect.suspend(() => {
     const chunks: Array<Uint8Array> = []
     let total = 0
-    let tooLarge = false
-    yield* Stream.runForEachWhile(duplex.readable, (chunk) =>
-      Effect.gen(function* () {
-        if (total + chunk.length > policy.maxRequestBytes) {
-          tooLarge = true
-          return false
-        }
-        chunks.push(chunk)
-        total += chunk.length
-        counters.sample(total + (yield* buffered(duplex)))
-        return true
-      })
-    )
-    if (!tooLarge) return yield* duplex.writeAll(chunks)
-    chunks.length = 0
-    counters.tooLarge++
-    yield* duplex.write(
-      new TextEncoder().encode(`fullduplex echo: request exceeds ${policy.maxRequestBytes} bytes; nothing echoed\n`)
-    )
-    // The client may still be sending: the close strategy (lingering by default) reads and discards it, so
-    // that the close does not reset the error line away.
+    // Takes a chunk of the request; `false` once it would exceed `maxRequestBytes`.
+    const take = (chunk: Uint8Array): boolean => {
+      if (total + chunk.length > policy.maxRequestBytes) return false
+      chunks.push(chunk)
+      total += chunk.length
+      return true
+    }
+    // Over a duplex with an inbound pipe (a socket, a pair) the request is gathered as it is delivered, with
+    // no read per chunk (nothing is written meanwhile, so what is buffered is the request and what the pipe
+    // still holds); elsewhere by reading.
+    const source = inboundPipeOf(duplex)
+    const gathered =
+      source !== undefined
+        ? collect(source, (chunk) => {
+            const taken = take(chunk)
+            if (taken) counters.sample(total + source.buffered)
+            return taken
+          })
+        : readWhile(duplex, take, (b) => counters.sample(total + b))
+    return Effect.flatMap(gathered, (complete) => {
+      if (complete) return duplex.writeAll(chunks)
+      chunks.length = 0
+      counters.tooLarge++
+      // The client may still be sending: the close strategy (lingering by default) reads and discards it, so
+      // that the close does not reset the error line away.
+      return duplex.write(
+        new TextEncoder().encode(`fullduplex echo: request exceeds ${policy.maxRequestBytes} bytes; nothing echoed\n`)
+      )
+    })
   })
 
-const spillEcho = (duplex: Duplex, policy: SpillPolicy, counters: Counters): Effect.Effect<void, DuplexError> =>
+/** Bytes the duplex holds in its buffers now (both directions). */
+const buffered = (duplex: Duplex) => Effect.map(duplex.stats, (s) => s.inbound.buffered + s.outbound.buffered)
+
+/**
+ * Reads and hands every chunk to `take` until EOF (`true`) or until `take` answers `false` (`false`),
+ * sampling the buffered bytes after each.
+ */
+const readWhile = (
+  duplex: Duplex,
+  take: (chunk: Uint8Array) => boolean,
+  sample: (buffered: number) => void
+): Effect.Effect<boolean, DuplexError> =>
+  Effect.flatMap(duplex.read, (chunk) =>
+    Option.isNone(chunk)
+      ? Effect.succeed(true)
+      : take(chunk.value)
+        ? Effect.flatMap(buffered(duplex), (b) => {
+            sample(b)
+            return readWhile(duplex, take, sample)
+          })
+        : Effect.succeed(false)
+  )
+
+/** `watched`: the server watches for the two-way stall itself (no watchdog fiber per connection). */
+const spillEcho = (
+  duplex: Duplex,
+  policy: SpillPolicy,
+  counters: Counters,
+  watched: boolean
+): Effect.Effect<void, DuplexError> =>
   Effect.acquireUseRelease(
     Effect.sync(
       () =>
@@ -333,23 +368,34 @@ const spillEcho = (duplex: Duplex, policy: SpillPolicy, counters: Counters): Eff
     ),
     (queue) => {
       // Deadlock freedom: reading never waits on the client reading; only disk (or a full file) slows it.
-      const inbound = Stream.runForEach(duplex.readable, (chunk) =>
-        Effect.andThen(queue.push(chunk), (_) =>
-          Effect.map(buffered(duplex), (b) => {
-            counters.sample(queue.memoryBytes + b)
-          })
-        )
-      ).pipe(Effect.ensuring(Effect.sync(() => queue.end())))
-      const outbound = Effect.gen(function* () {
-        while (true) {
-          const chunk = yield* queue.take
-          if (chunk === undefined) return
-          yield* duplex.write(chunk)
-        }
-      })
+      const inbound: Effect.Effect<void, DuplexError> = Effect.flatMap(duplex.read, (chunk) =>
+        Option.isNone(chunk)
+          ? Effect.void
+          : Effect.flatMap(queue.push(chunk.value), () => {
+              return Effect.flatMap(buffered(duplex), (b) => {
+                counters.sample(queue.memoryBytes + b)
+                return inbound
+              })
+            })
+      )
+      const outbound: Effect.Effect<void, DuplexError> = Effect.flatMap(queue.take, (chunk) =>
+        chunk === undefined ? Effect.void : Effect.flatMap(duplex.write(chunk), () => outbound)
+      )
       const before = queue.spilledBytes
-      return Effect.all([inbound, outbound], { concurrency: 2, discard: true }).pipe(
-        Watchdog.guard(duplex, { stallTimeout: policy.stallTimeout }),
+      const both = Effect.all(
+        [
+          Effect.ensuring(
+            inbound,
+            Effect.sync(() => queue.end())
+          ),
+          outbound
+        ],
+        {
+          concurrency: 2,
+          discard: true
+        }
+      )
+      return (watched ? both : both.pipe(Watchdog.guard(duplex, { stallTimeout: policy.stallTimeout }))).pipe(
         Effect.ensuring(
           Effect.sync(() => {
             counters.spilledBytes += queue.spilledBytes - before
@@ -410,7 +456,7 @@ const handlerWith =
       case "StoreAndForward":
         return storeAndForwardEcho(duplex, policy, counters)
       case "Spill":
-        return spillEcho(duplex, policy, counters)
+        return spillEcho(duplex, policy, counters, watched)
     }
   }
 
@@ -484,8 +530,9 @@ export const serve = (options: EchoOptions = {}): Effect.Effect<EchoServer, Dupl
     if (bad !== undefined) return yield* bad
     if (policy._tag === "Spill") yield* checkDirectory(label, policy.directory ?? os.tmpdir())
     const counters = new Counters()
-    // The stream policy's stall is found by the server's sweep, as cheap per connection as its idle limit.
-    const watched = policy._tag === "Stream"
+    // The stream and spill policies' stall is found by the server's sweep, as cheap per connection as its
+    // idle limit: no watchdog fiber per connection.
+    const watched = policy._tag === "Stream" || policy._tag === "Spill"
     const server = yield* Tcp.serve(
       watched ? { ...options, stallTimeout: policy.stallTimeout ?? Watchdog.DEFAULT_STALL_TIMEOUT } : options,
       unscoped(handlerWith(policy, counters, watched))

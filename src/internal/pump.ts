@@ -43,6 +43,61 @@ export const pump = (from: BytePipe, to: OutboundPort, options: PumpOptions): Ef
   })
 
 /**
+ * Copies `a` into `b` and `b` into `a` at once, each direction a pump with `endOnEof` (its EOF half-closes
+ * the other side), and succeeds with the bytes each copied once both are done: the two pumps of a splice in
+ * one callback, with no fiber per direction.
+ *
+ * The first failure stops the other direction (it detaches) and fails the whole. Interruption stops both.
+ *
+ * @internal
+ */
+export const pumpBoth = (
+  aIn: BytePipe,
+  bOut: OutboundPort,
+  bIn: BytePipe,
+  aOut: OutboundPort
+): Effect.Effect<readonly [aToB: number, bToA: number], DuplexError> =>
+  Effect.callback<readonly [number, number], DuplexError>((resume) => {
+    const both = new PumpPair(resume)
+    const aToB = new Pump(aIn, bOut, true, (exit) => both.done(0, exit))
+    const bToA = new Pump(bIn, aOut, true, (exit) => both.done(1, exit))
+    both.pumps = [aToB, bToA]
+    aToB.start()
+    bToA.start()
+    return Effect.sync(() => both.stop())
+  })
+
+/** The two pumps of {@link pumpBoth}, and what each copied. */
+class PumpPair {
+  pumps: readonly [Pump, Pump] | undefined = undefined
+  private readonly bytes: [number, number] = [0, 0]
+  private pending = 2
+  private finished = false
+
+  constructor(private readonly resume: (exit: Exit.Exit<readonly [number, number], DuplexError>) => void) {}
+
+  done(which: 0 | 1, exit: Exit.Exit<number, DuplexError>): void {
+    if (this.finished) return
+    if (Exit.isFailure(exit)) {
+      this.stop()
+      return this.resume(Exit.failCause(exit.cause))
+    }
+    this.bytes[which] = exit.value
+    if (--this.pending === 0) {
+      this.finished = true
+      this.resume(Exit.succeed(this.bytes))
+    }
+  }
+
+  stop(): void {
+    if (this.finished) return
+    this.finished = true
+    this.pumps?.[0].stop()
+    this.pumps?.[1].stop()
+  }
+}
+
+/**
  * A running pump: the source's consumer itself (its methods are the {@link PushSink}'s), so that an idle
  * pump is this one object and no closure; the callbacks a destination needs are made when it first makes
  * the pump wait.
@@ -63,6 +118,7 @@ class Pump implements PushSink {
   ) {}
 
   start(): void {
+    if (this.done) return // stopped before it started (the other pump of a pair failed at once)
     this.from.attachUnsafe(this)
     // `attachUnsafe` delivers what is buffered already, and that may have finished the pump.
     if (this.done) this.from.detachSink(this)
@@ -70,11 +126,14 @@ class Pump implements PushSink {
 
   /** Interruption: the pump detaches; what was handed over stays handed over. */
   get interrupted(): Effect.Effect<void> {
-    return Effect.sync(() => {
-      if (this.done) return
-      this.done = true
-      this.release()
-    })
+    return Effect.sync(() => this.stop())
+  }
+
+  /** Detaches, and cancels the destination's wait: what was handed over stays handed over. */
+  stop(): void {
+    if (this.done) return
+    this.done = true
+    this.release()
   }
 
   chunk(bytes: Uint8Array, lent: boolean): number {
