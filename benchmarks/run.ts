@@ -25,6 +25,13 @@
  *   5), `--filter` selecting among their cases; it rewrites only their section of RESULTS.md (unless
  *   filtered or `--no-write`). A full run does not run them and keeps their section as it was. A run
  *   that failed (a process crashed or timed out) sets exit code 1; missed targets do not.
+ * - `--scale`: only the scale rows of issue #21 (`scale.ts`: memory per idle connection at 1,000 and
+ *   10,000 connections for each server against a raw `net` server, per idle mux session and stream
+ *   against libp2p-yamux, the base RSS, and `Echo.serve` under 1 / 100 / 1,000 concurrent clients against
+ *   a raw echo server), `--rounds` of them (default 3), `--filter` selecting among their cases; it
+ *   rewrites only their section of RESULTS.md (unless filtered or `--no-write`). A full run does not run
+ *   them and keeps their section as it was. A run that failed (a process crashed, timed out, or lost
+ *   connections) sets exit code 1; missed targets do not.
  *
  * Every run's records go to `benchmarks/results/<date>.jsonl` (not committed).
  */
@@ -33,6 +40,7 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { parseArgs } from "node:util"
 import { ACCEPT_ROUNDS, acceptSectionOf, runAccept, withAcceptSection } from "./accept.js"
+import { SCALE_ROUNDS, runScale, scaleSectionOf, withScaleSection } from "./scale.js"
 import { BOUNDS_ROUNDS, type BoundsOutcome, runBounds, withBoundsSection } from "./bounds.js"
 import { formatBytes, parseSize, WRITE_BYTES } from "./lib/common.js"
 import { type Case, makeCases, MEM_FACTOR, type Row, ROWS } from "./rows.js"
@@ -60,19 +68,25 @@ const { values } = parseArgs({
     timeout: { type: "string" },
     "no-write": { type: "boolean" },
     bounds: { type: "boolean" },
-    accept: { type: "boolean" }
+    accept: { type: "boolean" },
+    scale: { type: "boolean" }
   },
   allowPositionals: false
 })
 
 const boundsOnly = values.bounds === true
 const acceptOnly = values.accept === true
-if (boundsOnly && acceptOnly) throw new Error("--bounds and --accept are separate runs: choose one")
+const scaleOnly = values.scale === true
+if ([boundsOnly, acceptOnly, scaleOnly].filter(Boolean).length > 1)
+  throw new Error("--bounds, --accept and --scale are separate runs: choose one")
 if (boundsOnly && values.row !== undefined)
   throw new Error("--bounds runs the bounds rows: --row selects throughput rows")
 if (acceptOnly && values.row !== undefined)
   throw new Error("--accept runs the accept-burst rows: --row selects throughput rows")
-const rounds = Number(values.rounds ?? (boundsOnly ? BOUNDS_ROUNDS : acceptOnly ? ACCEPT_ROUNDS : 5))
+if (scaleOnly && values.row !== undefined) throw new Error("--scale runs the scale rows: --row selects throughput rows")
+const rounds = Number(
+  values.rounds ?? (boundsOnly ? BOUNDS_ROUNDS : acceptOnly ? ACCEPT_ROUNDS : scaleOnly ? SCALE_ROUNDS : 5)
+)
 if (!Number.isSafeInteger(rounds) || rounds < 1) throw new Error(`--rounds must be a whole number ≥ 1, got ${rounds}`)
 const bytes = parseSize(values.bytes ?? "1g")
 if (bytes <= 0 || bytes % (16 * WRITE_BYTES) !== 0) {
@@ -104,7 +118,7 @@ const selectRows = (): ReadonlyArray<Row> => {
   return ROWS
 }
 
-const rows = boundsOnly || acceptOnly ? [] : selectRows()
+const rows = boundsOnly || acceptOnly || scaleOnly ? [] : selectRows()
 const full = values.row === undefined && values.filter === undefined
 const needed = new Set(rows.flatMap((r) => [r.subject, ...r.anchors]))
 const cases: ReadonlyArray<Case> = allCases.filter((c) => needed.has(c.id)) // grouped by family, as defined
@@ -124,8 +138,10 @@ log(
     ? `bench: bounds rows only, ${rounds} round(s)`
     : acceptOnly
       ? `bench: accept-burst rows only, ${rounds} round(s)`
-      : `bench: ${rows.length} row(s), ${cases.length} case(s), ${rounds} round(s), ${formatBytes(bytes)} ` +
-        `(in memory ${formatBytes(settings.memBytes)})`) +
+      : scaleOnly
+        ? `bench: scale rows only, ${rounds} round(s)`
+        : `bench: ${rows.length} row(s), ${cases.length} case(s), ${rounds} round(s), ${formatBytes(bytes)} ` +
+          `(in memory ${formatBytes(settings.memBytes)})`) +
     `, node ${machine.node}, ${machine.cpu} × ${machine.cores}, ` +
     `load ${machine.loadStart.map((x) => x.toFixed(2)).join(" ")}`
 )
@@ -148,7 +164,17 @@ const bounds = (n: number): Promise<BoundsOutcome> =>
 const readResults = (): string =>
   fs.existsSync(resultsFile) ? fs.readFileSync(resultsFile, "utf8") : "# fullduplex benchmark results\n"
 
-if (acceptOnly) {
+if (scaleOnly) {
+  const outcome = await runScale(rounds, log, { timeoutMs, filter: values.filter, onRun: record })
+  console.log(`\nTen thousand connections:\n\n${outcome.text}\n`)
+  if (outcome.failed) process.exitCode = 1
+  if (!full) log(`Filtered run: benchmarks/RESULTS.md not written.`)
+  else if (values["no-write"] === true) log(`--no-write: benchmarks/RESULTS.md not written.`)
+  else {
+    fs.writeFileSync(resultsFile, withScaleSection(readResults(), outcome.markdown))
+    log(`Wrote the scale section of ${path.relative(ROOT, resultsFile)}`)
+  }
+} else if (acceptOnly) {
   const outcome = await runAccept(rounds, log, { timeoutMs, filter: values.filter, onRun: record })
   console.log(`\nAccept bursts:\n\n${outcome.text}\n`)
   if (outcome.failed) process.exitCode = 1
@@ -210,6 +236,8 @@ if (acceptOnly) {
     const loads = (l: ReadonlyArray<number>) => l.map((x) => x.toFixed(2)).join(" / ")
     // The accept-burst rows are not rerun by a full run: their last section is kept as it was.
     const acceptSection = acceptSectionOf(readResults())
+    // Nor are the scale rows.
+    const scaleSection = scaleSectionOf(readResults())
     // The load section comes from `npm run soak` (test/stress), not from here: kept as it is.
     const loadSection = sectionOf(readResults(), "<!-- load:start -->", "<!-- load:end -->")
     const markdown = [
@@ -258,6 +286,7 @@ if (acceptOnly) {
       "",
       ...(boundsOutcome === undefined ? [] : [boundsOutcome.markdown, ""]),
       ...(acceptSection === undefined ? [] : [acceptSection, ""]),
+      ...(scaleSection === undefined ? [] : [scaleSection, ""]),
       ...(loadSection === undefined ? [] : [loadSection, ""]),
       "## Rerunning a row alone",
       "",

@@ -5,14 +5,10 @@
  * Only fullduplex endpoints import this module (it loads `effect` and `fullduplex`, from `dist/`).
  */
 import { Effect, Option, Sink } from "effect"
-import type { Duplex, Tcp } from "fullduplex"
+import type { Duplex } from "fullduplex"
 import { PatternCheck, WRITE_BYTES } from "./common.js"
 
-/**
- * Where this process loaded `fullduplex` from (the runner checks it is the built `dist/`), reported by
- * every fullduplex endpoint.
- */
-export const fullduplexUrl: string = import.meta.resolve("fullduplex")
+export { fullduplexUrl, portOf } from "./fdServer.js"
 
 /** `bytes / 64 KiB` references to `chunk`: nothing the size of the payload is allocated. */
 export const chunksOf = (chunk: Uint8Array, bytes: number): ReadonlyArray<Uint8Array> =>
@@ -34,10 +30,3 @@ export const readText = (duplex: Duplex.Duplex): Effect.Effect<string, unknown> 
       text += Buffer.from(chunk.value.buffer, chunk.value.byteOffset, chunk.value.length).toString("utf8")
     }
   })
-
-/** The TCP port a server listens on. */
-export const portOf = (server: Tcp.Server): number => {
-  const address = server.address
-  if (!("port" in address)) throw new Error(`${server.label}: not a TCP address`)
-  return address.port
-}

@@ -7,7 +7,7 @@
  * and the `"message"`, `"drain"` and `"close"` events. `send` writes a frame's header and payload in one
  * `writev` (corked), as fullduplex's Tcp does with `writeAll`.
  */
-import { yamux } from "@chainsafe/libp2p-yamux"
+import { yamux, type YamuxMuxerInit } from "@chainsafe/libp2p-yamux"
 import type * as net from "node:net"
 
 type YamuxFactory = ReturnType<ReturnType<typeof yamux>>
@@ -74,12 +74,16 @@ class SocketConnection extends EventTarget {
   }
 }
 
-/** A libp2p-yamux muxer over `socket`, with libp2p-yamux's default options. */
+/**
+ * A libp2p-yamux muxer over `socket`, with libp2p-yamux's default options but for `options`, its `init`
+ * (`maxInboundStreams`, `maxOutboundStreams`, …).
+ */
 export const startYamux = (
   socket: net.Socket,
-  role: "client" | "server"
+  role: "client" | "server",
+  options?: YamuxMuxerInit
 ): { readonly muxer: YamuxMuxer; readonly error: () => Error | undefined } => {
   const connection = new SocketConnection(socket, role === "client" ? "outbound" : "inbound")
-  const muxer = yamux()().createStreamMuxer(connection as unknown as MessageStream)
+  const muxer = yamux(options)().createStreamMuxer(connection as unknown as MessageStream)
   return { muxer, error: () => connection.error }
 }
