@@ -18,7 +18,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import { dual } from "effect/Function"
-import * as Stream from "effect/Stream"
+import * as Lazy from "./internal/lazyModules.js"
 import { type Duplex, isDuplex } from "./Duplex.js"
 import { type DuplexError, DuplexError as DuplexErrorClass, Timeout } from "./DuplexError.js"
 import { inboundPipeOf } from "./internal/bytePipe.js"
@@ -158,7 +158,7 @@ export const DEFAULT_HALF_CLOSE_TIMEOUT: Duration.Duration = Duration.seconds(30
 
 /** Discards the readable side, counting bytes and the time of the last one, until EOF. */
 const discard = (duplex: Duplex, progress: { bytes: number; lastAt: number }, now: () => number) =>
-  Stream.runForEachArray(duplex.readable, (chunks) => {
+  Lazy.Stream().runForEachArray(duplex.readable, (chunks) => {
     for (const chunk of chunks) progress.bytes += chunk.length
     progress.lastAt = now()
     return Effect.void

@@ -18,8 +18,9 @@ import { dual } from "effect/Function"
 import { type Pipeable, pipeArguments } from "effect/Pipeable"
 import * as Predicate from "effect/Predicate"
 import type * as Scope from "effect/Scope"
-import * as Sink from "effect/Sink"
-import * as Stream from "effect/Stream"
+import type * as Sink from "effect/Sink"
+import type * as Stream from "effect/Stream"
+import * as Lazy from "./internal/lazyModules.js"
 import type * as stream from "node:stream"
 import { DuplexError, InvalidOptions } from "./DuplexError.js"
 import { BytePipe, inboundPipeOf, outboundPortOf, withPorts } from "./internal/bytePipe.js"
@@ -207,7 +208,7 @@ class DuplexImpl implements Duplex {
     this.label = parts.label
     this.readable = parts.readable
     // Any conforming `readable` gives up exactly one chunk to a run that takes one: the generic `read`.
-    this.read = parts.read ?? Stream.runHead(parts.readable)
+    this.read = parts.read ?? Lazy.Stream().runHead(parts.readable)
     this.write = parts.write
     const write = parts.write
     // A batch of one (what a copy of one `readable` pull hands over) skips `Effect.forEach`.
@@ -217,7 +218,7 @@ class DuplexImpl implements Duplex {
         Array.isArray(chunks) && chunks.length === 1
           ? write(chunks[0] as Uint8Array)
           : Effect.forEach(chunks, write, { discard: true }))
-    this.sink = Sink.forEachArray(this.writeAll)
+    this.sink = Lazy.Sink().forEachArray(this.writeAll)
     this.end = parts.end
     this.abort = parts.abort
     this.stats = parts.stats
@@ -413,7 +414,7 @@ const pairSide = (label: string, outbound: BytePipe, inbound: BytePipe): Duplex 
   withPorts(
     make({
       label,
-      readable: Stream.fromPull(Effect.sync(() => inbound.pull)),
+      readable: Lazy.Stream().fromPull(Effect.sync(() => inbound.pull)),
       read: inbound.read,
       write: outbound.write,
       writeAll: outbound.writeAll,
@@ -578,14 +579,14 @@ export const exchange: {
         // Deadlock freedom: the reader never waits on the writer. A writer failure still ends the read at
         // once, through the race; a writer success leaves the reader alone.
         const result = yield* Effect.raceFirst(
-          Stream.run(readableToEnd(self), sink),
+          Lazy.Stream().run(readableToEnd(self), sink),
           Effect.andThen(Fiber.join(writer), Effect.never)
         )
         if (writer.pollUnsafe() === undefined) {
           // The sink is done before the writer: keep the inbound side moving until the writer is done.
           yield* Effect.raceFirst(
             Fiber.join(writer),
-            Effect.andThen(Stream.runDrain(readableToEnd(self)), Fiber.join(writer))
+            Effect.andThen(Lazy.Stream().runDrain(readableToEnd(self)), Fiber.join(writer))
           )
         } else {
           yield* Fiber.join(writer)
@@ -596,7 +597,7 @@ export const exchange: {
 )
 
 const writeThenEnd = <E, R>(self: Duplex, input: Stream.Stream<Uint8Array, E, R>) =>
-  Effect.andThen(Stream.run(input, self.sink), self.end)
+  Effect.andThen(Lazy.Stream().run(input, self.sink), self.end)
 
 /**
  * A duplex as a stream transformer: `input` is written (then the duplex is half-closed) while the
@@ -634,7 +635,7 @@ export const pipeThrough: {
 } = dual(
   2,
   <E, R>(input: Stream.Stream<Uint8Array, E, R>, duplex: Duplex): Stream.Stream<Uint8Array, DuplexError | E, R> =>
-    Stream.unwrap(
+    Lazy.Stream().unwrap(
       Effect.map(
         // The writer lives as long as the output: it is interrupted when the output ends or is dropped.
         Effect.forkScoped(writeThenEnd(duplex, input), { startImmediately: true }),
@@ -738,11 +739,13 @@ const copy = (from: Duplex, to: Duplex): Effect.Effect<number, DuplexError> => {
 const copyByFiber = (from: Duplex, to: Duplex): Effect.Effect<number, DuplexError> =>
   Effect.suspend(() => {
     let bytes = 0
-    return Stream.runForEachArray(from.readable, (chunks) => {
-      for (const chunk of chunks) bytes += chunk.length
-      return to.writeAll(chunks)
-    }).pipe(
-      Effect.andThen(to.end),
-      Effect.map(() => bytes)
-    )
+    return Lazy.Stream()
+      .runForEachArray(from.readable, (chunks) => {
+        for (const chunk of chunks) bytes += chunk.length
+        return to.writeAll(chunks)
+      })
+      .pipe(
+        Effect.andThen(to.end),
+        Effect.map(() => bytes)
+      )
   })

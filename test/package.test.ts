@@ -228,5 +228,32 @@ describe("package", () => {
         }),
       60_000
     )
+    it.live.runIf(canTrace)(
+      `${format}: Echo.serve serves a connection without loading effect's Stream stack; a duplex's readable loads it`,
+      () =>
+        Effect.gen(function* () {
+          copyFileSync(join(root, "test", "fixtures", "echo-trace.mjs"), join(dir, "echo-trace.mjs"))
+          const trace = yield* run("node", ["echo-trace.mjs", format], dir)
+          assert.strictEqual(trace.exitCode, 0, trace.all)
+          const phases = new Map(
+            trace.stdout
+              .trim()
+              .split("\n")
+              .map((line) => JSON.parse(line) as { phase: string; urls: Array<string> })
+              .map(({ phase, urls }) => [phase, urls])
+          )
+          const effectModules = (phase: string) =>
+            phases
+              .get(phase)!
+              .filter((url) => url.includes("/node_modules/effect/dist/"))
+              .map((url) => url.slice(url.indexOf("/node_modules/effect/dist/") + "/node_modules/effect/dist/".length))
+          // About 6 MiB of RSS: a server whose connections are pumps never builds a Stream.
+          for (const module of ["Stream.js", "Channel.js", "Sink.js"]) {
+            assert.notInclude(effectModules("served"), module, `Echo.serve loaded effect's ${module}`)
+            assert.include(effectModules("readable"), module, `a readable did not load effect's ${module}`)
+          }
+        }),
+      60_000
+    )
   }
 })

@@ -13,8 +13,9 @@ import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
 import type * as Option from "effect/Option"
 import { pipeArguments } from "effect/Pipeable"
-import * as Sink from "effect/Sink"
-import * as Stream from "effect/Stream"
+import type * as Sink from "effect/Sink"
+import type * as Stream from "effect/Stream"
+import * as Lazy from "./lazyModules.js"
 import * as net from "node:net"
 import type * as NodeStream from "node:stream"
 import type { Duplex, Stats, TypeId as TypeIdType } from "../Duplex.js"
@@ -124,7 +125,7 @@ export class NodeDuplex implements Duplex, PortsOf {
   }
 
   get readable(): Stream.Stream<Uint8Array, DuplexError> {
-    return (this.members.readable ??= Stream.fromPull(Effect.sync(() => this.inbound.pull)))
+    return (this.members.readable ??= Lazy.Stream().fromPull(Effect.sync(() => this.inbound.pull)))
   }
 
   get read(): Effect.Effect<Option.Option<Uint8Array>, DuplexError> {
@@ -140,7 +141,7 @@ export class NodeDuplex implements Duplex, PortsOf {
   }
 
   get sink(): Sink.Sink<void, Uint8Array, never, DuplexError> {
-    return (this.members.sink ??= Sink.forEachArray(this.outbound.writeAll))
+    return (this.members.sink ??= Lazy.Sink().forEachArray(this.outbound.writeAll))
   }
 
   get end(): Effect.Effect<void, DuplexError> {

@@ -8,7 +8,8 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import type * as Pull from "effect/Pull"
-import * as Stream from "effect/Stream"
+import type * as Stream from "effect/Stream"
+import * as Lazy from "./lazyModules.js"
 import type { Duplex } from "../Duplex.js"
 import type { DuplexError } from "../DuplexError.js"
 import { type Batch, inboundPipeOf } from "./bytePipe.js"
@@ -27,18 +28,17 @@ export const readableAlongside = <E>(
 ): Stream.Stream<Uint8Array, DuplexError | E> => {
   const pipe = inboundPipeOf(duplex)
   if (pipe === undefined) {
-    return Stream.merge(duplex.readable, Stream.drain(Stream.fromEffect(Fiber.join(writer))), {
-      haltStrategy: "left"
-    })
+    const S = Lazy.Stream()
+    return S.merge(duplex.readable, S.drain(S.fromEffect(Fiber.join(writer))), { haltStrategy: "left" })
   }
   writer.addObserver((exit) => {
     if (Exit.isFailure(exit) && !Cause.hasInterruptsOnly(exit.cause)) pipe.failReads(exit.cause)
   })
-  return Stream.fromPull(Effect.succeed(pipe.pullAll as Pull.Pull<Batch, DuplexError | E>))
+  return Lazy.Stream().fromPull(Effect.succeed(pipe.pullAll as Pull.Pull<Batch, DuplexError | E>))
 }
 
 /** Every inbound byte of `duplex`, in batches where it has an inbound pipe, for a consumer that reads to the end. @internal */
 export const readableToEnd = (duplex: Duplex): Stream.Stream<Uint8Array, DuplexError> => {
   const pipe = inboundPipeOf(duplex)
-  return pipe === undefined ? duplex.readable : Stream.fromPull(Effect.succeed(pipe.pullAll))
+  return pipe === undefined ? duplex.readable : Lazy.Stream().fromPull(Effect.succeed(pipe.pullAll))
 }
