@@ -18,6 +18,7 @@ import type * as Scope from "effect/Scope"
 import * as Close from "./Close.js"
 import * as Duplex from "./Duplex.js"
 import type { DuplexError } from "./DuplexError.js"
+import { connectInto, Leg } from "./internal/connect.js"
 import { checkConnectOptions, connectLabel, EVENTS_GONE_MILLIS, unscoped } from "./internal/tcpOptions.js"
 import * as Tcp from "./Tcp.js"
 
@@ -103,7 +104,8 @@ const defaultOnEvent = (event: ProxyEvent): Effect.Effect<void> =>
  *
  * **Details**
  *
- * Upstream is connected with `Tcp.connect(target)` in the relay's own scope. The two directions are
+ * Upstream is connected as `Tcp.connect(target)` connects, and the relay owns that leg: it is closed when
+ * the relay ends, however it ends (no scope is needed). The two directions are
  * copied by {@link Duplex.splice}: a FIN from either side reaches the other after every byte read before
  * it, and the other direction goes on. When both are done, `upstreamClose` (lingering by default) closes
  * the upstream leg; the client leg is yours (with `Tcp.serve`, its `close` strategy). If the upstream
@@ -135,25 +137,34 @@ const defaultOnEvent = (event: ProxyEvent): Effect.Effect<void> =>
  * @category constructors
  * @since 0.1.0
  */
-export const relay =
-  (options: {
-    readonly target: Tcp.ConnectOptions
-    readonly upstreamClose?: Close.Strategy | undefined
-    readonly onUpstreamFailure?: ((error: DuplexError, info: Tcp.ConnectionInfo) => Effect.Effect<void>) | undefined
-  }) =>
-  (client: Duplex.Duplex, info: Tcp.ConnectionInfo): Effect.Effect<Duplex.SpliceResult | undefined, DuplexError> =>
-    Effect.scoped(
-      Effect.gen(function* () {
-        const upstream = yield* Effect.result(Tcp.connect(options.target))
-        if (upstream._tag === "Failure") {
-          yield* (options.onUpstreamFailure ?? logUpstreamFailure)(upstream.failure, info)
-          return undefined
-        }
-        const relayed = yield* Duplex.splice(client, upstream.success)
-        yield* (options.upstreamClose ?? Close.lingering())(upstream.success)
-        return relayed
-      })
-    )
+export const relay = (options: {
+  readonly target: Tcp.ConnectOptions
+  readonly upstreamClose?: Close.Strategy | undefined
+  readonly onUpstreamFailure?: ((error: DuplexError, info: Tcp.ConnectionInfo) => Effect.Effect<void>) | undefined
+}): ((
+  client: Duplex.Duplex,
+  info: Tcp.ConnectionInfo
+) => Effect.Effect<Duplex.SpliceResult | undefined, DuplexError>) => {
+  const upstreamClose = options.upstreamClose ?? Close.lingering()
+  const onUpstreamFailure = options.onUpstreamFailure ?? logUpstreamFailure
+  const label = connectLabel(options.target)
+  return (client, info) =>
+    Effect.suspend(() => {
+      const timeoutMillis = checkConnectOptions(label, options.target, Tcp.DEFAULT_CONNECT_TIMEOUT)
+      if (typeof timeoutMillis !== "number") return Effect.as(onUpstreamFailure(timeoutMillis, info), undefined)
+      // The upstream leg is the relay's for exactly as long as it runs: no scope of its own, it is closed
+      // (its half-made socket destroyed, or its duplex disposed) however the relay ends.
+      const leg = new Leg()
+      return connectInto(leg, options.target, timeoutMillis).pipe(
+        Effect.matchEffect({
+          onFailure: (error) => Effect.as(onUpstreamFailure(error, info), undefined),
+          onSuccess: (upstream) =>
+            Effect.flatMap(Duplex.splice(client, upstream), (relayed) => Effect.as(upstreamClose(upstream), relayed))
+        }),
+        Effect.ensuring(Effect.sync(() => leg.release()))
+      )
+    })
+}
 
 /**
  * Listens and relays every connection to `target`, with half-close propagation and lingering close on

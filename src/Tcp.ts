@@ -22,10 +22,11 @@ import type * as Scope from "effect/Scope"
 import * as net from "node:net"
 import * as Close from "./Close.js"
 import * as Duplex from "./Duplex.js"
-import { ConnectFailed, DuplexError, isDuplexError, ListenFailed, StallDetected, Timeout } from "./DuplexError.js"
+import { DuplexError, isDuplexError, ListenFailed, StallDetected, Timeout } from "./DuplexError.js"
 import * as ConnectionGuard from "./internal/connectionGuard.js"
 import * as NodeDuplex from "./internal/nodeDuplex.js"
 import { codeOf, stalledDirection } from "./internal/errors.js"
+import { connectInto, Leg, socketLabel } from "./internal/connect.js"
 import { Traffic } from "./internal/traffic.js"
 import {
   checkAddress,
@@ -314,11 +315,6 @@ export interface MinRate {
  */
 export const DEFAULT_SHUTDOWN_GRACE: Duration.Duration = Duration.seconds(10)
 
-const socketLabel = (socket: net.Socket, address: Address): string =>
-  "path" in address
-    ? `unix ${address.path}`
-    : `tcp ${socket.localAddress}:${socket.localPort}→${socket.remoteAddress}:${socket.remotePort}`
-
 /**
  * Opens a TCP connection (or a Unix domain socket connection with `{ path }`) as a {@link Duplex.Duplex}.
  *
@@ -370,52 +366,15 @@ const socketLabel = (socket: net.Socket, address: Address): string =>
  */
 export const connect = (options: ConnectOptions): Effect.Effect<Duplex.Duplex, DuplexError, Scope.Scope> =>
   Effect.gen(function* () {
-    const address = describeAddress(options)
     const initialLabel = connectLabel(options)
     const timeoutMillis = checkConnectOptions(initialLabel, options, DEFAULT_CONNECT_TIMEOUT)
     if (typeof timeoutMillis !== "number") return yield* timeoutMillis
 
-    const held: { socket?: net.Socket } = {}
-    // Until the Duplex owns it, the socket is ours to destroy; afterwards this is a no-op.
-    yield* Effect.addFinalizer(() => Effect.sync(() => held.socket?.destroy()))
-    const failed = (err: unknown) =>
-      new DuplexError({ reason: new ConnectFailed({ label: initialLabel, address, code: codeOf(err), cause: err }) })
-    const socket = yield* Effect.callback<net.Socket, DuplexError>((resume) => {
-      const socket =
-        "path" in options
-          ? net.connect({ path: options.path, allowHalfOpen: true })
-          : net.connect({
-              host: options.host ?? "127.0.0.1",
-              port: options.port,
-              allowHalfOpen: true,
-              noDelay: options.noDelay ?? true
-            })
-      held.socket = socket
-      const onConnect = () => {
-        socket.off("error", onError)
-        resume(Effect.succeed(socket))
-      }
-      const onError = (err: Error) => {
-        socket.off("connect", onConnect)
-        resume(Exit.fail(failed(err)))
-      }
-      socket.once("connect", onConnect).once("error", onError)
-      return Effect.sync(() => socket.destroy())
-    }).pipe(
-      Effect.timeoutOrElse({
-        duration: timeoutMillis,
-        orElse: () =>
-          Exit.fail(
-            new DuplexError({
-              reason: new ConnectFailed({ label: initialLabel, address, code: "ETIMEDOUT", timeoutMillis })
-            })
-          )
-      })
-    )
-    return yield* Duplex.fromNodeDuplex(socket, {
-      highWaterMark: options.highWaterMark,
-      label: options.label ?? socketLabel(socket, options)
-    })
+    const leg = new Leg()
+    // Until the connect succeeds, the socket is ours to destroy; afterwards its duplex is disposed, as
+    // `Duplex.fromNodeDuplex` disposes it at scope close.
+    yield* Effect.addFinalizer(() => Effect.sync(() => leg.release()))
+    return yield* connectInto(leg, options, timeoutMillis)
   })
 
 /**
