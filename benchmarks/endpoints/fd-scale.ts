@@ -20,11 +20,9 @@
  * load rows' client is another process, started by the runner) and reports its CPU time and peak RSS.
  */
 import * as Effect from "effect/Effect"
+import type * as Scope from "effect/Scope"
 import type * as Duplex from "fullduplex/Duplex"
-import * as Echo from "fullduplex/Echo"
-import * as Proxy from "fullduplex/Proxy"
-import * as Shutdown from "fullduplex/Shutdown"
-import * as Tcp from "fullduplex/Tcp"
+import type * as Tcp from "fullduplex/Tcp"
 import { HOST, Meter, options, ready, required } from "../lib/common.js"
 import { fullduplexUrl, portOf } from "../lib/fdServer.js"
 import { measureIdle, type ScaleChild, startUpstream } from "../lib/scale.js"
@@ -48,22 +46,30 @@ const trivial = (conn: Duplex.Duplex) =>
     while ((yield* conn.read)._tag === "Some") {}
   })
 
-const start = (upstreamPort: number | undefined) => {
+// Only the mode's own module is loaded, as an application that uses only it loads it: the base RSS is
+// that application's (`Shutdown` loads `Framing`, which loads effect's Stream stack; `Echo` does not).
+const start = async (upstreamPort: number | undefined): Promise<Effect.Effect<Tcp.Server, unknown, Scope.Scope>> => {
   switch (mode) {
     case "tcp":
-      return Tcp.serve(listen, trivial)
+      return (await import("fullduplex/Tcp")).serve(listen, trivial)
     case "echo-stream":
-      return Echo.serve({ ...listen, policy: Echo.stream() })
     case "echo-store":
-      return Echo.serve({ ...listen, policy: Echo.storeAndForward({ maxRequestBytes: 1024 * 1024 }) })
-    case "echo-spill":
-      return Echo.serve({ ...listen, policy: Echo.spill({ memoryBytes: 4 * 1024 * 1024 }) })
+    case "echo-spill": {
+      const Echo = await import("fullduplex/Echo")
+      const policy =
+        mode === "echo-stream"
+          ? Echo.stream()
+          : mode === "echo-store"
+            ? Echo.storeAndForward({ maxRequestBytes: 1024 * 1024 })
+            : Echo.spill({ memoryBytes: 4 * 1024 * 1024 })
+      return Echo.serve({ ...listen, policy })
+    }
     case "shutdown":
-      return Shutdown.serve({ ...listen, handle: Effect.succeed })
+      return (await import("fullduplex/Shutdown")).serve({ ...listen, handle: Effect.succeed })
     case "proxy":
-      return Proxy.serve({ listen, target: { host: HOST, port: upstreamPort! } })
+      return (await import("fullduplex/Proxy")).serve({ listen, target: { host: HOST, port: upstreamPort! } })
     default:
-      return Effect.die(new Error(`unknown --mode=${mode}`))
+      throw new Error(`unknown --mode=${mode}`)
   }
 }
 
@@ -79,7 +85,7 @@ const program = Effect.gen(function* () {
     upstream = started.child
     upstreamPort = started.port
   }
-  const server = yield* start(upstreamPort)
+  const server = yield* yield* Effect.promise(() => start(upstreamPort))
   ready(meter, portOf(server))
   const stats = () => Effect.runSync(server.stats)
   if (connections !== undefined) {
