@@ -26,7 +26,7 @@ import { inboundPipeOf, outboundPortOf } from "./internal/bytePipe.js"
 import { unscoped } from "./internal/tcpOptions.js"
 import { checkFinitePositiveDuration, invalidOptions } from "./internal/errors.js"
 import { collect } from "./internal/collect.js"
-import { pump } from "./internal/pump.js"
+import { pump, pumpUntilWait } from "./internal/pump.js"
 import { SpillQueue } from "./internal/spillQueue.js"
 import * as Tcp from "./Tcp.js"
 import * as Watchdog from "./Watchdog.js"
@@ -349,12 +349,35 @@ const readWhile = (
         : Effect.succeed(false)
   )
 
-/** `watched`: the server watches for the two-way stall itself (no watchdog fiber per connection). */
+/**
+ * The spill echo. While the client takes its echo as it comes, over a duplex with ports, it is a pump (one
+ * object per connection, no fiber); at the first write the client's side cannot take at once, the queue
+ * takes over for the rest of the connection, and reading goes on into memory, then the file.
+ *
+ * `watched`: the server watches for the two-way stall itself (no watchdog fiber per connection).
+ */
 const spillEcho = (
   duplex: Duplex,
   policy: SpillPolicy,
   counters: Counters,
   watched: boolean
+): Effect.Effect<void, DuplexError> => {
+  const source = inboundPipeOf(duplex)
+  const destination = outboundPortOf(duplex)
+  if (source === undefined || destination === undefined)
+    return spillQueued(duplex, policy, counters, watched, Effect.void)
+  return Effect.flatMap(pumpUntilWait(source, destination), (outcome) =>
+    outcome._tag === "End" ? Effect.void : spillQueued(duplex, policy, counters, watched, outcome.room)
+  )
+}
+
+/** Reader → `SpillQueue` → writer, the writer first waiting for `room` (the hand-over the pump left waiting). */
+const spillQueued = (
+  duplex: Duplex,
+  policy: SpillPolicy,
+  counters: Counters,
+  watched: boolean,
+  room: Effect.Effect<void, DuplexError>
 ): Effect.Effect<void, DuplexError> =>
   Effect.acquireUseRelease(
     Effect.sync(
@@ -388,7 +411,7 @@ const spillEcho = (
             inbound,
             Effect.sync(() => queue.end())
           ),
-          outbound
+          Effect.andThen(room, outbound)
         ],
         {
           concurrency: 2,

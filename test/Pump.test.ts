@@ -50,6 +50,39 @@ const slowEchoClient = (socket: net.Socket, payload: Uint8Array, seed: number) =
     writeMore()
   })
 
+describe("Echo's spill policy over a socket", () => {
+  it.live(
+    "is a pump while the client keeps up, hands over to its queue at the first write that waits, and echoes every byte intact in order",
+    () =>
+      Effect.gen(function* () {
+        const server = yield* Echo.serve({ host: "127.0.0.1", port: 0, policy: Echo.spill({ memoryBytes: 256 * KiB }) })
+        const port = (server.address as { port: number }).port
+        // A client that reads as it writes: the echo stays a pump (nothing queued).
+        const quick = net.connect({ host: "127.0.0.1", port })
+        const small = randomBytes(64 * KiB, 21)
+        const quickBack = yield* Effect.callback<Uint8Array, Error>((resume) => {
+          const got: Array<Uint8Array> = []
+          quick.on("data", (chunk: Buffer) => got.push(chunk))
+          quick.once("end", () => resume(Effect.succeed(concatBytes(got))))
+          quick.once("error", (err) => resume(Effect.fail(err)))
+          quick.end(small)
+        }).pipe(within("10 seconds", "the quick client's echo"))
+        assertSameBytes(quickBack, small, "quick echo")
+        quick.destroy()
+        assert.strictEqual((yield* server.echo).peakBufferedBytes, 0, "a client that kept up had its echo queued")
+        // A client that pauses its reads: a write back waits, the queue takes over (and spills past 256 KiB).
+        const slow = net.connect({ host: "127.0.0.1", port })
+        yield* Effect.callback<void>((resume) => void slow.once("connect", () => resume(Effect.void)))
+        const payload = randomBytes(24 * MiB, 22)
+        const back = yield* slowEchoClient(slow, payload, 23).pipe(within("20 seconds", "the slow client's echo"))
+        assertSameBytes(back, payload, "slow echo")
+        slow.destroy()
+        const stats = yield* server.echo
+        assert.isAbove(stats.peakBufferedBytes, 0, "the queue never took over (the test did not exercise it)")
+      }).pipe(Effect.scoped)
+  )
+})
+
 describe("Echo's stream policy over a socket", () => {
   it.live("reads into a reused buffer and echoes every byte intact to a client that reads slowly", () =>
     Effect.gen(function* () {

@@ -176,3 +176,103 @@ class Pump implements PushSink {
     this.resume(exit)
   }
 }
+
+/** How {@link pumpUntilWait} ended: at the source's EOF, or at the first hand-over the destination could not take at once. @internal */
+export type UntilWait =
+  | { readonly _tag: "End" }
+  | {
+      readonly _tag: "Waiting"
+      /** Completes once the destination has taken the rest of that hand-over (fails with its error). */
+      readonly room: Effect.Effect<void, DuplexError>
+    }
+
+/**
+ * Copies `from` into `to` as {@link pump} does while the destination takes every chunk at once, and
+ * detaches at the first it cannot: that chunk stays with the destination, and `room` completes once it
+ * has taken it. What the source delivers afterwards stays in its pipe for the caller to read. So a copy
+ * that must go on reading while its destination waits (the spill echo) is one object while nothing waits.
+ *
+ * Interruption: the pump detaches (once it has succeeded with `Waiting`, interrupting `room` cancels the
+ * destination's wait: the rest of that chunk is dropped).
+ *
+ * @internal
+ */
+export const pumpUntilWait = (from: BytePipe, to: OutboundPort): Effect.Effect<UntilWait, DuplexError> =>
+  Effect.callback<UntilWait, DuplexError>((resume) => {
+    const running = new WaitPump(from, to, resume)
+    running.start()
+    return running.interrupted
+  })
+
+class WaitPump implements PushSink {
+  readonly takesLent = true
+  private done = false
+  private wait: (() => void) | undefined = undefined
+  /** The destination's answer, once it came: `null` for room, else its error. */
+  private answer: DuplexError | null | undefined = undefined
+  private resumeRoom: ((exit: Exit.Exit<void, DuplexError>) => void) | undefined = undefined
+
+  constructor(
+    private readonly from: BytePipe,
+    private readonly to: OutboundPort,
+    private readonly resume: (exit: Exit.Exit<UntilWait, DuplexError>) => void
+  ) {}
+
+  start(): void {
+    this.from.attachUnsafe(this)
+    if (this.done) this.from.detachSink(this)
+  }
+
+  get interrupted(): Effect.Effect<void> {
+    return Effect.sync(() => {
+      if (this.done) return
+      this.done = true
+      this.from.detachSink(this)
+    })
+  }
+
+  chunk(bytes: Uint8Array, lent: boolean): number {
+    if (this.done) return TAKEN
+    const wait = this.to.writeUnsafe(bytes, (error) => this.onRoom(error))
+    if (wait === undefined) return lent && this.to.holdsBytes() ? KEPT : TAKEN
+    this.wait = wait
+    this.finish(Exit.succeed({ _tag: "Waiting", room: this.room }))
+    return lent ? KEPT : TAKEN
+  }
+
+  end(): void {
+    this.finish(Exit.succeed({ _tag: "End" }))
+  }
+
+  fail(error: DuplexError): void {
+    this.finish(Exit.fail(error))
+  }
+
+  private get room(): Effect.Effect<void, DuplexError> {
+    return Effect.callback<void, DuplexError>((resume) => {
+      if (this.answer !== undefined) return resume(this.answer === null ? Exit.void : Exit.fail(this.answer))
+      this.resumeRoom = resume
+      return Effect.sync(() => {
+        this.resumeRoom = undefined
+        const wait = this.wait
+        this.wait = undefined
+        wait?.()
+      })
+    })
+  }
+
+  private onRoom(error: DuplexError | undefined): void {
+    this.wait = undefined
+    this.answer = error ?? null
+    const resume = this.resumeRoom
+    this.resumeRoom = undefined
+    resume?.(error === undefined ? Exit.void : Exit.fail(error))
+  }
+
+  private finish(exit: Exit.Exit<UntilWait, DuplexError>): void {
+    if (this.done) return
+    this.done = true
+    this.from.detachSink(this)
+    this.resume(exit)
+  }
+}
