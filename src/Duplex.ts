@@ -715,12 +715,12 @@ export const splice: {
     const bIn = inboundPipeOf(b)
     const aOut = outboundPortOf(a)
     const bOut = outboundPortOf(b)
-    // Both sides with ports (sockets, pairs): the two pumps in one callback, no fiber per direction.
-    const both =
-      aIn !== undefined && bIn !== undefined && aOut !== undefined && bOut !== undefined
-        ? pumpBoth(aIn, bOut, bIn, aOut)
-        : Effect.all([copy(a, b), copy(b, a)], { concurrency: 2 })
-    return both.pipe(
+    // Both sides with ports (sockets, pairs): the two pumps in one callback, no fiber per direction, which
+    // aborts both sides itself when it fails or is interrupted (no frame of its own waits on it).
+    if (aIn !== undefined && bIn !== undefined && aOut !== undefined && bOut !== undefined) {
+      return pumpBoth(aIn, bOut, bIn, aOut, () => Effect.andThen(a.abort, b.abort))
+    }
+    return Effect.all([copy(a, b), copy(b, a)], { concurrency: 2 }).pipe(
       Effect.map(([aToB, bToA]) => ({ aToB, bToA })),
       Effect.onError(() => Effect.andThen(a.abort, b.abort))
     )

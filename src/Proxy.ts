@@ -147,6 +147,8 @@ export const relay = (options: {
 ) => Effect.Effect<Duplex.SpliceResult | undefined, DuplexError>) => {
   const upstreamClose = options.upstreamClose ?? Close.lingering()
   const onUpstreamFailure = options.onUpstreamFailure ?? logUpstreamFailure
+  // The upstream leg's label, shared by every connection of the relay (`tcp →host:port`, or the target's
+  // own `label`): the client leg's label names the connection.
   const label = connectLabel(options.target)
   return (client, info) =>
     Effect.suspend(() => {
@@ -155,13 +157,19 @@ export const relay = (options: {
       // The upstream leg is the relay's for exactly as long as it runs: no scope of its own, it is closed
       // (its half-made socket destroyed, or its duplex disposed) however the relay ends.
       const leg = new Leg()
-      return connectInto(leg, options.target, timeoutMillis).pipe(
-        Effect.matchEffect({
+      // The connect's effects are made inside the `suspend`, so that once it is done nothing holds them: the
+      // `ensuring` frame, which lives as long as the relay, holds only the `suspend` (see "What one
+      // connection holds" in docs/ARCHITECTURE.md).
+      const relaying = Effect.suspend(() =>
+        Effect.matchEffect(connectInto(leg, options.target, timeoutMillis, label), {
           onFailure: (error) => Effect.as(onUpstreamFailure(error, info), undefined),
           onSuccess: (upstream) =>
             Effect.flatMap(Duplex.splice(client, upstream), (relayed) => Effect.as(upstreamClose(upstream), relayed))
-        }),
-        Effect.ensuring(Effect.sync(() => leg.release()))
+        })
+      )
+      return Effect.ensuring(
+        relaying,
+        Effect.sync(() => leg.release())
       )
     })
 }

@@ -34,19 +34,26 @@ export const socketLabel = (socket: net.Socket, address: Address): string =>
 
 /**
  * Connects to `options` within `timeoutMillis` (checked by `checkConnectOptions`, as is `highWaterMark`),
- * and succeeds with the connection's duplex, kept in `leg` too. The socket is in `leg` from the moment it
+ * and succeeds with the connection's duplex, kept in `leg` too, labelled `label` (by default
+ * `options.label`, else the connected socket's addresses, a string made per connection). The socket is in `leg` from the moment it
  * exists, so the caller's `leg.release()` closes it whatever happens from then on; interrupted while
  * connecting, the socket is destroyed at once.
  */
 export const connectInto = (
   leg: Leg,
   options: ConnectOptions,
-  timeoutMillis: number
+  timeoutMillis: number,
+  label?: string
 ): Effect.Effect<NodeDuplex, DuplexError> => {
-  const label = connectLabel(options)
+  const initialLabel = connectLabel(options)
   const failed = (err: unknown) =>
     new DuplexError({
-      reason: new ConnectFailed({ label, address: describeAddress(options), code: codeOf(err), cause: err })
+      reason: new ConnectFailed({
+        label: initialLabel,
+        address: describeAddress(options),
+        code: codeOf(err),
+        cause: err
+      })
     })
   const connected = Effect.callback<net.Socket, DuplexError>((resume) => {
     const socket =
@@ -75,7 +82,12 @@ export const connectInto = (
       orElse: () =>
         Exit.fail(
           new DuplexError({
-            reason: new ConnectFailed({ label, address: describeAddress(options), code: "ETIMEDOUT", timeoutMillis })
+            reason: new ConnectFailed({
+              label: initialLabel,
+              address: describeAddress(options),
+              code: "ETIMEDOUT",
+              timeoutMillis
+            })
           })
         )
     })
@@ -86,7 +98,7 @@ export const connectInto = (
         () =>
           (leg.duplex = makeUnsafe(
             socket,
-            options.label ?? socketLabel(socket, options),
+            label ?? options.label ?? socketLabel(socket, options),
             options.highWaterMark ?? DEFAULT_HIGH_WATER_MARK_BYTES,
             clock
           ))

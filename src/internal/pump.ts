@@ -47,7 +47,8 @@ export const pump = (from: BytePipe, to: OutboundPort, options: PumpOptions): Ef
  * the other side), and succeeds with the bytes each copied once both are done: the two pumps of a splice in
  * one callback, with no fiber per direction.
  *
- * The first failure stops the other direction (it detaches) and fails the whole. Interruption stops both.
+ * The first failure stops the other direction (it detaches), runs `abort` and fails with it. Interruption
+ * stops both and runs `abort`.
  *
  * @internal
  */
@@ -55,41 +56,56 @@ export const pumpBoth = (
   aIn: BytePipe,
   bOut: OutboundPort,
   bIn: BytePipe,
-  aOut: OutboundPort
-): Effect.Effect<readonly [aToB: number, bToA: number], DuplexError> =>
-  Effect.callback<readonly [number, number], DuplexError>((resume) => {
-    const both = new PumpPair(resume)
-    const aToB = new Pump(aIn, bOut, true, (exit) => both.done(0, exit))
-    const bToA = new Pump(bIn, aOut, true, (exit) => both.done(1, exit))
+  aOut: OutboundPort,
+  abort: () => Effect.Effect<void>
+): Effect.Effect<{ readonly aToB: number; readonly bToA: number }, DuplexError> =>
+  Effect.callback<{ readonly aToB: number; readonly bToA: number }, DuplexError>((resume) => {
+    const both = new PumpPair(resume, abort)
+    const aToB = new Pump(aIn, bOut, true, both, 0)
+    const bToA = new Pump(bIn, aOut, true, both, 1)
     both.pumps = [aToB, bToA]
     aToB.start()
     bToA.start()
-    return Effect.sync(() => both.stop())
+    return both.interrupted
   })
 
 /** The two pumps of {@link pumpBoth}, and what each copied. */
 class PumpPair {
   pumps: readonly [Pump, Pump] | undefined = undefined
-  private readonly bytes: [number, number] = [0, 0]
+  aToB = 0
+  bToA = 0
   private pending = 2
   private finished = false
 
-  constructor(private readonly resume: (exit: Exit.Exit<readonly [number, number], DuplexError>) => void) {}
+  constructor(
+    private readonly resume: (
+      effect: Effect.Effect<{ readonly aToB: number; readonly bToA: number }, DuplexError>
+    ) => void,
+    private readonly abort: () => Effect.Effect<void>
+  ) {}
 
   done(which: 0 | 1, exit: Exit.Exit<number, DuplexError>): void {
     if (this.finished) return
     if (Exit.isFailure(exit)) {
       this.stop()
-      return this.resume(Exit.failCause(exit.cause))
+      return this.resume(Effect.andThen(this.abort(), Effect.failCause(exit.cause)))
     }
-    this.bytes[which] = exit.value
+    if (which === 0) this.aToB = exit.value
+    else this.bToA = exit.value
     if (--this.pending === 0) {
       this.finished = true
-      this.resume(Exit.succeed(this.bytes))
+      this.resume(Effect.succeed({ aToB: this.aToB, bToA: this.bToA }))
     }
   }
 
-  stop(): void {
+  get interrupted(): Effect.Effect<void> {
+    return Effect.suspend(() => {
+      this.stop()
+      return this.abort()
+    })
+  }
+
+  private stop(): void {
     if (this.finished) return
     this.finished = true
     this.pumps?.[0].stop()
@@ -110,11 +126,13 @@ class Pump implements PushSink {
   private waiting: (() => void) | undefined = undefined
   private onRoomFn: ((error: DuplexError | undefined) => void) | undefined = undefined
 
+  /** `resume` is the pump's callback, or the pair it is one of (told with its index: no closure per pump). */
   constructor(
     private readonly from: BytePipe,
     private readonly to: OutboundPort,
     private readonly endOnEof: boolean,
-    private readonly resume: (exit: Exit.Exit<number, DuplexError>) => void
+    private readonly resume: ((exit: Exit.Exit<number, DuplexError>) => void) | PumpPair,
+    private readonly which: 0 | 1 = 0
   ) {}
 
   start(): void {
@@ -173,7 +191,8 @@ class Pump implements PushSink {
     if (this.done) return
     this.done = true
     this.release()
-    this.resume(exit)
+    if (typeof this.resume === "function") this.resume(exit)
+    else this.resume.done(this.which, exit)
   }
 }
 
@@ -208,6 +227,7 @@ class WaitPump implements PushSink {
   readonly takesLent = true
   private done = false
   private wait: (() => void) | undefined = undefined
+  private onRoomFn: ((error: DuplexError | undefined) => void) | undefined = undefined
   /** The destination's answer, once it came: `null` for room, else its error. */
   private answer: DuplexError | null | undefined = undefined
   private resumeRoom: ((exit: Exit.Exit<void, DuplexError>) => void) | undefined = undefined
@@ -233,7 +253,7 @@ class WaitPump implements PushSink {
 
   chunk(bytes: Uint8Array, lent: boolean): number {
     if (this.done) return TAKEN
-    const wait = this.to.writeUnsafe(bytes, (error) => this.onRoom(error))
+    const wait = this.to.writeUnsafe(bytes, (this.onRoomFn ??= (error) => this.onRoom(error)))
     if (wait === undefined) return lent && this.to.holdsBytes() ? KEPT : TAKEN
     this.wait = wait
     this.finish(Exit.succeed({ _tag: "Waiting", room: this.room }))
