@@ -12,4 +12,5 @@ dir=$(mktemp -d)
 node --expose-gc "$here/server.mjs" 10 "$kind" "$dir/small.heapsnapshot"
 node --expose-gc "$here/server.mjs" 1010 "$kind" "$dir/large.heapsnapshot"
 node "$here/summarize.mjs" "$dir/small.heapsnapshot" "$dir/large.heapsnapshot" 1000 "${2:-30}"
+[ -n "${CLOSURES:-}" ] && node "$CLOSURES" "$dir/small.heapsnapshot" "$dir/large.heapsnapshot" 1000
 rm -rf "$dir"

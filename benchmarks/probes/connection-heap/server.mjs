@@ -1,5 +1,5 @@
-// The server of the connection-heap probe (see run.sh): argv N, kind (raw | tcp | echo | store | spill | shutdown |
-// proxy), snapshot path.
+// The server of the connection-heap probe (see run.sh): argv N, kind (raw | tcp | tcp-flat | echo | store | spill |
+// shutdown | proxy), snapshot path.
 import * as net from "node:net"
 import * as v8 from "node:v8"
 import { fork, spawn } from "node:child_process"
@@ -58,13 +58,21 @@ if (kind === "raw") {
                       maxConnections: N + 16,
                       handle: Effect.succeed
                     })
-                  : yield* Tcp.serve({ host: "127.0.0.1", port: 0, maxConnections: N + 16 }, (conn) =>
-                      Effect.gen(function* () {
-                        const c = yield* conn.read
-                        if (c._tag === "Some") yield* conn.write(c.value)
-                        while ((yield* conn.read)._tag === "Some") {}
+                  : kind === "tcp-flat"
+                    ? yield* Tcp.serve({ host: "127.0.0.1", port: 0, maxConnections: N + 16 }, (conn) => {
+                        // The same handler without a generator: what Effect.gen itself holds per connection.
+                        const drain = Effect.flatMap(conn.read, (c) => (c._tag === "Some" ? drain : Effect.void))
+                        return Effect.flatMap(conn.read, (c) =>
+                          c._tag === "Some" ? Effect.andThen(conn.write(c.value), drain) : Effect.void
+                        )
                       })
-                    )
+                    : yield* Tcp.serve({ host: "127.0.0.1", port: 0, maxConnections: N + 16 }, (conn) =>
+                        Effect.gen(function* () {
+                          const c = yield* conn.read
+                          if (c._tag === "Some") yield* conn.write(c.value)
+                          while ((yield* conn.read)._tag === "Some") {}
+                        })
+                      )
       port(server.address.port)
       yield* Effect.never
     }).pipe(Effect.scoped)
