@@ -14,6 +14,9 @@ import { codeOf } from "./errors.js"
 import { DEFAULT_HIGH_WATER_MARK_BYTES, makeUnsafe, type NodeDuplex } from "./nodeDuplex.js"
 import { connectLabel, describeAddress } from "./tcpOptions.js"
 
+/** The longest delay `setTimeout` takes (2^31 − 1 ms); a longer one would fire at once. */
+const MAX_TIMER_MILLIS = 2_147_483_647
+
 /** A connection's socket before its duplex exists, then its duplex: what must be closed at the end. */
 export class Leg {
   socket: net.Socket | undefined = undefined
@@ -55,6 +58,8 @@ export const connectInto = (
         cause: err
       })
     })
+  // The connect timeout is a timer of the callback's own, not `Effect.timeout` (a race of two fibers per
+  // connect): a proxy makes one connect per connection.
   const connected = Effect.callback<net.Socket, DuplexError>((resume) => {
     const socket =
       "path" in options
@@ -67,31 +72,42 @@ export const connectInto = (
           })
     leg.socket = socket
     const onConnect = () => {
+      clearTimeout(timer)
       socket.off("error", onError)
       resume(Exit.succeed(socket))
     }
     const onError = (err: Error) => {
+      clearTimeout(timer)
       socket.off("connect", onConnect)
       resume(Exit.fail(failed(err)))
     }
+    // Beyond setTimeout's range (about 24.8 days, and `Infinity`) there is no limit.
+    const timer =
+      timeoutMillis <= MAX_TIMER_MILLIS
+        ? setTimeout(() => {
+            // The listeners stay: an error the destroy might still bring finds `onError`, whose resume is then
+            // a no-op.
+            socket.destroy()
+            resume(
+              Exit.fail(
+                new DuplexError({
+                  reason: new ConnectFailed({
+                    label: initialLabel,
+                    address: describeAddress(options),
+                    code: "ETIMEDOUT",
+                    timeoutMillis
+                  })
+                })
+              )
+            )
+          }, timeoutMillis)
+        : undefined
     socket.once("connect", onConnect).once("error", onError)
-    return Effect.sync(() => socket.destroy())
-  }).pipe(
-    Effect.timeoutOrElse({
-      duration: timeoutMillis,
-      orElse: () =>
-        Exit.fail(
-          new DuplexError({
-            reason: new ConnectFailed({
-              label: initialLabel,
-              address: describeAddress(options),
-              code: "ETIMEDOUT",
-              timeoutMillis
-            })
-          })
-        )
+    return Effect.sync(() => {
+      clearTimeout(timer)
+      socket.destroy()
     })
-  )
+  })
   return Effect.flatMap(connected, (socket) =>
     Clock.clockWith((clock) =>
       Effect.sync(
