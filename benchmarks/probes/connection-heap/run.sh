@@ -5,6 +5,8 @@
 # object kind (self sizes); `shutdown` is `Shutdown.serve`, whose clients send nothing and wait for its preface. From the project root, after `npm run build`:
 #   bash benchmarks/probes/connection-heap/run.sh raw ; bash benchmarks/probes/connection-heap/run.sh tcp
 #   bash benchmarks/probes/connection-heap/run.sh echo
+# Kinds: raw, tcp, tcp-flat (the same handler without a generator), echo, store, spill, shutdown, proxy.
+# CLOSURES=1 also lists the closures per connection by source location (closures.mjs).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 kind=${1:-echo}
@@ -12,5 +14,5 @@ dir=$(mktemp -d)
 node --expose-gc "$here/server.mjs" 10 "$kind" "$dir/small.heapsnapshot"
 node --expose-gc "$here/server.mjs" 1010 "$kind" "$dir/large.heapsnapshot"
 node "$here/summarize.mjs" "$dir/small.heapsnapshot" "$dir/large.heapsnapshot" 1000 "${2:-30}"
-[ -n "${CLOSURES:-}" ] && node "$CLOSURES" "$dir/small.heapsnapshot" "$dir/large.heapsnapshot" 1000
+[ -n "${CLOSURES:-}" ] && node "$here/closures.mjs" "$dir/small.heapsnapshot" "$dir/large.heapsnapshot" 1000
 rm -rf "$dir"
