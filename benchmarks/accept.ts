@@ -14,11 +14,14 @@ import type { Case, ProcessSpec } from "./rows.js"
 import { checkBaselineImports, type ProcessResult, type Run } from "./runner/launch.js"
 import {
   commandOf,
+  fixed,
+  median,
   type ModeOptions,
   type ModeOutcome,
   runRounds,
   sectionOf,
   selectCases,
+  spread,
   withSection
 } from "./runner/modes.js"
 
@@ -193,22 +196,6 @@ const evaluate = (run: Run): Round => {
 // -----------------------------------------------------------------------------------------------------
 // reporting
 // -----------------------------------------------------------------------------------------------------
-
-const median = (xs: ReadonlyArray<number>): number => {
-  const s = [...xs].sort((a, b) => a - b)
-  const m = s.length >> 1
-  return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2
-}
-
-const fixed = (x: number, digits: number): string => (Number.isFinite(x) ? x.toFixed(digits) : "—")
-
-/** `median (min–max)` of the rounds' figures, `—` without any. */
-const spread = (xs: ReadonlyArray<number>, digits: number): string => {
-  const ok = xs.filter(Number.isFinite)
-  if (ok.length === 0) return "—"
-  const range = ok.length > 1 ? ` (${fixed(Math.min(...ok), digits)}–${fixed(Math.max(...ok), digits)})` : ""
-  return `${fixed(median(ok), digits)}${range}`
-}
 
 const figuresIn = (rounds: ReadonlyArray<Round>): ReadonlyArray<Figures> =>
   rounds.flatMap((r) => (r.figures === undefined ? [] : [r.figures]))

@@ -11,7 +11,15 @@ import * as os from "node:os"
 import { formatBytes, MiB } from "./lib/common.js"
 import type { Case, ProcessSpec } from "./rows.js"
 import { checkBaselineImports, type ProcessResult, type Run } from "./runner/launch.js"
-import { commandOf, type ModeOptions, type ModeOutcome, runRounds, selectCases, withSection } from "./runner/modes.js"
+import {
+  commandOf,
+  median,
+  type ModeOptions,
+  type ModeOutcome,
+  runRounds,
+  selectCases,
+  withSection
+} from "./runner/modes.js"
 
 /** Rounds of the bounds rows unless `--rounds` says otherwise in a `--bounds` run. */
 export const BOUNDS_ROUNDS = 3
@@ -291,12 +299,6 @@ const evaluate = (bc: BoundCase, run: Run): Round => {
     return { run, value: undefined, bound: undefined, problem: "no figure in the result", facts: undefined }
   }
   return { run, value, bound: bc.bound(server), problem, facts: bc.facts(server, att) }
-}
-
-const median = (xs: ReadonlyArray<number>): number => {
-  const s = [...xs].sort((a, b) => a - b)
-  const m = s.length >> 1
-  return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2
 }
 
 const show = (unit: "bytes" | "ms", x: number): string =>

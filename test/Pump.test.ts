@@ -70,11 +70,24 @@ describe("Echo's spill policy over a socket", () => {
         assertSameBytes(quickBack, small, "quick echo")
         quick.destroy()
         assert.strictEqual((yield* server.echo).peakBufferedBytes, 0, "a client that kept up had its echo queued")
-        // A client that pauses its reads: a write back waits, the queue takes over (and spills past 256 KiB).
+        // A client that reads nothing until it has written everything: a write back waits, the queue takes
+        // over (and spills past 256 KiB), and reading goes on meanwhile, so the client's writes all complete.
         const slow = net.connect({ host: "127.0.0.1", port })
-        yield* Effect.callback<void>((resume) => void slow.once("connect", () => resume(Effect.void)))
         const payload = randomBytes(24 * MiB, 22)
-        const back = yield* slowEchoClient(slow, payload, 23).pipe(within("20 seconds", "the slow client's echo"))
+        const back = yield* Effect.callback<Uint8Array, Error>((resume) => {
+          const got: Array<Uint8Array> = []
+          slow.pause()
+          slow.on("data", (chunk: Buffer) => got.push(chunk))
+          slow.once("end", () => resume(Effect.succeed(concatBytes(got))))
+          slow.once("error", (err) => resume(Effect.fail(err)))
+          const pieces = randomChunks(payload, 96 * KiB, 23)
+          let i = 0
+          const writeMore = () => {
+            while (i < pieces.length) if (!slow.write(pieces[i++]!)) return void slow.once("drain", writeMore)
+            slow.end(() => slow.resume())
+          }
+          writeMore()
+        }).pipe(within("20 seconds", "the slow client's echo"))
         assertSameBytes(back, payload, "slow echo")
         slow.destroy()
         const stats = yield* server.echo

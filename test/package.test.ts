@@ -195,6 +195,16 @@ describe("package", () => {
     120_000
   )
 
+  /** A trace fixture's output: one JSON line per phase, the URLs loaded by then. */
+  const phasesOf = (stdout: string): Map<string, Array<string>> =>
+    new Map(
+      stdout
+        .trim()
+        .split("\n")
+        .map((line) => JSON.parse(line) as { phase: string; urls: Array<string> })
+        .map(({ phase, urls }) => [phase, urls])
+    )
+
   // The trace's load hook is `module.registerHooks`, Node 22.15 and 23.5 on; on the Node 22.12 to 22.14 that
   // the package supports too, this test does not run (the development machine and CI run Node 24).
   const canTrace = typeof nodeModule.registerHooks === "function"
@@ -206,13 +216,7 @@ describe("package", () => {
           copyFileSync(join(root, "test", "fixtures", "load-trace.mjs"), join(dir, "load-trace.mjs"))
           const trace = yield* run("node", ["load-trace.mjs", format], dir)
           assert.strictEqual(trace.exitCode, 0, trace.all)
-          const phases = new Map(
-            trace.stdout
-              .trim()
-              .split("\n")
-              .map((line) => JSON.parse(line) as { phase: string; urls: Array<string> })
-              .map(({ phase, urls }) => [phase, urls])
-          )
+          const phases = phasesOf(trace.stdout)
           const execaLoaded = (phase: string) => phases.get(phase)!.some((url) => url.includes("/node_modules/execa/"))
           const yamuxLoaded = (phase: string) =>
             [...sourcesLoaded(phases.get(phase)!)].filter((source) => source.startsWith("src/internal/yamux/"))
@@ -235,13 +239,7 @@ describe("package", () => {
           copyFileSync(join(root, "test", "fixtures", "echo-trace.mjs"), join(dir, "echo-trace.mjs"))
           const trace = yield* run("node", ["echo-trace.mjs", format], dir)
           assert.strictEqual(trace.exitCode, 0, trace.all)
-          const phases = new Map(
-            trace.stdout
-              .trim()
-              .split("\n")
-              .map((line) => JSON.parse(line) as { phase: string; urls: Array<string> })
-              .map(({ phase, urls }) => [phase, urls])
-          )
+          const phases = phasesOf(trace.stdout)
           const effectModules = (phase: string) =>
             phases
               .get(phase)!

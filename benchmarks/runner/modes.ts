@@ -24,6 +24,24 @@ export interface ModeOptions {
   readonly onRun?: ((run: Run) => void) | undefined
 }
 
+/** The median of `xs` (the mean of the middle two for an even count). */
+export const median = (xs: ReadonlyArray<number>): number => {
+  const s = [...xs].sort((a, b) => a - b)
+  const m = s.length >> 1
+  return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2
+}
+
+/** `x` with `digits` decimals, `—` when it is not a finite number. */
+export const fixed = (x: number, digits: number): string => (Number.isFinite(x) ? x.toFixed(digits) : "—")
+
+/** `median (min–max)` of the rounds' figures, `—` without any. */
+export const spread = (xs: ReadonlyArray<number>, digits: number): string => {
+  const ok = xs.filter(Number.isFinite)
+  if (ok.length === 0) return "—"
+  const range = ok.length > 1 ? ` (${fixed(Math.min(...ok), digits)}–${fixed(Math.max(...ok), digits)})` : ""
+  return `${fixed(median(ok), digits)}${range}`
+}
+
 /** The cases `filter` selects (all without one); none is an error naming them all. */
 export const selectCases = <C extends { readonly case: Case }>(
   all: ReadonlyArray<C>,

@@ -12,7 +12,8 @@
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import type { DuplexError } from "../DuplexError.js"
-import { type BytePipe, KEPT, type PushSink, TAKEN } from "./bytePipe.js"
+import { type BytePipe, KEPT, TAKEN } from "./bytePipe.js"
+import { consume, PipeConsumer } from "./pipeConsumer.js"
 
 /**
  * Hands every chunk of `from` to `take` until the pipe's EOF (succeeds with `true`) or until `take`
@@ -22,34 +23,15 @@ import { type BytePipe, KEPT, type PushSink, TAKEN } from "./bytePipe.js"
  * @internal
  */
 export const collect = (from: BytePipe, take: (bytes: Uint8Array) => boolean): Effect.Effect<boolean, DuplexError> =>
-  Effect.callback<boolean, DuplexError>((resume) => {
-    const running = new Collector(from, take, resume)
-    running.start()
-    return running.interrupted
-  })
+  consume((resume) => new Collector(from, take, resume))
 
-class Collector implements PushSink {
-  readonly takesLent = true
-  private done = false
-
+class Collector extends PipeConsumer<boolean> {
   constructor(
-    private readonly from: BytePipe,
+    from: BytePipe,
     private readonly take: (bytes: Uint8Array) => boolean,
-    private readonly resume: (exit: Exit.Exit<boolean, DuplexError>) => void
-  ) {}
-
-  start(): void {
-    this.from.attachUnsafe(this)
-    // `attachUnsafe` delivers what is buffered already, and that may have finished the collector.
-    if (this.done) this.from.detachSink(this)
-  }
-
-  get interrupted(): Effect.Effect<void> {
-    return Effect.sync(() => {
-      if (this.done) return
-      this.done = true
-      this.from.detachSink(this)
-    })
+    resume: (exit: Exit.Exit<boolean, DuplexError>) => void
+  ) {
+    super(from, resume)
   }
 
   chunk(bytes: Uint8Array, lent: boolean): number {
@@ -63,16 +45,5 @@ class Collector implements PushSink {
 
   end(): void {
     this.finish(Exit.succeed(true))
-  }
-
-  fail(error: DuplexError): void {
-    this.finish(Exit.fail(error))
-  }
-
-  private finish(exit: Exit.Exit<boolean, DuplexError>): void {
-    if (this.done) return
-    this.done = true
-    this.from.detachSink(this)
-    this.resume(exit)
   }
 }

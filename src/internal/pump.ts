@@ -19,6 +19,7 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import type { DuplexError } from "../DuplexError.js"
 import { type BytePipe, KEPT, type OutboundPort, PAUSE, type PushSink, TAKEN } from "./bytePipe.js"
+import { consume, PipeConsumer } from "./pipeConsumer.js"
 
 /** @internal */
 export interface PumpOptions {
@@ -217,15 +218,9 @@ export type UntilWait =
  * @internal
  */
 export const pumpUntilWait = (from: BytePipe, to: OutboundPort): Effect.Effect<UntilWait, DuplexError> =>
-  Effect.callback<UntilWait, DuplexError>((resume) => {
-    const running = new WaitPump(from, to, resume)
-    running.start()
-    return running.interrupted
-  })
+  consume((resume) => new WaitPump(from, to, resume))
 
-class WaitPump implements PushSink {
-  readonly takesLent = true
-  private done = false
+class WaitPump extends PipeConsumer<UntilWait> {
   private wait: (() => void) | undefined = undefined
   private onRoomFn: ((error: DuplexError | undefined) => void) | undefined = undefined
   /** The destination's answer, once it came: `null` for room, else its error. */
@@ -233,22 +228,11 @@ class WaitPump implements PushSink {
   private resumeRoom: ((exit: Exit.Exit<void, DuplexError>) => void) | undefined = undefined
 
   constructor(
-    private readonly from: BytePipe,
+    from: BytePipe,
     private readonly to: OutboundPort,
-    private readonly resume: (exit: Exit.Exit<UntilWait, DuplexError>) => void
-  ) {}
-
-  start(): void {
-    this.from.attachUnsafe(this)
-    if (this.done) this.from.detachSink(this)
-  }
-
-  get interrupted(): Effect.Effect<void> {
-    return Effect.sync(() => {
-      if (this.done) return
-      this.done = true
-      this.from.detachSink(this)
-    })
+    resume: (exit: Exit.Exit<UntilWait, DuplexError>) => void
+  ) {
+    super(from, resume)
   }
 
   chunk(bytes: Uint8Array, lent: boolean): number {
@@ -262,10 +246,6 @@ class WaitPump implements PushSink {
 
   end(): void {
     this.finish(Exit.succeed({ _tag: "End" }))
-  }
-
-  fail(error: DuplexError): void {
-    this.finish(Exit.fail(error))
   }
 
   private get room(): Effect.Effect<void, DuplexError> {
@@ -287,12 +267,5 @@ class WaitPump implements PushSink {
     const resume = this.resumeRoom
     this.resumeRoom = undefined
     resume?.(error === undefined ? Exit.void : Exit.fail(error))
-  }
-
-  private finish(exit: Exit.Exit<UntilWait, DuplexError>): void {
-    if (this.done) return
-    this.done = true
-    this.from.detachSink(this)
-    this.resume(exit)
   }
 }
