@@ -569,6 +569,15 @@ export class BytePipe {
       resume(Exit.void)
       return undefined
     }
+    // The first reader to wait takes the field, and its cancel is made once per pipe: a wait allocates
+    // nothing of ours. Its cancel runs only while it is the one waiting there (a reader that was woken is
+    // not interrupted out of the wait), so clearing the field is right. Readers that wait beside it queue.
+    if (this.reader === undefined) {
+      this.reader = resume
+      return (this.cancelReaderEffect ??= Effect.sync(() => {
+        this.reader = undefined
+      }))
+    }
     if (this.readers === NONE) this.readers = []
     this.readers.push(resume)
     return Effect.sync(() => {
@@ -576,6 +585,8 @@ export class BytePipe {
       if (i >= 0) this.readers.splice(i, 1)
     })
   }
+  private reader: ((exit: Exit.Exit<void>) => void) | undefined = undefined
+  private cancelReaderEffect: Effect.Effect<void> | undefined = undefined
 
   // The waits of `pull`, `pullAll` and `read`, made once: a reader that waits allocates no effect for it.
   private get waitThenPull(): Pull.Pull<Batch, DuplexError> {
@@ -914,10 +925,13 @@ export class BytePipe {
 
   private wakeReaders(): void {
     if (this.sink !== undefined) return this.deliver()
-    if (this.readers.length === 0) return
-    const readers = this.readers
+    const first = this.reader
+    const others = this.readers
+    if (first === undefined && others.length === 0) return
+    this.reader = undefined
     this.readers = NONE
-    for (const resume of readers) resume(Exit.void)
+    first?.(Exit.void)
+    for (const resume of others) resume(Exit.void)
   }
 
   private startBlocked(): void {
