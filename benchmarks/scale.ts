@@ -308,8 +308,6 @@ interface IdlePoint {
 interface IdleFigures {
   readonly kind: "idle"
   readonly baseRssMiB: number
-  /** RSS right after the imports (before listening), with `--effect-index` after the `effect` index. */
-  readonly importRssMiB: number
   readonly points: ReadonlyArray<IdlePoint>
 }
 
@@ -345,8 +343,7 @@ const idleFiguresOf = (server: IdleServer, result: ProcessResult): { figures: Id
       heapKiB: (p.memory.heapUsed - idle.base.heapUsed) / p.n / KiB
     }
   })
-  const importRss = result["indexRssMiB"] ?? result["baseRssMiB"]
-  const figures: IdleFigures = { kind: "idle", baseRssMiB: idle.base.rss / MiB, importRssMiB: num(importRss), points }
+  const figures: IdleFigures = { kind: "idle", baseRssMiB: idle.base.rss / MiB, points }
   return problems.length === 0 ? { figures } : { figures, problem: problems.join("; ") }
 }
 
@@ -398,6 +395,9 @@ const loadOf = (r: Round): LoadFigures | undefined => (r.figures?.kind === "load
 
 const pointAt = (f: IdleFigures, n: number): IdlePoint | undefined => f.points.find((p) => p.n === n)
 
+/** A difference as text, with its sign: `+24.4 (…)`, `-3.1 (…)`. */
+const signed = (text: string): string => text.replace(/^(?=\d)/, "+")
+
 const nText = (n: number): string => (n >= 1000 && n % 1000 === 0 ? `${n / 1000}k` : String(n))
 
 export type ScaleOutcome = ModeOutcome
@@ -441,7 +441,7 @@ export const runScale = async (
   for (const server of IDLE) {
     const rs = roundsOf(server.id)
     if (rs.length === 0) continue
-    const fs = rs.flatMap((r) => (idleOf(r) === undefined ? [] : [idleOf(r)!]))
+    const fs = rs.flatMap((r) => idleOf(r) ?? [])
     const anchorRounds = server.anchor === undefined ? [] : roundsOf(server.anchor)
     const at = (n: number, pick: (p: IdlePoint) => number) => (f: IdleFigures) => {
       const p = pointAt(f, n)
@@ -472,13 +472,14 @@ export const runScale = async (
       (s, a) => s - a
     )
     let verdict = "—"
-    if (server.target && server.anchor !== undefined) {
-      const r = ratios[ratios.length - 1]!
-      if (r.length === 0) verdict = "—"
-      else if (median(r) <= MAX_MEMORY_RATIO) verdict = "meets"
+    // Judged at the largest N, over the rounds where both it and its anchor have figures.
+    const atLargest = ratios[ratios.length - 1]!
+    if (server.target && server.anchor !== undefined && atLargest.length > 0) {
+      const r = median(atLargest)
+      if (r <= MAX_MEMORY_RATIO) verdict = "meets"
       else {
-        verdict = `**misses** (${fixed(median(r), 2)}× > ${MAX_MEMORY_RATIO}×)`
-        missed.push(`${server.id}: ${fixed(median(r), 2)}× its anchor's memory per connection at ${nText(largest)}`)
+        verdict = `**misses** (${fixed(r, 2)}× > ${MAX_MEMORY_RATIO}×)`
+        missed.push(`${server.id}: ${fixed(r, 2)}× its anchor's memory per connection at ${nText(largest)}`)
       }
     }
     if (server.id === "scale-echo-stream" && baseDelta.length > 0) {
@@ -500,7 +501,7 @@ export const runScale = async (
         `${spread(
           fs.map((f) => f.baseRssMiB),
           1
-        )}` + (server.anchor === undefined ? "" : ` (${spread(baseDelta, 1).replace(/^(?=\d)/, "+")})`),
+        )}` + (server.anchor === undefined ? "" : ` (${signed(spread(baseDelta, 1))})`),
         verdict
       ].join(" | ")
     )
@@ -511,7 +512,7 @@ export const runScale = async (
   for (const server of LOAD) {
     const rs = roundsOf(server.id)
     if (rs.length === 0) continue
-    const fs = rs.flatMap((r) => (loadOf(r) === undefined ? [] : [loadOf(r)!]))
+    const fs = rs.flatMap((r) => loadOf(r) ?? [])
     const anchorRounds = server.anchor === undefined ? [] : roundsOf(server.anchor)
     const rate = perRound<LoadFigures>(rs, anchorRounds, (f) => f.mibps)
     const cpu = perRound<LoadFigures>(rs, anchorRounds, (f) => f.cpuSPerGiB)
@@ -544,7 +545,7 @@ export const runScale = async (
         ),
         server.anchor === undefined ? "1 (anchor)" : spread(cpu, 2),
         `${fixed(Math.max(...fs.map((f) => f.peakRssMiB)), 1)}` +
-          (server.anchor === undefined ? "" : ` (${spread(rssDelta, 1).replace(/^(?=\d)/, "+")})`),
+          (server.anchor === undefined ? "" : ` (${signed(spread(rssDelta, 1))})`),
         verdict
       ].join(" | ")
     )

@@ -394,30 +394,22 @@ const spillQueued = (
       const inbound: Effect.Effect<void, DuplexError> = Effect.flatMap(duplex.read, (chunk) =>
         Option.isNone(chunk)
           ? Effect.void
-          : Effect.flatMap(queue.push(chunk.value), () => {
-              return Effect.flatMap(buffered(duplex), (b) => {
+          : Effect.flatMap(queue.push(chunk.value), () =>
+              Effect.flatMap(buffered(duplex), (b) => {
                 counters.sample(queue.memoryBytes + b)
                 return inbound
               })
-            })
+            )
       )
       const outbound: Effect.Effect<void, DuplexError> = Effect.flatMap(queue.take, (chunk) =>
         chunk === undefined ? Effect.void : Effect.flatMap(duplex.write(chunk), () => outbound)
       )
       const before = queue.spilledBytes
-      const both = Effect.all(
-        [
-          Effect.ensuring(
-            inbound,
-            Effect.sync(() => queue.end())
-          ),
-          Effect.andThen(room, outbound)
-        ],
-        {
-          concurrency: 2,
-          discard: true
-        }
+      const reading = Effect.ensuring(
+        inbound,
+        Effect.sync(() => queue.end())
       )
+      const both = Effect.all([reading, Effect.andThen(room, outbound)], { concurrency: 2, discard: true })
       return (watched ? both : both.pipe(Watchdog.guard(duplex, { stallTimeout: policy.stallTimeout }))).pipe(
         Effect.ensuring(
           Effect.sync(() => {

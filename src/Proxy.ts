@@ -150,9 +150,10 @@ export const relay = (options: {
   // The upstream leg's label, shared by every connection of the relay (`tcp →host:port`, or the target's
   // own `label`): the client leg's label names the connection.
   const label = connectLabel(options.target)
+  // Checked once: a bad target fails every connection alike (`onUpstreamFailure` with `InvalidOptions`).
+  const timeoutMillis = checkConnectOptions(label, options.target, Tcp.DEFAULT_CONNECT_TIMEOUT)
   return (client, info) =>
     Effect.suspend(() => {
-      const timeoutMillis = checkConnectOptions(label, options.target, Tcp.DEFAULT_CONNECT_TIMEOUT)
       if (typeof timeoutMillis !== "number") return Effect.as(onUpstreamFailure(timeoutMillis, info), undefined)
       // The upstream leg is the relay's for exactly as long as it runs: no scope of its own, it is closed
       // (its half-made socket destroyed, or its duplex disposed) however the relay ends.

@@ -33,7 +33,6 @@ const mode = required(opts, "mode")
 const counts = opts["counts"] === undefined ? [] : opts["counts"].split(",").map(Number)
 const connections = opts["connections"] === undefined ? undefined : Number(opts["connections"])
 if (opts["effect-index"] === "true") await import("effect")
-const indexRssMiB = Math.round((process.memoryUsage.rss() / 1024 ** 2) * 10) / 10
 
 const maxConnections = Math.max(0, ...counts, connections ?? 0) + 16
 const listen = { host: HOST, port: 0, maxConnections }
@@ -105,4 +104,4 @@ const program = Effect.gen(function* () {
 })
 
 const figures = await Effect.runPromise(Effect.scoped(program))
-meter.finish({ fullduplex: fullduplexUrl, mode, indexRssMiB, ...figures })
+meter.finish({ fullduplex: fullduplexUrl, mode, ...figures })
